@@ -1,0 +1,91 @@
+"""The files pgmam owns on a server: their paths and their exact contents (pure).
+
+Every file starts with the MARKER line so that pgmam can tell its own files
+from an operator's, and never edits postgresql.conf itself.
+"""
+
+from __future__ import annotations
+
+from .facts import MARKER, PGBACKREST_CONF_D
+from .remote import Command, sh
+
+RETENTION_FULL = 2
+ARCHIVE_QUEUE_MAX = "4GiB"
+ARCHIVE_TIMEOUT_S = 60
+
+_WRITE_FILE = (
+    'set -e; umask 077; tmp="$2.pgmam-tmp"; printf "%s" "$1" > "$tmp"; '
+    'chown "$3" "$tmp"; chmod "$4" "$tmp"; mv -f "$tmp" "$2"'
+)
+
+
+def write_file(path: str, content: str, owner: str = "root:root", mode: str = "0644") -> Command:
+    """Atomically write a file (temp file + rename) with owner and mode."""
+    return sh(_WRITE_FILE, content, path, owner, mode)
+
+
+def stanza_conf_path(app: str) -> str:
+    return f"{PGBACKREST_CONF_D}/{app}.conf"
+
+
+def pg_conf_path(version: int, app: str) -> str:
+    return f"/etc/postgresql/{version}/{app}/conf.d/pgmam.conf"
+
+
+def data_dir(version: int, app: str) -> str:
+    return f"/var/lib/postgresql/{version}/{app}"
+
+
+def process_max(cpu_count: int) -> int:
+    """Parallel backup/restore processes: every core on small servers, capped to leave room on big ones."""
+    return max(1, min(cpu_count, 4))
+
+
+def global_conf(cpu_count: int) -> str:
+    """pgBackRest's global config: fast by default (zst, start-fast, parallel, async archiving)."""
+    procs = process_max(cpu_count)
+    return f"""{MARKER}
+# Global pgBackRest settings for every app on this server; one stanza per app
+# lives in {PGBACKREST_CONF_D}/<app>.conf. Written once by pgmam; edit with care.
+[global]
+repo1-path=/var/lib/pgbackrest
+repo1-retention-full={RETENTION_FULL}
+repo1-retention-full-type=count
+compress-type=zst
+compress-level=3
+start-fast=y
+process-max={procs}
+archive-async=y
+spool-path=/var/spool/pgbackrest
+archive-push-queue-max={ARCHIVE_QUEUE_MAX}
+log-level-console=warn
+log-level-file=info
+log-path=/var/log/pgbackrest
+
+[global:archive-push]
+process-max={max(1, procs // 2)}
+
+[global:archive-get]
+process-max={procs}
+"""
+
+
+def stanza_conf(app: str, version: int, port: int) -> str:
+    return f"""{MARKER}
+# pgBackRest stanza for app {app} (PostgreSQL {version}/{app}, port {port}).
+[{app}]
+pg1-path={data_dir(version, app)}
+pg1-port={port}
+pg1-socket-path=/var/run/postgresql
+"""
+
+
+def archive_conf(app: str) -> str:
+    """conf.d/pgmam.conf: WAL archiving to this app's stanza."""
+    return f"""{MARKER}
+# WAL archiving to pgBackRest stanza '{app}'. Loaded through postgresql.conf's include_dir.
+wal_level = replica
+archive_mode = on
+archive_command = 'pgbackrest --stanza={app} archive-push %p'
+archive_timeout = {ARCHIVE_TIMEOUT_S}
+"""

@@ -1,0 +1,409 @@
+"""Read server state: one probe command plus pure parsers into dataclasses.
+
+The probe is a constant POSIX shell script run once as root; it prints
+``@@section`` headers followed by raw tool output (pg_lsclusters, ss, df,
+``pgbackrest info --output=json``, one JSON row per online cluster from
+``psql -XAt``). :func:`parse_probe` turns that text into :class:`ServerFacts`;
+it never raises on odd output: a probe that failed becomes an error field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from .remote import Command, HostSession, sh
+
+MARKER = "# managed by pgmam"
+PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
+PGBACKREST_CONF_D = "/etc/pgbackrest/conf.d"
+DATA_ROOT = "/var/lib/postgresql"
+REPO_PATH = "/var/lib/pgbackrest"
+
+CLUSTER_SQL = """select json_build_object(
+ 'in_recovery', pg_is_in_recovery(),
+ 'timeline', case when pg_is_in_recovery()
+     then (select timeline_id from pg_control_checkpoint())
+     else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end,
+ 'size', (select sum(pg_database_size(oid))::bigint from pg_database),
+ 'start_time', extract(epoch from pg_postmaster_start_time()),
+ 'archive_mode', current_setting('archive_mode'),
+ 'archive_command', current_setting('archive_command'),
+ 'data_checksums', current_setting('data_checksums'),
+ 'archived_count', a.archived_count,
+ 'last_archived_wal', a.last_archived_wal,
+ 'last_archived_time', extract(epoch from a.last_archived_time),
+ 'failed_count', a.failed_count,
+ 'last_failed_wal', a.last_failed_wal,
+ 'last_failed_time', extract(epoch from a.last_failed_time))
+from pg_stat_archiver a"""
+
+# Runs as root. Constant text: nothing user-supplied is ever inside it.
+PROBE_SCRIPT = r"""
+cd /
+section() { printf '\n@@%s\n' "$*"; }
+section host; hostname
+section now; date +%s
+section cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
+section systemd; if [ -d /run/systemd/system ]; then echo yes; else echo no; fi
+section tools
+for t in pg_lsclusters pg_createcluster pg_ctlcluster pgbackrest psql runuser ss; do
+  if command -v "$t" >/dev/null 2>&1; then echo "$t yes"; else echo "$t no"; fi
+done
+section pgversions
+for p in /usr/lib/postgresql/*/bin/postgres; do
+  [ -x "$p" ] && basename "$(dirname "$(dirname "$p")")"
+done
+section listen; ss -Hltn 2>/dev/null | awk '{print $4}'
+section disk; df -P -B1 /var/lib/postgresql /var/lib/pgbackrest 2>/dev/null | tail -n +2
+section global-conf
+if [ -f /etc/pgbackrest/pgbackrest.conf ]; then
+  if grep -qx '# managed by pgmam' /etc/pgbackrest/pgbackrest.conf; then echo pgmam; else echo foreign; fi
+else echo absent; fi
+section stanza-confs
+for f in /etc/pgbackrest/conf.d/*.conf; do
+  [ -f "$f" ] && grep -qx '# managed by pgmam' "$f" && basename "$f" .conf
+done
+section clusters
+command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters --no-header 2>&1
+section pgmam-confs
+for f in /etc/postgresql/*/*/conf.d/pgmam.conf; do [ -f "$f" ] && echo "$f"; done
+section pgbackrest
+if command -v pgbackrest >/dev/null 2>&1; then
+  cd /tmp && runuser -u postgres -- timeout 30 pgbackrest --output=json info 2>&1; cd /
+fi
+if command -v pg_lsclusters >/dev/null 2>&1; then
+  pg_lsclusters --no-header 2>/dev/null | while read -r ver name port status rest; do
+    case "$status" in online*)
+      section "sql $ver $name"
+      runuser -u postgres -- env PGCONNECT_TIMEOUT=5 timeout 15 \
+        psql -XAtq -v ON_ERROR_STOP=1 -p "$port" -d postgres -c "$PGMAM_SQL" 2>&1 </dev/null
+      ;;
+    esac
+  done
+fi
+section end
+"""
+
+
+def probe_command() -> Command:
+    """The one command that gathers everything status and the planners need."""
+    script = "PGMAM_SQL=$1; export PGMAM_SQL\n" + PROBE_SCRIPT
+    return sh(script, CLUSTER_SQL, timeout=120)
+
+
+# -- typed facts -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchiverStats:
+    archived_count: int
+    last_archived_wal: str | None
+    last_archived_time: datetime | None
+    failed_count: int
+    last_failed_wal: str | None
+    last_failed_time: datetime | None
+
+    @property
+    def failing(self) -> bool:
+        """Archiving is failing when the last failure is newer than the last success."""
+        if self.last_failed_time is None:
+            return False
+        return self.last_archived_time is None or self.last_failed_time > self.last_archived_time
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    version: int
+    name: str
+    port: int
+    status: str  # as pg_lsclusters says: online, down, online,recovery, ...
+    owner: str
+    data_dir: str
+    log_file: str
+    pgmam_conf: bool = False  # conf.d/pgmam.conf present
+    in_recovery: bool | None = None
+    timeline: int | None = None
+    size_bytes: int | None = None
+    start_time: datetime | None = None
+    archive_mode: str | None = None
+    archive_command: str | None = None
+    data_checksums: bool | None = None
+    archiver: ArchiverStats | None = None
+    sql_error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status.startswith("online")
+
+    @property
+    def recovering(self) -> bool:
+        return bool(self.in_recovery) or "recovery" in self.status
+
+    @property
+    def config_dir(self) -> str:
+        return f"/etc/postgresql/{self.version}/{self.name}"
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    label: str
+    type: str
+    start: datetime
+    stop: datetime
+    size: int
+    repo_size: int
+    wal_start: str | None
+    wal_stop: str | None
+    error: bool = False
+
+
+@dataclass(frozen=True)
+class StanzaInfo:
+    name: str
+    status_code: int
+    status_message: str
+    backups: tuple[BackupInfo, ...] = ()
+    wal_min: str | None = None
+    wal_max: str | None = None
+    backup_running: bool = False
+
+    @property
+    def exists(self) -> bool:
+        """The stanza was created (codes 1 'missing stanza path' and 3 'missing stanza data' mean no)."""
+        return self.status_code not in (1, 3)
+
+    @property
+    def last(self) -> BackupInfo | None:
+        return self.backups[-1] if self.backups else None
+
+    @property
+    def last_full(self) -> BackupInfo | None:
+        fulls = [b for b in self.backups if b.type == "full"]
+        return fulls[-1] if fulls else None
+
+    @property
+    def first(self) -> BackupInfo | None:
+        return self.backups[0] if self.backups else None
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    mount: str
+    total_bytes: int
+    free_bytes: int
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    hostname: str
+    now: datetime
+    cpu_count: int
+    systemd: bool
+    tools: dict[str, bool]
+    pg_versions: tuple[int, ...]
+    listening_ports: frozenset[int]
+    disks: tuple[DiskFacts, ...]
+    global_conf: str  # absent | pgmam | foreign
+    managed_stanzas: frozenset[str]
+    clusters: tuple[ClusterFacts, ...]
+    stanzas: dict[str, StanzaInfo] = field(default_factory=dict)
+    pgbackrest_error: str | None = None
+
+    def cluster(self, name: str) -> ClusterFacts | None:
+        return next((c for c in self.clusters if c.name == name), None)
+
+    @property
+    def newest_pg(self) -> int | None:
+        return max(self.pg_versions) if self.pg_versions else None
+
+    @property
+    def data_disk(self) -> DiskFacts | None:
+        return self.disks[0] if self.disks else None
+
+
+# -- parsers (pure) ------------------------------------------------------------
+
+
+def split_sections(text: str) -> dict[str, list[str]]:
+    """'@@name' headers -> {name: lines}; text before the first header is dropped."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            current = sections.setdefault(line[2:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return sections
+
+
+def parse_lsclusters(lines: list[str]) -> list[ClusterFacts]:
+    """`pg_lsclusters --no-header` text -> clusters (columns: ver name port status owner data log)."""
+    clusters = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or not parts[0].isdigit() or not parts[2].isdigit():
+            continue
+        clusters.append(
+            ClusterFacts(
+                version=int(parts[0]),
+                name=parts[1],
+                port=int(parts[2]),
+                status=parts[3],
+                owner=parts[4],
+                data_dir=parts[5],
+                log_file=parts[6] if len(parts) > 6 else "",
+            )
+        )
+    return clusters
+
+
+def parse_listen(lines: list[str]) -> frozenset[int]:
+    """`ss -Hltn` local addresses (127.0.0.1:5432, [::1]:5432, *:22) -> ports."""
+    ports = set()
+    for line in lines:
+        _, _, port = line.strip().rpartition(":")
+        if port.isdigit():
+            ports.add(int(port))
+    return frozenset(ports)
+
+
+def parse_df(lines: list[str]) -> tuple[DiskFacts, ...]:
+    """`df -P -B1` rows -> disks, one per distinct mount point, in order."""
+    disks: list[DiskFacts] = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 6 and parts[1].isdigit() and parts[3].isdigit():
+            disk = DiskFacts(mount=parts[5], total_bytes=int(parts[1]), free_bytes=int(parts[3]))
+            if all(d.mount != disk.mount for d in disks):
+                disks.append(disk)
+    return tuple(disks)
+
+
+def _ts(value: object) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(float(value), tz=UTC)  # type: ignore[arg-type]
+
+
+def parse_pgbackrest_info(text: str) -> dict[str, StanzaInfo]:
+    """`pgbackrest info --output=json` -> {stanza: StanzaInfo}. Raises ValueError on non-JSON."""
+    data = json.loads(text)
+    stanzas = {}
+    for raw in data:
+        backups = tuple(
+            BackupInfo(
+                label=b["label"],
+                type=b["type"],
+                start=_ts(b["timestamp"]["start"]),  # type: ignore[arg-type]
+                stop=_ts(b["timestamp"]["stop"]),  # type: ignore[arg-type]
+                size=int(b.get("info", {}).get("size", 0)),
+                repo_size=int(b.get("info", {}).get("repository", {}).get("size", 0)),
+                wal_start=(b.get("archive") or {}).get("start"),
+                wal_stop=(b.get("archive") or {}).get("stop"),
+                error=bool(b.get("error", False)),
+            )
+            for b in raw.get("backup", [])
+        )
+        archives = raw.get("archive") or []
+        status = raw.get("status", {})
+        stanzas[raw["name"]] = StanzaInfo(
+            name=raw["name"],
+            status_code=int(status.get("code", 99)),
+            status_message=status.get("message", ""),
+            backups=backups,
+            wal_min=min((a["min"] for a in archives if a.get("min")), default=None),
+            wal_max=max((a["max"] for a in archives if a.get("max")), default=None),
+            backup_running=bool(status.get("lock", {}).get("backup", {}).get("held", False)),
+        )
+    return stanzas
+
+
+def parse_cluster_sql(lines: list[str]) -> dict[str, object]:
+    """The CLUSTER_SQL row -> dict; {'error': text} when psql failed."""
+    text = "\n".join(lines).strip()
+    try:
+        row = json.loads(text)
+    except ValueError:
+        return {"error": text or "no answer from psql"}
+    return row if isinstance(row, dict) else {"error": text}
+
+
+def _with_sql(cluster: ClusterFacts, row: dict[str, object]) -> ClusterFacts:
+    if "error" in row:
+        return replace(cluster, sql_error=str(row["error"]).splitlines()[-1] if row["error"] else "psql failed")
+    archiver = ArchiverStats(
+        archived_count=int(row.get("archived_count") or 0),  # type: ignore[arg-type]
+        last_archived_wal=row.get("last_archived_wal"),  # type: ignore[arg-type]
+        last_archived_time=_ts(row.get("last_archived_time")),
+        failed_count=int(row.get("failed_count") or 0),  # type: ignore[arg-type]
+        last_failed_wal=row.get("last_failed_wal"),  # type: ignore[arg-type]
+        last_failed_time=_ts(row.get("last_failed_time")),
+    )
+    return replace(
+        cluster,
+        in_recovery=bool(row.get("in_recovery")),
+        timeline=row.get("timeline"),  # type: ignore[arg-type]
+        size_bytes=row.get("size"),  # type: ignore[arg-type]
+        start_time=_ts(row.get("start_time")),
+        archive_mode=row.get("archive_mode"),  # type: ignore[arg-type]
+        archive_command=row.get("archive_command"),  # type: ignore[arg-type]
+        data_checksums=row.get("data_checksums") == "on",
+        archiver=archiver,
+    )
+
+
+def parse_probe(text: str) -> ServerFacts:
+    """The whole probe output -> ServerFacts."""
+    s = split_sections(text)
+
+    def first(name: str, default: str = "") -> str:
+        lines = [line for line in s.get(name, []) if line.strip()]
+        return lines[0].strip() if lines else default
+
+    tools = {}
+    for line in s.get("tools", []):
+        name, _, answer = line.partition(" ")
+        if name:
+            tools[name] = answer.strip() == "yes"
+    pgmam_confs = {line.strip() for line in s.get("pgmam-confs", []) if line.strip()}
+    clusters = []
+    for cluster in parse_lsclusters(s.get("clusters", [])):
+        cluster = replace(cluster, pgmam_conf=f"{cluster.config_dir}/conf.d/pgmam.conf" in pgmam_confs)
+        sql = s.get(f"sql {cluster.version} {cluster.name}")
+        if sql is not None:
+            cluster = _with_sql(cluster, parse_cluster_sql(sql))
+        clusters.append(cluster)
+
+    stanzas: dict[str, StanzaInfo] = {}
+    pgbackrest_error = None
+    raw_info = "\n".join(s.get("pgbackrest", [])).strip()
+    if raw_info:
+        try:
+            stanzas = parse_pgbackrest_info(raw_info)
+        except (ValueError, KeyError, TypeError):
+            pgbackrest_error = raw_info.splitlines()[-1]
+
+    now_text = first("now", "0")
+    return ServerFacts(
+        hostname=first("host"),
+        now=datetime.fromtimestamp(int(now_text) if now_text.isdigit() else 0, tz=UTC),
+        cpu_count=int(first("cpus", "1")) if first("cpus", "1").isdigit() else 1,
+        systemd=first("systemd") == "yes",
+        tools=tools,
+        pg_versions=tuple(sorted(int(v) for v in (x.strip() for x in s.get("pgversions", [])) if v.isdigit())),
+        listening_ports=parse_listen(s.get("listen", [])),
+        disks=parse_df(s.get("disk", [])),
+        global_conf=first("global-conf", "absent"),
+        managed_stanzas=frozenset(line.strip() for line in s.get("stanza-confs", []) if line.strip()),
+        clusters=tuple(clusters),
+        stanzas=stanzas,
+        pgbackrest_error=pgbackrest_error,
+    )
+
+
+def gather(session: HostSession) -> tuple[ServerFacts, str]:
+    """Run the probe on one host; returns the facts and the raw text (for fixtures)."""
+    result = session.run(probe_command())
+    return parse_probe(result.stdout), result.stdout

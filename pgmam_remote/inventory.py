@@ -1,0 +1,220 @@
+"""hosts.toml -> typed Host objects, with groups and defaults.
+
+The inventory is found at ``$PGMAM_HOSTS`` or ``./hosts.toml``. Anything it
+does not understand is refused with the file name, the line where we can find
+one, and what is wrong: a typo in an inventory must never silently point a
+command at the wrong server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InventoryError, UsageError
+
+ENV_VAR = "PGMAM_HOSTS"
+DEFAULT_PATH = Path("hosts.toml")
+DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+# key -> (accepted types, human description)
+_HOST_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "user": ((str,), "a string"),
+    "port": ((int,), "an integer 1..65535"),
+    "identity_file": ((str,), "a path"),
+    "ssh_config": ((str,), 'a path, or "" for none'),
+    "known_hosts": ((str,), "a path"),
+    "pg_version": ((int,), "an integer such as 15"),
+    "connect_timeout": ((int, float), "a number of seconds"),
+}
+_HOST_ONLY_KEYS: dict[str, tuple[tuple[type, ...], str]] = {"address": ((str,), "a host name or IP")}
+
+
+@dataclass(frozen=True)
+class Host:
+    """One server as the inventory describes it, defaults applied."""
+
+    name: str
+    address: str
+    user: str | None = None
+    port: int | None = None
+    identity_file: Path | None = None
+    ssh_config: Path | None = None
+    known_hosts: Path = DEFAULT_KNOWN_HOSTS
+    pg_version: int | None = None
+    connect_timeout: float = 10.0
+
+    @property
+    def label(self) -> str:
+        """How the host is named in output: the inventory name, plus the address if different."""
+        return self.name if self.address == self.name else f"{self.name} ({self.address})"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    hosts: dict[str, Host]
+    groups: dict[str, tuple[str, ...]]
+
+    def select(
+        self, names: list[str] | tuple[str, ...] = (), group: str | None = None, all_hosts: bool = False
+    ) -> list[Host]:
+        """Hosts named by --host, --group and --all-hosts, in inventory order, no duplicates."""
+        if not names and not group and not all_hosts:
+            raise UsageError("no host selected", hint="pass --host NAME, --group NAME or --all-hosts")
+        wanted: set[str] = set()
+        for name in names:
+            if name not in self.hosts:
+                raise UsageError(
+                    f"unknown host {name!r} (not in {self.path})",
+                    hint=f"known hosts: {', '.join(self.hosts) or 'none'}",
+                )
+            wanted.add(name)
+        if group:
+            if group not in self.groups:
+                raise UsageError(
+                    f"unknown group {group!r} (not in {self.path})",
+                    hint=f"known groups: {', '.join(self.groups) or 'none'}",
+                )
+            wanted.update(self.groups[group])
+        if all_hosts:
+            wanted.update(self.hosts)
+        return [host for name, host in self.hosts.items() if name in wanted]
+
+    def host(self, name: str) -> Host:
+        return self.select([name])[0]
+
+
+def inventory_path() -> Path:
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else DEFAULT_PATH
+
+
+def load(path: Path | None = None) -> Inventory:
+    """Read and validate the inventory file."""
+    path = path or inventory_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError(
+            f"inventory {path} not found",
+            hint=f"copy hosts.toml from the pgmam checkout and edit it, or set {ENV_VAR}",
+        ) from None
+    except OSError as exc:
+        raise InventoryError(f"cannot read inventory {path}: {exc.strerror}") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path = DEFAULT_PATH) -> Inventory:
+    """Pure: inventory text -> Inventory, or InventoryError naming file, line and problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InventoryError(f"{path}: malformed TOML: {exc}") from None
+    checker = _Checker(text, path)
+    checker.unknown_keys("", data, {"defaults", "hosts", "groups"})
+
+    defaults = checker.table("defaults", data.get("defaults", {}))
+    checker.fields("defaults", defaults, _HOST_KEYS)
+
+    hosts_table = checker.table("hosts", data.get("hosts", {}))
+    hosts: dict[str, Host] = {}
+    for name, raw in hosts_table.items():
+        section = f"hosts.{name}"
+        if not NAME_RE.fullmatch(name):
+            checker.fail(section, None, f"host name {name!r} must be letters, digits, '.', '_' or '-'")
+        raw = checker.table(section, raw)
+        checker.fields(section, raw, {**_HOST_KEYS, **_HOST_ONLY_KEYS})
+        hosts[name] = _make_host(name, {**defaults, **raw}, checker, section)
+    if not hosts:
+        checker.fail("hosts", None, "no hosts defined; add a [hosts.NAME] table")
+
+    groups: dict[str, tuple[str, ...]] = {}
+    for group, members in checker.table("groups", data.get("groups", {})).items():
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            checker.fail("groups", group, f"group {group!r} must be a list of host names")
+        unknown = [m for m in members if m not in hosts]
+        if unknown:
+            checker.fail("groups", group, f"group {group!r} names unknown host(s): {', '.join(unknown)}")
+        groups[group] = tuple(members)
+    return Inventory(path=path, hosts=hosts, groups=groups)
+
+
+def _make_host(name: str, values: dict[str, Any], checker: _Checker, section: str) -> Host:
+    port = values.get("port")
+    if port is not None and not 1 <= port <= 65535:
+        checker.fail(section, "port", f"port {port} is not in 1..65535")
+    timeout = float(values.get("connect_timeout", 10))
+    if timeout <= 0:
+        checker.fail(section, "connect_timeout", "connect_timeout must be > 0")
+    ssh_config = values.get("ssh_config", "~/.ssh/config")
+    ssh_config_path = Path(ssh_config).expanduser() if ssh_config else None
+    if ssh_config_path is not None and "ssh_config" not in values and not ssh_config_path.exists():
+        ssh_config_path = None  # the implicit default is optional; an explicit path must exist
+    identity = values.get("identity_file")
+    return Host(
+        name=name,
+        address=values.get("address", name),
+        user=values.get("user"),
+        port=port,
+        identity_file=Path(identity).expanduser() if identity else None,
+        ssh_config=ssh_config_path,
+        known_hosts=Path(values.get("known_hosts", "~/.ssh/known_hosts")).expanduser(),
+        pg_version=values.get("pg_version"),
+        connect_timeout=timeout,
+    )
+
+
+class _Checker:
+    """Raises InventoryError with a line number found by looking for the key in its section."""
+
+    def __init__(self, text: str, path: Path) -> None:
+        self.lines = text.splitlines()
+        self.path = path
+
+    def fail(self, section: str, key: str | None, problem: str) -> None:
+        line = self._line_of(section, key)
+        where = f"{self.path}:{line}" if line else str(self.path)
+        raise InventoryError(f"{where}: {problem}")
+
+    def table(self, section: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(section, None, f"[{section}] must be a table")
+        return value
+
+    def unknown_keys(self, section: str, table: dict[str, Any], allowed: set[str]) -> None:
+        for key in table:
+            if key not in allowed:
+                where = f"[{section}]" if section else "the top level"
+                self.fail(section, key, f"unknown key {key!r} in {where}; allowed: {', '.join(sorted(allowed))}")
+
+    def fields(self, section: str, table: dict[str, Any], spec: dict[str, tuple[tuple[type, ...], str]]) -> None:
+        self.unknown_keys(section, table, set(spec))
+        for key, value in table.items():
+            types, description = spec[key]
+            if isinstance(value, bool) or not isinstance(value, types):
+                self.fail(section, key, f"{key} in [{section}] must be {description}, not {value!r}")
+
+    def _line_of(self, section: str, key: str | None) -> int | None:
+        header = re.compile(r"^\s*\[\s*" + re.escape(section).replace(r"\.", r"\s*\.\s*") + r"\s*\]")
+        start = 0
+        if section:
+            start = next((i for i, line in enumerate(self.lines) if header.match(line)), -1)
+            if start < 0:
+                return None
+            if key is None:
+                return start + 1
+        if key is None:
+            return None
+        key_re = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=")
+        for i in range(start + (1 if section else 0), len(self.lines)):
+            if section and i > start and self.lines[i].lstrip().startswith("["):
+                break
+            if key_re.match(self.lines[i]):
+                return i + 1
+        return start + 1 if section else None

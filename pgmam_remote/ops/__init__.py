@@ -1,0 +1,1 @@
+"""Operations: each builds a Plan from facts (pure) and runs it."""

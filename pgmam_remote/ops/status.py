@@ -1,0 +1,316 @@
+"""status: the fleet at a glance. Never raises for one host: a failed probe is a row.
+
+collect() runs the probe on every host in parallel (bounded pool, one SSH
+connection and one remote command per host when sudo needs no password);
+assess() is pure: facts -> HostStatus with the problems that need attention.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from rich.table import Table
+from rich.text import Text
+
+from ..console import Console
+from ..errors import PgmamError
+from ..facts import ClusterFacts, ServerFacts, StanzaInfo, gather
+from ..inventory import Host
+from ..remote import HostSession, PasswordSource, ask_password
+
+MAX_PARALLEL = 16
+BACKUP_MAX_AGE = timedelta(hours=26)
+DISK_MIN_FREE_RATIO = 0.10
+
+
+@dataclass(frozen=True)
+class BackupRef:
+    type: str
+    label: str
+    stop: str  # ISO-8601 UTC
+    age_seconds: int
+
+
+@dataclass(frozen=True)
+class Archiving:
+    ok: bool
+    archived_count: int
+    last_archived_wal: str | None
+    last_archived_time: str | None
+    failed_count: int
+    last_failed_time: str | None
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    app: str
+    version: int
+    port: int
+    status: str
+    managed: bool
+    in_recovery: bool | None
+    timeline: int | None
+    size_bytes: int | None
+    data_dir: str
+    backup_count: int
+    last_backup: BackupRef | None
+    last_full: BackupRef | None
+    recovery_window: dict[str, str | None] | None
+    archiving: Archiving | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    host: str
+    address: str
+    reachable: bool
+    error: str | None = None
+    disk_free_bytes: int | None = None
+    disk_total_bytes: int | None = None
+    clusters: list[ClusterStatus] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    remote_commands: int = 0
+    seconds: float = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return self.reachable and not self.problems and all(c.healthy for c in self.clusters)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _backup_ref(stanza: StanzaInfo | None, now: datetime, full: bool) -> BackupRef | None:
+    backup = (stanza.last_full if full else stanza.last) if stanza else None
+    if backup is None:
+        return None
+    return BackupRef(backup.type, backup.label, backup.stop.isoformat(), int((now - backup.stop).total_seconds()))
+
+
+def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
+    """Pure: one cluster's facts -> its status and the problems that need attention."""
+    managed = cluster.name in facts.managed_stanzas
+    stanza = facts.stanzas.get(cluster.name) if managed else None
+    last = _backup_ref(stanza, facts.now, full=False)
+    archiver = cluster.archiver
+    archiving = None
+    if archiver is not None:
+        archiving = Archiving(
+            ok=not archiver.failing,
+            archived_count=archiver.archived_count,
+            last_archived_wal=archiver.last_archived_wal,
+            last_archived_time=_iso(archiver.last_archived_time),
+            failed_count=archiver.failed_count,
+            last_failed_time=_iso(archiver.last_failed_time),
+        )
+    problems: list[str] = []
+    if managed:
+        if not cluster.running:
+            problems.append(f"cluster is {cluster.status}")
+        if cluster.sql_error:
+            problems.append(f"cannot query: {cluster.sql_error}")
+        if cluster.recovering:
+            problems.append("in recovery")
+        if archiver is not None and archiver.failing:
+            problems.append(f"WAL archiving failing since {_iso(archiver.last_failed_time)}")
+        if last is None:
+            problems.append("no backup")
+        elif last.age_seconds > BACKUP_MAX_AGE.total_seconds():
+            problems.append(f"last backup {_age(last.age_seconds)} ago")
+        if stanza is not None and stanza.status_code not in (0, 2):
+            problems.append(f"pgBackRest: {stanza.status_message}")
+    first = stanza.first if stanza else None
+    window = None
+    if first is not None:
+        end = archiver.last_archived_time if archiver else None
+        window = {"start": _iso(first.stop), "end": _iso(max(end, first.stop) if end else first.stop)}
+    return ClusterStatus(
+        app=cluster.name,
+        version=cluster.version,
+        port=cluster.port,
+        status=cluster.status,
+        managed=managed,
+        in_recovery=cluster.in_recovery,
+        timeline=cluster.timeline,
+        size_bytes=cluster.size_bytes,
+        data_dir=cluster.data_dir,
+        backup_count=len(stanza.backups) if stanza else 0,
+        last_backup=last,
+        last_full=_backup_ref(stanza, facts.now, full=True),
+        recovery_window=window,
+        archiving=archiving,
+        problems=problems,
+    )
+
+
+def assess(host: Host, facts: ServerFacts, remote_commands: int = 0, seconds: float = 0.0) -> HostStatus:
+    """Pure: a host's facts -> HostStatus."""
+    problems = []
+    disk = facts.data_disk
+    if disk and disk.total_bytes and disk.free_bytes / disk.total_bytes < DISK_MIN_FREE_RATIO:
+        problems.append(f"disk {disk.mount} has only {_size(disk.free_bytes)} free")
+    if facts.pgbackrest_error and facts.managed_stanzas:
+        problems.append(f"pgbackrest info failed: {facts.pgbackrest_error}")
+    return HostStatus(
+        host=host.name,
+        address=host.address,
+        reachable=True,
+        disk_free_bytes=disk.free_bytes if disk else None,
+        disk_total_bytes=disk.total_bytes if disk else None,
+        clusters=[assess_cluster(c, facts) for c in facts.clusters],
+        problems=problems,
+        remote_commands=remote_commands,
+        seconds=seconds,
+    )
+
+
+def probe_host(host: Host, password_source: PasswordSource = ask_password) -> HostStatus:
+    """Connect, probe, assess. Any PgmamError becomes an unreachable/error row."""
+    started = time.monotonic()
+    session = None
+    try:
+        session = HostSession(host, password_source=password_source).open()
+        facts, _ = gather(session)
+        return assess(host, facts, session.commands_run, time.monotonic() - started)
+    except PgmamError as exc:
+        reachable = session is not None and session.connection.is_connected
+        return HostStatus(
+            host=host.name,
+            address=host.address,
+            reachable=reachable,
+            error=exc.message,
+            problems=[exc.message],
+            remote_commands=session.commands_run if session else 0,
+            seconds=time.monotonic() - started,
+        )
+    finally:
+        if session is not None:
+            session.close()
+
+
+def collect(hosts: list[Host], password_source: PasswordSource = ask_password) -> list[HostStatus]:
+    """Probe every host in parallel, bounded; results in inventory order."""
+    if not hosts:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(hosts), MAX_PARALLEL)) as pool:
+        return list(pool.map(lambda h: probe_host(h, password_source), hosts))
+
+
+def to_json(statuses: list[HostStatus]) -> dict[str, object]:
+    hosts = []
+    for status in statuses:
+        row = asdict(status)
+        row["healthy"] = status.healthy
+        for cluster, raw in zip(status.clusters, row["clusters"], strict=True):
+            raw["healthy"] = cluster.healthy
+        hosts.append(row)
+    return {"healthy": all(s.healthy for s in statuses), "hosts": hosts}
+
+
+# -- rendering -------------------------------------------------------------------
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def _age(seconds: int | float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def render_table(statuses: list[HostStatus]) -> Table:
+    table = Table(title="pgmam status", title_justify="left", header_style="bold")
+    for column in (
+        "host",
+        "app",
+        "ver",
+        "port",
+        "state",
+        "TL",
+        "size",
+        "backups",
+        "last full",
+        "last backup",
+        "WAL archiving",
+        "health",
+    ):
+        table.add_column(column, no_wrap=column in ("host", "app"))
+    for status in statuses:
+        host = Text(status.host, style="host")
+        if not status.reachable or status.error:
+            table.add_row(
+                host, "", "", "", "", "", "", "", "", "", "", Text(status.error or "unreachable", style="bad")
+            )
+            continue
+        disk = f"disk free {_size(status.disk_free_bytes)}"
+        if not status.clusters:
+            table.add_row(
+                host, Text("no clusters", style="dim"), "", "", "", "", "", "", "", "", "", Text(disk, style="dim")
+            )
+        for i, c in enumerate(status.clusters):
+            full = f"{_age(c.last_full.age_seconds)} ago" if c.last_full else "-"
+            last = f"{c.last_backup.type} {_age(c.last_backup.age_seconds)} ago" if c.last_backup else "-"
+            if c.archiving is None:
+                wal = "-"
+            elif c.archiving.ok:
+                wal = f"ok {c.archiving.last_archived_wal or ''}".strip()
+            else:
+                wal = f"FAILING ({c.archiving.failed_count})"
+            if not c.managed:
+                health = Text("not managed by pgmam", style="dim")
+            elif c.healthy:
+                health = Text("ok", style="ok")
+            else:
+                health = Text("; ".join(c.problems), style="bad")
+            state = c.status + (" (recovery)" if c.in_recovery and "recovery" not in c.status else "")
+            table.add_row(
+                host if i == 0 else Text(""),
+                Text(c.app),
+                str(c.version),
+                str(c.port),
+                Text(state, style="ok" if c.status == "online" else "warn"),
+                str(c.timeline or "-"),
+                _size(c.size_bytes),
+                str(c.backup_count) if c.managed else "-",
+                full,
+                last,
+                Text(wal, style="bad" if c.archiving and not c.archiving.ok else ""),
+                health,
+            )
+        if status.problems:
+            table.add_row(
+                Text(""), "", "", "", "", "", "", "", "", "", "", Text("; ".join(status.problems), style="bad")
+            )
+        table.add_row(Text(""), Text(disk, style="dim"), *[""] * 10)
+    return table
+
+
+def show(statuses: list[HostStatus], console: Console, *, as_json: bool) -> bool:
+    """Print the fleet (table or JSON). Returns True when everything is healthy."""
+    if as_json:
+        console.json(to_json(statuses))
+    else:
+        console.table(render_table(statuses))
+    return all(s.healthy for s in statuses)

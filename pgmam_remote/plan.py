@@ -1,0 +1,136 @@
+"""Step / Plan: what an operation will do, printable for --dry-run, and the executor.
+
+A plan is pure data built from facts. ``--dry-run`` prints it; a real run
+executes the very same object, step by step, streaming output. A step may
+carry an ``undo`` command: when a later step fails, the executor runs the
+undos of the completed steps in reverse order and says what it did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .console import Console
+from .errors import PgmamError, RemoteCommandError
+from .remote import Command, HostSession, Result
+
+Check = Callable[[Result], str | None]  # returns an error message, or None when the result is good
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    command: Command
+    long: bool = False  # show a spinner / progress while it runs
+    undo: Command | None = None
+    check: Check | None = None  # verifies the output beyond the exit status
+    hint: str | None = None  # what to do if this step fails
+
+
+@dataclass(frozen=True)
+class Plan:
+    host: str
+    title: str
+    steps: tuple[Step, ...]
+    done: tuple[str, ...] = ()  # things found already in place (shown, not run)
+
+    @property
+    def empty(self) -> bool:
+        return not self.steps
+
+    def render(self) -> list[str]:
+        """Human-readable plan with the exact remote commands (the --dry-run output)."""
+        lines = [f"{self.title} on {self.host}:"]
+        lines += [f"  already done: {item}" for item in self.done]
+        for i, step in enumerate(self.steps, 1):
+            lines.append(f"  {i}. {step.title}")
+            lines.append(f"     $ {step.command.line()}")
+            if step.undo:
+                lines.append(f"     undo: $ {step.undo.line()}")
+        if self.empty:
+            lines.append("  nothing to do")
+        return lines
+
+
+@dataclass
+class Outcome:
+    """What happened when a plan ran: per-step results and timings."""
+
+    results: list[tuple[Step, Result, float]] = field(default_factory=list)
+    undone: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def result_of(self, title: str) -> Result | None:
+        return next((r for s, r, _ in self.results if s.title == title), None)
+
+
+class PlanFailed(PgmamError):
+    """A step failed; carries the step, the cause and what was undone."""
+
+    def __init__(self, step: Step, cause: PgmamError, undone: list[str]) -> None:
+        super().__init__(f"step '{step.title}' failed: {cause.message}", hint=step.hint or cause.hint)
+        self.step = step
+        self.cause = cause
+        self.undone = undone
+
+    def tail(self) -> list[str]:
+        return self.cause.tail() if isinstance(self.cause, RemoteCommandError) else []
+
+
+def execute(plan: Plan, session: HostSession, console: Console, *, verbose: bool = False) -> Outcome:
+    """Run every step on the session's host; on failure undo completed steps and raise PlanFailed."""
+    outcome = Outcome()
+    started = time.monotonic()
+    completed: list[Step] = []
+    total = len(plan.steps)
+    for index, step in enumerate(plan.steps, 1):
+        console.step(plan.host, index, total, step.title)
+        t0 = time.monotonic()
+        try:
+            result = _run_step(step, session, console, plan.host, verbose)
+        except PgmamError as exc:
+            outcome.undone = _undo(completed, session, console, plan.host)
+            raise PlanFailed(step, exc, outcome.undone) from exc
+        outcome.results.append((step, result, time.monotonic() - t0))
+        completed.append(step)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _run_step(step: Step, session: HostSession, console: Console, host: str, verbose: bool) -> Result:
+    def on_line(line: str, is_stderr: bool) -> None:
+        if verbose or is_stderr:
+            console.remote_line(host, line, is_stderr=is_stderr)
+
+    if step.long:
+        with console.spinner(f"{host}: {step.title}"):
+            result = session.run(step.command, on_line=on_line)
+    else:
+        result = session.run(step.command, on_line=on_line if verbose else None)
+    if step.check:
+        problem = step.check(result)
+        if problem:
+            raise RemoteCommandError(
+                f"{host}: {problem}",
+                command=result.command,
+                exit_status=result.exit_status,
+                stdout=result.stdout,
+                stderr=result.stderr,
+            )
+    return result
+
+
+def _undo(completed: list[Step], session: HostSession, console: Console, host: str) -> list[str]:
+    undone = []
+    for step in reversed(completed):
+        if step.undo is None:
+            continue
+        try:
+            session.run(step.undo)
+            undone.append(step.title)
+            console.warning(f"{host}: undid '{step.title}'")
+        except PgmamError as exc:
+            console.failure("undo failed", f"{host}: could not undo '{step.title}': {exc.message}")
+    return undone
