@@ -14,7 +14,7 @@ ARCHIVE_QUEUE_MAX = "4GiB"
 ARCHIVE_TIMEOUT_S = 60
 
 _WRITE_FILE = (
-    'set -e; umask 077; tmp="$2.pgmam-tmp"; printf "%s" "$1" > "$tmp"; '
+    'set -e; mkdir -p -m 0755 "$(dirname "$2")"; umask 077; tmp="$2.pgmam-tmp"; printf "%s" "$1" > "$tmp"; '
     'chown "$3" "$tmp"; chmod "$4" "$tmp"; mv -f "$tmp" "$2"'
 )
 

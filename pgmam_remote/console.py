@@ -8,6 +8,7 @@ Text that came from a server is never parsed as rich markup.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.theme import Theme
 
+PIPE_WIDTH = 160
 THEME = Theme(
     {
         "host": "bold cyan",
@@ -37,7 +39,9 @@ class Console:
 
     def __init__(self, *, stdout: Any = None, stderr: Any = None) -> None:
         self.err = RichConsole(file=stderr or sys.stderr, theme=THEME, highlight=False, soft_wrap=True)
-        self.out = RichConsole(file=stdout or sys.stdout, theme=THEME, highlight=False, soft_wrap=True)
+        self.out = RichConsole(file=stdout or sys.stdout, theme=THEME, highlight=False)
+        if not self.out.is_terminal and "COLUMNS" not in os.environ:
+            self.out.width = PIPE_WIDTH  # rich assumes 80 columns in a pipe; a status table needs more
 
     @property
     def interactive(self) -> bool:

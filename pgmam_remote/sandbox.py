@@ -41,14 +41,27 @@ KILL_GRACE_S = 2.0
 
 # Binaries up() relies on, and the Debian packages that provide the ones that may be missing.
 REQUIRED_BINARIES = (
-    "ip", "unshare", "nsenter", "mount", "hostname", "sshd", "ssh-keygen", "sudo", "visudo",
-    "useradd", "userdel", "chpasswd", "pg_createcluster", "pg_ctlcluster", "pgbackrest",
+    "ip",
+    "unshare",
+    "nsenter",
+    "mount",
+    "hostname",
+    "sshd",
+    "ssh-keygen",
+    "sudo",
+    "visudo",
+    "useradd",
+    "userdel",
+    "chpasswd",
+    "pg_createcluster",
+    "pg_ctlcluster",
+    "pgbackrest",
 )
 APT_PACKAGES = ("postgresql", "pgbackrest", "openssh-server", "sudo", "iproute2")
 # root's PATH normally has these, but be explicit so a trimmed PATH does not trigger apt-get.
 SEARCH_PATH = os.pathsep.join(
-    [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
-     "/sbin", "/bin"])
+    [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+)
 
 
 @dataclass(frozen=True)
@@ -83,10 +96,18 @@ NETNS_DIR = Path("/run/netns")
 SUDOERS_DIR = Path("/etc/sudoers.d")
 
 # Files and dirs up() puts in a state dir; down() only deletes a state dir made of these.
-STATE_ENTRIES = frozenset({
-    "state.json", "hosts.toml", "id_ed25519", "id_ed25519.pub", "known_hosts",
-    "authorized_keys", "sudo_password", "servers",
-})
+STATE_ENTRIES = frozenset(
+    {
+        "state.json",
+        "hosts.toml",
+        "id_ed25519",
+        "id_ed25519.pub",
+        "known_hosts",
+        "authorized_keys",
+        "sudo_password",
+        "servers",
+    }
+)
 
 
 class SandboxError(Exception):
@@ -165,8 +186,9 @@ class Sandbox:
 # --------------------------------------------------------------------------- public API
 
 
-def up(servers: int = 2, state_dir: Path | None = None, log: Log = None, *,
-       naming: SandboxNaming = DEFAULT_NAMING) -> Sandbox:
+def up(
+    servers: int = 2, state_dir: Path | None = None, log: Log = None, *, naming: SandboxNaming = DEFAULT_NAMING
+) -> Sandbox:
     """Create a fresh sandbox of ``servers`` servers, tearing down any previous one first."""
     if not 1 <= servers <= 99:
         raise SandboxError(f"servers must be between 1 and 99, not {servers}")
@@ -185,8 +207,7 @@ def up(servers: int = 2, state_dir: Path | None = None, log: Log = None, *,
         raise
 
 
-def down(state_dir: Path | None = None, log: Log = None, *,
-         naming: SandboxNaming | None = None) -> list[str]:
+def down(state_dir: Path | None = None, log: Log = None, *, naming: SandboxNaming | None = None) -> list[str]:
     """Remove everything up() created (and leftovers found by name); return what was removed."""
     _require_root()
     state_dir = _resolve_state_dir(state_dir)
@@ -207,8 +228,7 @@ def down(state_dir: Path | None = None, log: Log = None, *,
             _say(log, f"sandbox: removed {sudoers}")
     for user in _sandbox_users(namings, state):
         if _user_exists(user):
-            _remove(removed, problems, f"user {user}", ["userdel", "-r", user], log,
-                    ok_codes=(0, 6, 12))
+            _remove(removed, problems, f"user {user}", ["userdel", "-r", user], log, ok_codes=(0, 6, 12))
     removed += _remove_state_dir(state_dir, state is not None, log)
     if problems:
         raise SandboxError("sandbox down left pieces behind:\n" + "\n".join(problems))
@@ -300,8 +320,7 @@ def _build(count: int, state_dir: Path, naming: SandboxNaming, log: Log) -> Sand
     for plan in plans:
         _wait_for_sshd(plan.address, plan.server_dir, procs[plan.name])
     _write_inventory(state_dir, naming, plans)
-    _say(log, f"sandbox: {count} server(s) up in {time.monotonic() - started:.1f}s "
-              f"({state_dir / 'hosts.toml'})")
+    _say(log, f"sandbox: {count} server(s) up in {time.monotonic() - started:.1f}s ({state_dir / 'hosts.toml'})")
     sandbox = current(state_dir)
     assert sandbox is not None  # just written above
     return sandbox
@@ -309,9 +328,14 @@ def _build(count: int, state_dir: Path, naming: SandboxNaming, log: Log) -> Sand
 
 def _plan(index: int, state_dir: Path, naming: SandboxNaming) -> _Plan:
     name = f"sbx{index}"
-    return _Plan(index=index, name=name, address=str(naming.address(index)),
-                 netns=naming.netns(index), host_veth=naming.host_veth(index),
-                 server_dir=state_dir / "servers" / name)
+    return _Plan(
+        index=index,
+        name=name,
+        address=str(naming.address(index)),
+        netns=naming.netns(index),
+        host_veth=naming.host_veth(index),
+        server_dir=state_dir / "servers" / name,
+    )
 
 
 def _start_keygens(state_dir: Path, plans: list[_Plan]) -> list[subprocess.Popen[bytes]]:
@@ -321,10 +345,12 @@ def _start_keygens(state_dir: Path, plans: list[_Plan]) -> list[subprocess.Popen
         plan.server_dir.mkdir(parents=True)
         jobs.append((plan.server_dir / "ssh_host_ed25519_key", plan.name))
     return [
-        subprocess.Popen(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
-                          "-f", str(path)],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
+        subprocess.Popen(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         for path, comment in jobs
     ]
 
@@ -347,8 +373,11 @@ def _create_users(state_dir: Path, naming: SandboxNaming, log: Log) -> None:
     _run(["chpasswd"], input_text=f"{naming.sudo_password_user}:{password}\n")
     _write_file(state_dir / "sudo_password", password + "\n", 0o600)
     _install_sudoers(naming)
-    _say(log, f"sandbox: users {naming.login_user} (sudo without password) and "
-              f"{naming.sudo_password_user} (sudo with password) created")
+    _say(
+        log,
+        f"sandbox: users {naming.login_user} (sudo without password) and "
+        f"{naming.sudo_password_user} (sudo with password) created",
+    )
 
 
 def _install_sudoers(naming: SandboxNaming) -> None:
@@ -375,8 +404,7 @@ def _prepare_server_files(plan: _Plan) -> None:
         path.mkdir(parents=True, exist_ok=True)
         shutil.chown(path, spec.owner, spec.group)
         path.chmod(spec.mode)  # after chown, which clears setgid
-    hosts = (f"127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {plan.name}\n"
-             f"{plan.address} {plan.name}\n")
+    hosts = f"127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {plan.name}\n{plan.address} {plan.name}\n"
     _write_file(plan.root / HOSTS_FILE.lstrip("/"), hosts, 0o644)
     legacy = Path(LEGACY_PGBACKREST_CONF)
     if legacy.is_file():
@@ -403,14 +431,12 @@ def _create_network(naming: SandboxNaming, plans: list[_Plan], log: Log) -> None
     for plan in plans:
         _run(["ip", "netns", "add", plan.netns])
         # The peer is created directly inside the namespace under its final name.
-        _run(["ip", "link", "add", plan.host_veth, "type", "veth",
-              "peer", "name", "eth0", "netns", plan.netns])
+        _run(["ip", "link", "add", plan.host_veth, "type", "veth", "peer", "name", "eth0", "netns", plan.netns])
         _run(["ip", "link", "set", plan.host_veth, "master", bridge, "up"])
         _run(["ip", "-n", plan.netns, "addr", "add", f"{plan.address}/{prefix}", "dev", "eth0"])
         _run(["ip", "-n", plan.netns, "link", "set", "eth0", "up"])
         _run(["ip", "-n", plan.netns, "link", "set", "lo", "up"])
-    _say(log, f"sandbox: bridge {bridge} {naming.bridge_address}/{prefix}, "
-              f"{len(plans)} namespace(s)")
+    _say(log, f"sandbox: bridge {bridge} {naming.bridge_address}/{prefix}, {len(plans)} namespace(s)")
 
 
 def _write_key_files(state_dir: Path, naming: SandboxNaming, plans: list[_Plan]) -> None:
@@ -422,31 +448,32 @@ def _write_key_files(state_dir: Path, naming: SandboxNaming, plans: list[_Plan])
         lines.append(f"{plan.address} {key_type} {key}\n")
     _write_file(state_dir / "known_hosts", "".join(lines), 0o644)
     for plan in plans:
-        _write_file(plan.server_dir / "sshd_config", _sshd_config(state_dir, naming, plan),
-                    0o644)
+        _write_file(plan.server_dir / "sshd_config", _sshd_config(state_dir, naming, plan), 0o644)
 
 
 def _sshd_config(state_dir: Path, naming: SandboxNaming, plan: _Plan) -> str:
-    return "\n".join([
-        f"# sshd of sandbox server {plan.name}, written by pgmam_remote/sandbox.py",
-        f"ListenAddress {plan.address}",
-        f"Port {SSH_PORT}",
-        f"HostKey {plan.server_dir / 'ssh_host_ed25519_key'}",
-        f"PidFile {plan.server_dir / 'sshd.pid'}",
-        "UsePAM no",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "PubkeyAuthentication yes",
-        f"AuthorizedKeysFile {state_dir / 'authorized_keys'}",
-        "PermitRootLogin no",
-        f"AllowUsers {' '.join(naming.users)}",
-        "LogLevel INFO",
-        "PrintMotd no",
-        "X11Forwarding no",
-        # Fabric's put/get use SFTP.
-        "Subsystem sftp internal-sftp",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# sshd of sandbox server {plan.name}, written by pgmam_remote/sandbox.py",
+            f"ListenAddress {plan.address}",
+            f"Port {SSH_PORT}",
+            f"HostKey {plan.server_dir / 'ssh_host_ed25519_key'}",
+            f"PidFile {plan.server_dir / 'sshd.pid'}",
+            "UsePAM no",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes",
+            f"AuthorizedKeysFile {state_dir / 'authorized_keys'}",
+            "PermitRootLogin no",
+            f"AllowUsers {' '.join(naming.users)}",
+            "LogLevel INFO",
+            "PrintMotd no",
+            "X11Forwarding no",
+            # Fabric's put/get use SFTP.
+            "Subsystem sftp internal-sftp",
+            "",
+        ]
+    )
 
 
 def _spawn_server(server_dir: Path, name: str, netns: str) -> subprocess.Popen[bytes]:
@@ -464,18 +491,38 @@ def _spawn_server(server_dir: Path, name: str, netns: str) -> subprocess.Popen[b
     # Otherwise pg_ctlcluster would hand clusters to the host's systemd.
     if Path(SYSTEMD_RUN_DIR, "system").exists():
         binds.append((server_dir / "empty", SYSTEMD_RUN_DIR))
-    script = "; ".join([
-        "set -e",
-        *(shlex.join(["mount", "--bind", str(src), dst]) for src, dst in binds),
-        shlex.join(["hostname", name]),
-        shlex.join(["exec", "/usr/sbin/sshd", "-D", "-e", "-f", str(server_dir / "sshd_config")]),
-    ])
-    argv = ["ip", "netns", "exec", netns, "unshare", "--mount", "--uts",
-            "--propagation", "private", "--", "sh", "-c", script]
+    script = "; ".join(
+        [
+            "set -e",
+            *(shlex.join(["mount", "--bind", str(src), dst]) for src, dst in binds),
+            shlex.join(["hostname", name]),
+            shlex.join(["exec", "/usr/sbin/sshd", "-D", "-e", "-f", str(server_dir / "sshd_config")]),
+        ]
+    )
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "unshare",
+        "--mount",
+        "--uts",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]
     with open(server_dir / "sshd.log", "ab") as log_file:
-        return subprocess.Popen(argv, cwd=server_dir, stdin=subprocess.DEVNULL,
-                                stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            cwd=server_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _wait_for_sshd(address: str, server_dir: Path, proc: subprocess.Popen[bytes]) -> None:
@@ -484,11 +531,12 @@ def _wait_for_sshd(address: str, server_dir: Path, proc: subprocess.Popen[bytes]
         if _port_open(address):
             return
         if proc.poll() is not None:
-            raise SandboxError(f"sshd for {address} exited with {proc.returncode}:\n"
-                               f"{_tail(server_dir / 'sshd.log')}")
+            raise SandboxError(f"sshd for {address} exited with {proc.returncode}:\n{_tail(server_dir / 'sshd.log')}")
         time.sleep(0.02)
-    raise SandboxError(f"sshd for {address} not accepting connections after "
-                       f"{SSHD_START_TIMEOUT_S:.0f}s:\n{_tail(server_dir / 'sshd.log')}")
+    raise SandboxError(
+        f"sshd for {address} not accepting connections after "
+        f"{SSHD_START_TIMEOUT_S:.0f}s:\n{_tail(server_dir / 'sshd.log')}"
+    )
 
 
 def _port_open(address: str) -> bool:
@@ -526,8 +574,7 @@ def _toml_str(value: str) -> str:
 # --------------------------------------------------------------------------- state file
 
 
-def _write_state(state_dir: Path, naming: SandboxNaming, plans: list[_Plan],
-                 sshd_pids: dict[str, int]) -> None:
+def _write_state(state_dir: Path, naming: SandboxNaming, plans: list[_Plan], sshd_pids: dict[str, int]) -> None:
     state = {
         "version": 1,
         "naming": asdict(naming),
@@ -535,8 +582,14 @@ def _write_state(state_dir: Path, naming: SandboxNaming, plans: list[_Plan],
         "bridge": naming.bridge,
         "sudoers_file": str(naming.sudoers_file),
         "servers": [
-            {"name": p.name, "address": p.address, "netns": p.netns, "host_veth": p.host_veth,
-             "sshd_pid": sshd_pids.get(p.name, 0), "root": str(p.root)}
+            {
+                "name": p.name,
+                "address": p.address,
+                "netns": p.netns,
+                "host_veth": p.host_veth,
+                "sshd_pid": sshd_pids.get(p.name, 0),
+                "root": str(p.root),
+            }
             for p in plans
         ],
     }
@@ -567,8 +620,9 @@ def _read_state_tolerant(state_dir: Path) -> dict | None:
 
 def _sandbox_from_state(state_dir: Path, state: dict) -> Sandbox:
     servers = tuple(
-        SandboxServer(name=s["name"], address=s["address"], netns=s["netns"],
-                      sshd_pid=int(s["sshd_pid"]), root=Path(s["root"]))
+        SandboxServer(
+            name=s["name"], address=s["address"], netns=s["netns"], sshd_pid=int(s["sshd_pid"]), root=Path(s["root"])
+        )
         for s in state["servers"]
     )
     return Sandbox(state_dir=state_dir, inventory=state_dir / "hosts.toml", servers=servers)
@@ -600,8 +654,7 @@ def _state_servers(state: dict | None) -> list[dict]:
 def _sandbox_netns(namings: list[SandboxNaming], state: dict | None) -> list[str]:
     existing = sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else []
     recorded = {s.get("netns") for s in _state_servers(state)}
-    return [ns for ns in existing
-            if ns in recorded or any(ns.startswith(n.netns_prefix) for n in namings)]
+    return [ns for ns in existing if ns in recorded or any(ns.startswith(n.netns_prefix) for n in namings)]
 
 
 def _sandbox_links(namings: list[SandboxNaming], state: dict | None) -> list[str]:
@@ -610,8 +663,7 @@ def _sandbox_links(namings: list[SandboxNaming], state: dict | None) -> list[str
     recorded = {s.get("host_veth") for s in _state_servers(state)}
     if state:
         recorded.add(state.get("bridge"))
-    return [name for name in names
-            if name in recorded or any(name.startswith(n.link_prefix) for n in namings)]
+    return [name for name in names if name in recorded or any(name.startswith(n.link_prefix) for n in namings)]
 
 
 def _sandbox_users(namings: list[SandboxNaming], state: dict | None) -> list[str]:
@@ -703,8 +755,9 @@ def _comm(pid: int) -> str:
         return "?"
 
 
-def _remove(removed: list[str], problems: list[str], what: str, argv: list[str], log: Log,
-            ok_codes: tuple[int, ...] = (0,)) -> None:
+def _remove(
+    removed: list[str], problems: list[str], what: str, argv: list[str], log: Log, ok_codes: tuple[int, ...] = (0,)
+) -> None:
     result = subprocess.run(argv, check=False, capture_output=True, text=True)
     if result.returncode in ok_codes:
         removed.append(what)
@@ -779,8 +832,7 @@ def _check_subnet_free(naming: SandboxNaming) -> None:
         for info in link.get("addr_info", []):
             net = ipaddress.IPv4Network(f"{info['local']}/{info['prefixlen']}", strict=False)
             if link.get("ifname") not in ours and net.overlaps(subnet):
-                raise SandboxError(f"sandbox subnet {subnet} overlaps address {net} "
-                                   f"on {link.get('ifname')}")
+                raise SandboxError(f"sandbox subnet {subnet} overlaps address {net} on {link.get('ifname')}")
     routes = json.loads(_run(["ip", "-j", "-4", "route", "show", "table", "all"]).stdout or "[]")
     for route in routes:
         dst = route.get("dst", "default")
@@ -788,20 +840,20 @@ def _check_subnet_free(naming: SandboxNaming) -> None:
             continue
         net = ipaddress.IPv4Network(dst, strict=False)
         if net.overlaps(subnet):
-            raise SandboxError(f"sandbox subnet {subnet} overlaps route {dst} "
-                               f"via {route.get('dev')}")
+            raise SandboxError(f"sandbox subnet {subnet} overlaps route {dst} via {route.get('dev')}")
 
 
-def _run(argv: list[str], input_text: str | None = None,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str], input_text: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
-        result = subprocess.run(argv, check=False, input=input_text, capture_output=True,
-                                text=True, env=env)
+        result = subprocess.run(argv, check=False, input=input_text, capture_output=True, text=True, env=env)
     except OSError as exc:
         raise SandboxError(f"{shlex.join(argv)}: {exc}") from exc
     if result.returncode != 0:
-        raise SandboxError(f"{shlex.join(argv)} failed ({result.returncode}): "
-                           f"{(result.stderr or result.stdout).strip()}")
+        raise SandboxError(
+            f"{shlex.join(argv)} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}"
+        )
     return result
 
 

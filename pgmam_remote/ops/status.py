@@ -40,6 +40,7 @@ class Archiving:
     archived_count: int
     last_archived_wal: str | None
     last_archived_time: str | None
+    last_archived_age_seconds: int | None
     failed_count: int
     last_failed_time: str | None
 
@@ -109,6 +110,9 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
             archived_count=archiver.archived_count,
             last_archived_wal=archiver.last_archived_wal,
             last_archived_time=_iso(archiver.last_archived_time),
+            last_archived_age_seconds=int((facts.now - archiver.last_archived_time).total_seconds())
+            if archiver.last_archived_time
+            else None,
             failed_count=archiver.failed_count,
             last_failed_time=_iso(archiver.last_failed_time),
         )
@@ -240,70 +244,53 @@ def _age(seconds: int | float | None) -> str:
     return f"{seconds}s"
 
 
+def _cluster_row(c: ClusterStatus) -> list[Text | str]:
+    full = f"{_age(c.last_full.age_seconds)} ago" if c.last_full else "-"
+    last = f"{c.last_backup.type} {_age(c.last_backup.age_seconds)} ago" if c.last_backup else "-"
+    if c.archiving is None:
+        wal = Text("-")
+    elif c.archiving.ok:
+        age = c.archiving.last_archived_age_seconds
+        wal = Text(f"ok, last {_age(age)} ago" if age is not None else "ok, nothing yet", style="ok")
+    else:
+        wal = Text(f"FAILING ({c.archiving.failed_count} failed)", style="bad")
+    if not c.managed:
+        health = Text("not managed by pgmam", style="dim")
+    elif c.healthy:
+        health = Text("ok", style="ok")
+    else:
+        health = Text("; ".join(c.problems), style="bad")
+    state = c.status + (" (recovery)" if c.in_recovery and "recovery" not in c.status else "")
+    return [
+        Text(c.app),
+        f"{c.version}:{c.port}",
+        Text(state, style="ok" if c.status == "online" else "warn"),
+        str(c.timeline or "-"),
+        _size(c.size_bytes),
+        str(c.backup_count) if c.managed else "-",
+        full,
+        last,
+        wal,
+        health,
+    ]
+
+
 def render_table(statuses: list[HostStatus]) -> Table:
     table = Table(title="pgmam status", title_justify="left", header_style="bold")
-    for column in (
-        "host",
-        "app",
-        "ver",
-        "port",
-        "state",
-        "TL",
-        "size",
-        "backups",
-        "last full",
-        "last backup",
-        "WAL archiving",
-        "health",
-    ):
-        table.add_column(column, no_wrap=column in ("host", "app"))
+    columns = ("host", "app", "pg:port", "state", "TL", "size", "backups", "last full", "last backup")
+    for column in (*columns, "WAL archiving", "health"):
+        table.add_column(column, no_wrap=column != "health")
     for status in statuses:
-        host = Text(status.host, style="host")
         if not status.reachable or status.error:
-            table.add_row(
-                host, "", "", "", "", "", "", "", "", "", "", Text(status.error or "unreachable", style="bad")
-            )
+            error = Text(status.error or "unreachable", style="bad")
+            table.add_row(Text(status.host, style="host"), *[""] * 9, error)
             continue
-        disk = f"disk free {_size(status.disk_free_bytes)}"
-        if not status.clusters:
-            table.add_row(
-                host, Text("no clusters", style="dim"), "", "", "", "", "", "", "", "", "", Text(disk, style="dim")
-            )
-        for i, c in enumerate(status.clusters):
-            full = f"{_age(c.last_full.age_seconds)} ago" if c.last_full else "-"
-            last = f"{c.last_backup.type} {_age(c.last_backup.age_seconds)} ago" if c.last_backup else "-"
-            if c.archiving is None:
-                wal = "-"
-            elif c.archiving.ok:
-                wal = f"ok {c.archiving.last_archived_wal or ''}".strip()
-            else:
-                wal = f"FAILING ({c.archiving.failed_count})"
-            if not c.managed:
-                health = Text("not managed by pgmam", style="dim")
-            elif c.healthy:
-                health = Text("ok", style="ok")
-            else:
-                health = Text("; ".join(c.problems), style="bad")
-            state = c.status + (" (recovery)" if c.in_recovery and "recovery" not in c.status else "")
-            table.add_row(
-                host if i == 0 else Text(""),
-                Text(c.app),
-                str(c.version),
-                str(c.port),
-                Text(state, style="ok" if c.status == "online" else "warn"),
-                str(c.timeline or "-"),
-                _size(c.size_bytes),
-                str(c.backup_count) if c.managed else "-",
-                full,
-                last,
-                Text(wal, style="bad" if c.archiving and not c.archiving.ok else ""),
-                health,
-            )
+        host = Text.assemble((status.host, "host"), (f"\n{_size(status.disk_free_bytes)} free", "dim"))
+        rows = [_cluster_row(c) for c in status.clusters] or [[Text("no clusters", style="dim"), *[""] * 9]]
+        for i, row in enumerate(rows):
+            table.add_row(host if i == 0 else "", *row, end_section=i == len(rows) - 1 and not status.problems)
         if status.problems:
-            table.add_row(
-                Text(""), "", "", "", "", "", "", "", "", "", "", Text("; ".join(status.problems), style="bad")
-            )
-        table.add_row(Text(""), Text(disk, style="dim"), *[""] * 10)
+            table.add_row("", *[""] * 9, Text("; ".join(status.problems), style="bad"), end_section=True)
     return table
 
 

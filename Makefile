@@ -1,0 +1,56 @@
+# pgmam: `make demo` and `make test` work from a clean clone on Debian/Ubuntu, as root or with sudo.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := postgresql postgresql-contrib pgbackrest openssh-server openssh-client sudo iproute2 util-linux procps
+# a binary per package: apt runs only when one is missing
+NEEDED_BINARIES := /usr/bin/pg_createcluster /usr/bin/pgbackrest /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/sudo /usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter
+
+.PHONY: all deps system-deps python-deps test unit integration lint demo demo-down bench clean
+
+all: test
+
+system-deps:
+	@missing=0; for b in $(NEEDED_BINARIES); do [ -x "$$b" ] || missing=1; done; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing=1; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing=1; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing Debian packages: $(APT_PACKAGES) python3-venv"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) python3-venv >/dev/null; \
+	fi
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+python-deps: $(VENV)/.installed
+
+deps: system-deps python-deps
+
+lint: python-deps
+	$(VENV)/bin/ruff check .
+
+unit: python-deps
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+integration: deps
+	$(SUDO) $(VENV)/bin/python -m pytest -q tests/integration
+
+test: deps lint
+	$(SUDO) $(VENV)/bin/python -m pytest -q tests
+
+demo: deps
+	$(SUDO) env PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+demo-down: python-deps
+	$(SUDO) $(VENV)/bin/inv sandbox.down
+
+bench: deps
+	$(SUDO) $(VENV)/bin/python bench/initcluster_status.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,95 @@
+"""The sandbox for integration tests: real sshd, sudo, PostgreSQL and pgBackRest over SSH.
+
+One sandbox per test session (its network names are fixed, so only one can
+exist); torn down at the end, leaving no process behind. Tests use distinct
+app names and ports so they never depend on each other's leftovers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pgmam_remote import sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+
+if os.geteuid() != 0:
+    pytest.skip("integration tests need root (namespaces, sshd, sudo)", allow_module_level=True)
+
+
+@dataclass
+class Box:
+    sandbox: sandbox.Sandbox
+
+    @property
+    def inventory(self) -> Path:
+        return self.sandbox.inventory
+
+    def server(self, name: str) -> sandbox.SandboxServer:
+        return next(s for s in self.sandbox.servers if s.name == name)
+
+    def on(self, name: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command directly inside a server (as root, not through pgmam): the test's own eyes."""
+        return subprocess.run(
+            sandbox.netns_exec_argv(self.server(name), list(argv)), capture_output=True, text=True, check=check
+        )
+
+    def clusters(self, name: str) -> list[str]:
+        out = self.on(name, "pg_lsclusters", "--no-header").stdout
+        return sorted(" ".join(line.split()[:4]) for line in out.splitlines() if line.strip())
+
+    def config_files(self, name: str) -> list[str]:
+        out = self.on(name, "sh", "-c", "ls -1 /etc/pgbackrest /etc/pgbackrest/conf.d 2>/dev/null").stdout
+        return sorted(out.split())
+
+    def psql(self, name: str, port: int, sql: str, db: str = "postgres") -> str:
+        argv = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", db]
+        return self.on(name, *argv, "-c", sql).stdout.strip()
+
+    def backup_info(self, name: str, app: str) -> dict:
+        argv = ["runuser", "-u", "postgres", "--", "pgbackrest", f"--stanza={app}", "--output=json", "info"]
+        return json.loads(self.on(name, "sh", "-c", 'cd /tmp && exec "$@"', "sh", *argv).stdout)[0]
+
+
+@pytest.fixture(scope="session")
+def box() -> Iterator[Box]:
+    sandbox.down()
+    created = sandbox.up(servers=2)
+    try:
+        yield Box(created)
+    finally:
+        sandbox.down()
+
+
+def run_inv(
+    *args: str, inventory: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as a user runs it: `inv ...` in the checkout, against the given inventory."""
+    full_env = {**os.environ, "PGMAM_HOSTS": str(inventory), "COLUMNS": "200", **(env or {})}
+    full_env.pop("PGMAM_SUDO_PASSWORD", None) if env is None or "PGMAM_SUDO_PASSWORD" not in env else None
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def inv(box: Box):
+    def call(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+        kwargs.setdefault("inventory", box.inventory)
+        return run_inv(*args, **kwargs)
+
+    return call
