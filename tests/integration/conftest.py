@@ -86,7 +86,7 @@ def run_inv(
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def inv(box: Box):
     def call(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
         kwargs.setdefault("inventory", box.inventory)
