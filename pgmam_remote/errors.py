@@ -85,6 +85,6 @@ class RemoteCommandError(PgmamError):
 
 
 class SandboxError(PgmamError):
-    """The local sandbox could not be brought up or down."""
+    """The local sandbox could not be brought up, inspected or torn down."""
 
     label = "sandbox"

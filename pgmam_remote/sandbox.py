@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .errors import SandboxError
+
 Log = Callable[[str], None] | None
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -108,10 +110,6 @@ STATE_ENTRIES = frozenset(
         "servers",
     }
 )
-
-
-class SandboxError(Exception):
-    """The sandbox could not be brought up, inspected or torn down."""
 
 
 @dataclass(frozen=True)

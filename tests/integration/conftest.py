@@ -20,6 +20,15 @@ import pytest
 from pgmam_remote import sandbox
 
 REPO = Path(__file__).resolve().parents[2]
+# Its own names, subnet and users: a test run never touches the sandbox a user rehearses in.
+NAMING = sandbox.SandboxNaming(
+    netns_prefix="pgmam-it",
+    link_prefix="pgmit",
+    subnet="10.213.3.0/24",
+    login_user="pgmamit",
+    sudo_password_user="pgmamitpw",
+)
+STATE_DIR = REPO / ".sandbox-it"
 
 if os.geteuid() != 0:
     pytest.skip("integration tests need root (namespaces, sshd, sudo)", allow_module_level=True)
@@ -28,6 +37,7 @@ if os.geteuid() != 0:
 @dataclass
 class Box:
     sandbox: sandbox.Sandbox
+    naming: sandbox.SandboxNaming = NAMING
 
     @property
     def inventory(self) -> Path:
@@ -61,12 +71,12 @@ class Box:
 
 @pytest.fixture(scope="session")
 def box() -> Iterator[Box]:
-    sandbox.down()
-    created = sandbox.up(servers=2)
+    sandbox.down(STATE_DIR, naming=NAMING)
+    created = sandbox.up(2, STATE_DIR, naming=NAMING)
     try:
         yield Box(created)
     finally:
-        sandbox.down()
+        sandbox.down(STATE_DIR, naming=NAMING)
 
 
 def run_inv(

@@ -61,15 +61,16 @@ def test_status_table_by_group_and_host(apps, inv):
 
 
 def test_unreachable_and_refusing_servers_are_rows_not_crashes(apps, inv, tmp_path):
-    # 10.213.0.99 is on the sandbox's own bridge but nobody answers there
-    extra = '\n[hosts.ghost]\naddress = "10.213.0.99"\nconnect_timeout = 2\n'
+    # an address on the sandbox's own bridge where nobody answers
+    ghost = apps.naming.network.network_address + 99
+    extra = f'\n[hosts.ghost]\naddress = "{ghost}"\nconnect_timeout = 2\n'
     path = inventory_variant(apps, tmp_path, extra)
     sandbox.stop_sshd(apps.server("sbx2"))
     try:
         out = inv("status", "--all-hosts", "--json", inventory=path)
     finally:
         sandbox.start_sshd(apps.server("sbx2"))
-        apps.sandbox = sandbox.current()  # sshd has a new pid
+        apps.sandbox = sandbox.current(apps.sandbox.state_dir)  # sshd has a new pid
     assert out.returncode == 1
     hosts = {h["host"]: h for h in json.loads(out.stdout)["hosts"]}
     assert hosts["sbx1"]["reachable"] is True and hosts["sbx1"]["clusters"]
@@ -102,7 +103,8 @@ def test_changed_host_key_is_refused(apps, inv, tmp_path):
     lines = apps.sandbox.state_dir.joinpath("known_hosts").read_text().splitlines()
     # sbx1's entry now carries sbx2's key: exactly what a man in the middle looks like
     key_of = {line.split()[0]: " ".join(line.split()[1:]) for line in lines}
-    known.write_text(f"10.213.0.11 {key_of['10.213.0.12']}\n10.213.0.12 {key_of['10.213.0.12']}\n")
+    sbx1, sbx2 = apps.server("sbx1").address, apps.server("sbx2").address
+    known.write_text(f"{sbx1} {key_of[sbx2]}\n{sbx2} {key_of[sbx2]}\n")
     path = inventory_variant(apps, tmp_path, known_hosts=str(known))
     before = apps.clusters("sbx1")
     out = inv("initcluster", "--host", "sbx1", "--app", "mitm", "--port", "5599", inventory=path)
@@ -118,7 +120,7 @@ def test_changed_host_key_is_refused(apps, inv, tmp_path):
 
 def test_sudo_with_password(apps, inv, tmp_path):
     password = apps.sandbox.state_dir.joinpath("sudo_password").read_text().strip()
-    path = inventory_variant(apps, tmp_path, user="pgmampw")
+    path = inventory_variant(apps, tmp_path, user=apps.naming.sudo_password_user)
     good = inv("status", "--host", "sbx1", "--json", inventory=path, env={"PGMAM_SUDO_PASSWORD": password})
     assert good.returncode == 0, good.stdout
     assert json.loads(good.stdout)["hosts"][0]["remote_commands"] == 2  # the -n try, then with the password
