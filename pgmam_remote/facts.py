@@ -66,23 +66,22 @@ for f in /etc/pgbackrest/conf.d/*.conf; do
   [ -f "$f" ] && grep -qx '# managed by pgmam' "$f" && basename "$f" .conf
 done
 section clusters
-command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters --no-header 2>&1
+clusters=$(pg_lsclusters --no-header 2>&1)
+printf '%s\n' "$clusters"
 section pgmam-confs
 for f in /etc/postgresql/*/*/conf.d/pgmam.conf; do [ -f "$f" ] && echo "$f"; done
 section pgbackrest
 if command -v pgbackrest >/dev/null 2>&1; then
   cd /tmp && runuser -u postgres -- timeout 30 pgbackrest --output=json info 2>&1; cd /
 fi
-if command -v pg_lsclusters >/dev/null 2>&1; then
-  pg_lsclusters --no-header 2>/dev/null | while read -r ver name port status rest; do
-    case "$status" in online*)
-      section "sql $ver $name"
-      runuser -u postgres -- env PGCONNECT_TIMEOUT=5 timeout 15 \
-        psql -XAtq -v ON_ERROR_STOP=1 -p "$port" -d postgres -c "$PGMAM_SQL" 2>&1 </dev/null
-      ;;
-    esac
-  done
-fi
+printf '%s\n' "$clusters" | while read -r ver name port status rest; do
+  case "$status" in online*)
+    section "sql $ver $name"
+    PGCONNECT_TIMEOUT=5 runuser -u postgres -- timeout 15 \
+      psql -XAtq -v ON_ERROR_STOP=1 -p "$port" -d postgres -c "$PGMAM_SQL" 2>&1 </dev/null
+    ;;
+  esac
+done
 section end
 """
 
