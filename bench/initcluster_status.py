@@ -28,7 +28,7 @@ NAMING = sandbox.SandboxNaming(
     login_user="pgmambn",
     sudo_password_user="pgmambnpw",
 )
-STATE_DIR = REPO / ".sandbox-bench"
+STATE_DIR = sandbox.state_dir_for(".sandbox-bench")
 SERVERS = 8
 INIT_RUNS = 3
 STATUS_RUNS = 5

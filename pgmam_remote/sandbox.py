@@ -14,6 +14,7 @@ failures raise ``SandboxError``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -34,7 +35,8 @@ from .errors import SandboxError
 Log = Callable[[str], None] | None
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_STATE_DIR = REPO_DIR / ".sandbox"
+# Used instead of the checkout when the checkout lives where a server sees another directory (/tmp).
+FALLBACK_STATE_ROOT = Path("/var/lib/pgmam-sandbox")
 DEFAULT_SUBNET = "10.213.0.0/24"
 SSH_PORT = 22
 SSHD_START_TIMEOUT_S = 10.0
@@ -89,6 +91,23 @@ PRIVATE_DIRS = (
     _Dir("/tmp", 0o1777, "root", "root"),
 )
 HOSTS_FILE = "/etc/hosts"
+
+
+def state_dir_for(name: str) -> Path:
+    """Where a sandbox named ``name`` keeps its files: ``<checkout>/<name>``.
+
+    sshd reads those files from inside the server, so they must not sit under a
+    directory the server replaces; a checkout under /tmp (CI does that) gets
+    ``/var/lib/pgmam-sandbox/<name>-<hash of the checkout path>`` instead.
+    """
+    candidate = REPO_DIR / name
+    if any(candidate.is_relative_to(spec.path) for spec in PRIVATE_DIRS):
+        digest = hashlib.sha256(str(REPO_DIR).encode()).hexdigest()[:8]
+        return FALLBACK_STATE_ROOT / f"{name.lstrip('.')}-{digest}"
+    return candidate
+
+
+DEFAULT_STATE_DIR = state_dir_for(".sandbox")
 # The Debian pgbackrest package ships /etc/pgbackrest.conf, which pgbackrest falls back to when
 # /etc/pgbackrest/pgbackrest.conf is absent; a private copy keeps servers from sharing it.
 LEGACY_PGBACKREST_CONF = "/etc/pgbackrest.conf"

@@ -9,7 +9,8 @@ run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
 say "Two local sandbox servers (network + mount namespaces, each with its own sshd and sudo user)"
 run inv sandbox.up --servers 2
-export PGMAM_HOSTS="$PWD/.sandbox/hosts.toml"
+PGMAM_HOSTS="$(python3 -c 'from pgmam_remote import sandbox; print(sandbox.current().inventory)')"
+export PGMAM_HOSTS
 
 say "Two apps on sbx1 and one on sbx2: each its own cluster, WAL archiving, stanza and first full backup"
 run inv initcluster --host sbx1 --app shop --port 5433

@@ -28,7 +28,7 @@ NAMING = sandbox.SandboxNaming(
     login_user="pgmamit",
     sudo_password_user="pgmamitpw",
 )
-STATE_DIR = REPO / ".sandbox-it"
+STATE_DIR = sandbox.state_dir_for(".sandbox-it")
 
 if os.geteuid() != 0:
     pytest.skip("integration tests need root (namespaces, sshd, sudo)", allow_module_level=True)

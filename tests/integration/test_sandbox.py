@@ -38,9 +38,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs roo
 @pytest.fixture(scope="module")
 def box() -> Iterator[Sandbox]:
     # Only one sandbox per naming can exist: clear what a crashed earlier run left behind.
-    for stale in REPO.glob(".sandbox-test-*"):
+    parent = sandbox.state_dir_for(".sandbox-test").parent
+    for stale in parent.glob("*sandbox-test-*"):
         sandbox.down(stale, naming=TEST_NAMING)
-    state_dir = REPO / f".sandbox-test-{secrets.token_hex(4)}"
+    state_dir = sandbox.state_dir_for(f".sandbox-test-{secrets.token_hex(4)}")
     created = sandbox.up(2, state_dir, naming=TEST_NAMING)
     try:
         yield created
@@ -161,7 +162,7 @@ def test_overlapping_subnet_is_refused() -> None:
         login_user="pgmamx",
         sudo_password_user="pgmamxpw",
     )
-    state_dir = REPO / f".sandbox-test-{secrets.token_hex(4)}"
+    state_dir = sandbox.state_dir_for(f".sandbox-test-{secrets.token_hex(4)}")
     with pytest.raises(SandboxError, match="overlaps"):
         sandbox.up(1, state_dir, naming=naming)
     assert not state_dir.exists()
