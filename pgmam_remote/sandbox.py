@@ -89,6 +89,9 @@ PRIVATE_DIRS = (
     _Dir("/var/log/pgbackrest", 0o750, "postgres", "postgres"),
     _Dir("/var/spool/pgbackrest", 0o750, "postgres", "postgres"),
     _Dir("/tmp", 0o1777, "root", "root"),
+    # pgmam's own server-side state: locks, job journals, restore points, the audit log
+    _Dir("/var/lib/pgmam", 0o755, "root", "root"),
+    _Dir("/var/log/pgmam", 0o755, "root", "root"),
 )
 HOSTS_FILE = "/etc/hosts"
 
