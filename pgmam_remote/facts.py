@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from .job import ALIVE_FN, parse_info
 from .remote import Command, HostSession, sh
 
 MARKER = "# managed by pgmam"
@@ -40,7 +41,9 @@ CLUSTER_SQL = """select json_build_object(
 from pg_stat_archiver a"""
 
 # Runs as root. Constant text: nothing user-supplied is ever inside it.
-PROBE_SCRIPT = r"""
+PROBE_SCRIPT = (
+    ALIVE_FN
+    + r"""
 cd /
 section() { printf '\n@@%s\n' "$*"; }
 section host; hostname
@@ -74,6 +77,30 @@ section pgbackrest
 if command -v pgbackrest >/dev/null 2>&1; then
   cd /tmp && runuser -u postgres -- timeout 30 pgbackrest --output=json info 2>&1; cd /
 fi
+printf '%s\n' "$clusters" | while read -r ver name port status owner data rest; do
+  h=$(ls "$data"/pg_wal/*.history 2>/dev/null | sort | tail -n 1)
+  if [ -n "$h" ]; then section "history $ver $name"; cat "$h"; fi
+done
+section locks
+for l in /var/lib/pgmam/locks/*; do
+  [ -d "$l" ] || continue
+  if job_alive "$(cat "$l/pid" 2>/dev/null)"; then alive=yes; else alive=no; fi
+  printf '%s %s\n' "$alive" "$(tr '\n' ' ' < "$l/info" 2>/dev/null)"
+done
+section jobs
+for d in /var/lib/pgmam/jobs/*; do
+  [ -f "$d/info" ] || continue
+  end=$(grep -m1 '^[0-9.]* end ' "$d/journal" 2>/dev/null | cut -d' ' -f3)
+  printf '%s %s\n' "${end:-none}" "$(tr '\n' ' ' < "$d/info")"
+done
+section preserved
+for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-*; do
+  [ -d "$d" ] && printf '%s %s %s\n' "$(du -sb "$d" 2>/dev/null | cut -f1)" "$(stat -c %Y "$d")" "$d"
+done
+section restore-points
+for f in /var/lib/pgmam/restore-points/*; do
+  [ -f "$f" ] && sed "s|^|$(basename "$f") |" "$f"
+done
 printf '%s\n' "$clusters" | while read -r ver name port status rest; do
   case "$status" in online*)
     section "sql $ver $name"
@@ -84,6 +111,7 @@ printf '%s\n' "$clusters" | while read -r ver name port status rest; do
 done
 section end
 """
+)
 
 
 def probe_command() -> Command:
@@ -131,6 +159,7 @@ class ClusterFacts:
     data_checksums: bool | None = None
     archiver: ArchiverStats | None = None
     sql_error: str | None = None
+    history: tuple[tuple[int, int], ...] = ()  # ancestors of the newest timeline: (timeline, switch LSN)
 
     @property
     def running(self) -> bool:
@@ -156,6 +185,12 @@ class BackupInfo:
     wal_start: str | None
     wal_stop: str | None
     error: bool = False
+    lsn_start: str | None = None
+    lsn_stop: str | None = None
+
+    @property
+    def timeline(self) -> int | None:
+        return int(self.wal_start[:8], 16) if self.wal_start else None
 
 
 @dataclass(frozen=True)
@@ -195,6 +230,57 @@ class DiskFacts:
 
 
 @dataclass(frozen=True)
+class LockInfo:
+    app: str
+    alive: bool  # a live job holds it; otherwise it is stale and the next job takes it over
+    info: dict[str, str]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    job_id: str
+    app: str
+    op: str
+    result: str  # ok | rolled-back | failed | rollback-failed | locked | none (not ended)
+    info: dict[str, str]
+
+    @property
+    def dir(self) -> str:
+        return f"/var/lib/pgmam/jobs/{self.job_id}"
+
+
+@dataclass(frozen=True)
+class PreservedDir:
+    path: str
+    size_bytes: int
+    mtime: datetime
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def version(self) -> int:
+        return int(self.path.rstrip("/").split("/")[-2])
+
+    @property
+    def kind(self) -> str:
+        return self.name.split("-", 1)[0]  # old | failed
+
+    @property
+    def app(self) -> str:
+        return self.name.split("-", 1)[1].rsplit("-", 1)[0]
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    app: str
+    name: str
+    time: datetime
+    lsn: str
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     hostname: str
     now: datetime
@@ -209,6 +295,25 @@ class ServerFacts:
     clusters: tuple[ClusterFacts, ...]
     stanzas: dict[str, StanzaInfo] = field(default_factory=dict)
     pgbackrest_error: str | None = None
+    locks: tuple[LockInfo, ...] = ()
+    jobs: tuple[JobRecord, ...] = ()
+    preserved: tuple[PreservedDir, ...] = ()
+    restore_points: tuple[RestorePoint, ...] = ()
+
+    def lock(self, app: str) -> LockInfo | None:
+        return next((lock for lock in self.locks if lock.app == app), None)
+
+    def last_job(self, app: str) -> JobRecord | None:
+        jobs = [j for j in self.jobs if j.app == app]
+        return max(jobs, key=lambda j: j.job_id.rsplit("-", 1)[-1]) if jobs else None
+
+    def preserved_for(self, version: int, app: str) -> list[PreservedDir]:
+        return sorted(
+            (p for p in self.preserved if p.version == version and p.app == app), key=lambda p: p.name.rsplit("-", 1)[-1]
+        )
+
+    def points_for(self, app: str) -> list[RestorePoint]:
+        return [p for p in self.restore_points if p.app == app]
 
     def cluster(self, name: str) -> ClusterFacts | None:
         return next((c for c in self.clusters if c.name == name), None)
@@ -302,6 +407,8 @@ def parse_pgbackrest_info(text: str) -> dict[str, StanzaInfo]:
                 wal_start=(b.get("archive") or {}).get("start"),
                 wal_stop=(b.get("archive") or {}).get("stop"),
                 error=bool(b.get("error", False)),
+                lsn_start=(b.get("lsn") or {}).get("start"),
+                lsn_stop=(b.get("lsn") or {}).get("stop"),
             )
             for b in raw.get("backup", [])
         )
@@ -353,6 +460,50 @@ def _with_sql(cluster: ClusterFacts, row: dict[str, object]) -> ClusterFacts:
     )
 
 
+def parse_lsn(text: str) -> int:
+    """'0/3000050' -> 50331728."""
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def parse_history(lines: list[str]) -> tuple[tuple[int, int], ...]:
+    """A timeline history file -> ((parent timeline, switch LSN), ...)."""
+    entries = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].isdigit() and "/" in parts[1]:
+            entries.append((int(parts[0]), parse_lsn(parts[1])))
+    return tuple(entries)
+
+
+def _records(lines: list[str]) -> list[tuple[str, dict[str, str]]]:
+    """'<word> k=v k=v...' lines -> [(word, {k: v})]."""
+    records = []
+    for line in lines:
+        word, _, rest = line.strip().partition(" ")
+        if word:
+            records.append((word, parse_info(rest)))
+    return records
+
+
+def _preserved(lines: list[str]) -> tuple[PreservedDir, ...]:
+    found = []
+    for line in lines:
+        parts = line.split(maxsplit=2)
+        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+            found.append(PreservedDir(parts[2], int(parts[0]), datetime.fromtimestamp(int(parts[1]), tz=UTC)))
+    return tuple(found)
+
+
+def _points(lines: list[str]) -> tuple[RestorePoint, ...]:
+    points = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 4 and parts[2].replace(".", "", 1).isdigit():
+            points.append(RestorePoint(parts[0], parts[1], _ts(parts[2]), parts[3]))  # type: ignore[arg-type]
+    return tuple(points)
+
+
 def parse_probe(text: str) -> ServerFacts:
     """The whole probe output -> ServerFacts."""
     s = split_sections(text)
@@ -373,6 +524,9 @@ def parse_probe(text: str) -> ServerFacts:
         sql = s.get(f"sql {cluster.version} {cluster.name}")
         if sql is not None:
             cluster = _with_sql(cluster, parse_cluster_sql(sql))
+        history = s.get(f"history {cluster.version} {cluster.name}")
+        if history:
+            cluster = replace(cluster, history=parse_history(history))
         clusters.append(cluster)
 
     stanzas: dict[str, StanzaInfo] = {}
@@ -399,6 +553,16 @@ def parse_probe(text: str) -> ServerFacts:
         clusters=tuple(clusters),
         stanzas=stanzas,
         pgbackrest_error=pgbackrest_error,
+        locks=tuple(
+            LockInfo(info.get("app", ""), alive == "yes", info) for alive, info in _records(s.get("locks", []))
+        ),
+        jobs=tuple(
+            JobRecord(info.get("job", ""), info.get("app", ""), info.get("op", ""), result, info)
+            for result, info in _records(s.get("jobs", []))
+            if info.get("job")
+        ),
+        preserved=_preserved(s.get("preserved", [])),
+        restore_points=_points(s.get("restore-points", [])),
     )
 
 

@@ -61,6 +61,14 @@ def shell_line(argv: Sequence[str], user: str | None = ROOT, sudo_flags: Sequenc
     return "cd / && " + shlex.join([*sudo, "--", *argv])
 
 
+def job_line(command: Command) -> str:
+    """The shell line for a step run by a server-side job, which already runs as root."""
+    argv = list(command.argv)
+    if command.user not in (None, ROOT):
+        argv = ["runuser", "-u", command.user, "--", *argv]
+    return shlex.join(argv)
+
+
 def sh(script: str, *args: str | int, user: str | None = ROOT, timeout: float | None = 600.0) -> Command:
     """A compound command, deliberately wrapped in ``sh -c`` with its inputs as $1, $2...
 

@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -496,6 +497,15 @@ def _sshd_config(state_dir: Path, naming: SandboxNaming, plan: _Plan) -> str:
     )
 
 
+# Makes sshd a child subreaper (kept across exec), so daemons that outlive their parent
+# (postgres started by pg_ctl, detached pgmam jobs) are reaped inside the server, as init
+# reaps them on a real one; this machine's PID 1 does not reap orphans.
+_SUBREAPER = (
+    "import ctypes, os, sys; ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 def _spawn_server(server_dir: Path, name: str, netns: str) -> subprocess.Popen[bytes]:
     """Start the server's process tree: private mounts, hostname, then sshd in the foreground.
 
@@ -516,7 +526,19 @@ def _spawn_server(server_dir: Path, name: str, netns: str) -> subprocess.Popen[b
             "set -e",
             *(shlex.join(["mount", "--bind", str(src), dst]) for src, dst in binds),
             shlex.join(["hostname", name]),
-            shlex.join(["exec", "/usr/sbin/sshd", "-D", "-e", "-f", str(server_dir / "sshd_config")]),
+            shlex.join(
+                [
+                    "exec",
+                    sys.executable,
+                    "-c",
+                    _SUBREAPER,
+                    "/usr/sbin/sshd",
+                    "-D",
+                    "-e",
+                    "-f",
+                    str(server_dir / "sshd_config"),
+                ]
+            ),
         ]
     )
     argv = [
