@@ -8,6 +8,7 @@ here: 0 done, 1 refused or failed, 2 bad usage.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,15 @@ from invoke import Collection, Exit, task
 
 from pgmam_remote import inventory, sandbox, validate
 from pgmam_remote.console import get_console
-from pgmam_remote.errors import PgmamError, RemoteCommandError, UsageError
+from pgmam_remote.errors import PgmamError, Refusal, RemoteCommandError, UsageError
+from pgmam_remote.facts import gather
 from pgmam_remote.ops import initcluster as initcluster_op
+from pgmam_remote.ops import pitr as pitr_op
+from pgmam_remote.ops import restore as restore_op
+from pgmam_remote.ops import rollback as rollback_op
 from pgmam_remote.ops import status as status_op
 from pgmam_remote.plan import PlanFailed
+from pgmam_remote.remote import HostSession
 
 
 def edge(body: Callable[..., Any]) -> Callable[..., Any]:
@@ -29,7 +35,7 @@ def edge(body: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return body(*args, **kwargs)
         except PgmamError as exc:
-            details = exc.tail() if isinstance(exc, PlanFailed | RemoteCommandError) else []
+            details = exc.tail() if isinstance(exc, PlanFailed | RemoteCommandError | restore_op.JobFailed) else []
             get_console().failure(exc.label, exc.message, exc.hint, details)
             raise Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
@@ -131,5 +137,145 @@ def sandbox_down(c):
     get_console().success(f"sandbox removed ({len(removed)} item(s))")
 
 
-ns = Collection(initcluster, status)
+def confirm(words: list[str], app: str, yes: bool) -> None:
+    """Show the plan in plain words; the user types the app name. --yes skips; no TTY and no --yes refuses."""
+    console = get_console()
+    for line in words:
+        console.info(f"  {line}")
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Refusal("confirmation needed and there is no terminal to ask on", hint="re-run with --yes to confirm")
+    answer = input(f"Type the app name ({app}) to proceed: ").strip()
+    if answer != app:
+        raise Refusal("not confirmed; nothing was changed")
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "host": "inventory name of the server (required)",
+        "app": "the app to restore (required)",
+        "to": "target time WITH a zone: '2026-01-19 10:40:00+00' or 2026-01-19T10:40:00Z",
+        "to_point": "instead of --to: a restore point made by `inv restore-point`",
+        "into": "restore into a NEW app (cluster, stanza, backup) instead; the source is not touched",
+        "port": "with --into: the new app's port",
+        "stop_first": "stop the app before restoring (writes stop now; downtime = the whole restore)",
+        "keep_failed": "keep the staging dir if the restore fails before the swap (for inspection)",
+        "yes": "do not ask for confirmation (needed when there is no terminal)",
+        "dry_run": "print the plan and the exact remote commands, change nothing",
+    },
+)
+@edge
+def pitr(
+    c,
+    host=None,
+    app=None,
+    to=None,
+    to_point=None,
+    into=None,
+    port=None,
+    stop_first=False,
+    keep_failed=False,
+    yes=False,
+    dry_run=False,
+):
+    """Restore an app to a point in time: beside the live cluster, then a short swap.
+
+    The app keeps serving while its backup is restored and replayed next to it;
+    the only downtime is the swap (about a second). The current data is kept as
+    old-APP-<time> beside it; any failure rolls back by itself. The work runs on
+    the server and survives a dropped connection: re-run to re-attach.
+
+    Examples:
+      inv pitr --host prod1 --app shop --to "2026-01-19 10:40:00+00"
+      inv pitr --host prod1 --app shop --to-point before-migration
+      inv pitr --host prod1 --app shop --to 2026-01-19T10:40:00Z --into shop_copy --port 5440
+    """
+    require(host=host, app=app)
+    if bool(to) == bool(to_point):
+        raise UsageError("pass exactly one of --to and --to-point", hint="e.g. --to '2026-01-19 10:40:00+00'")
+    if into and not port:
+        raise UsageError("--into needs --port for the new app")
+    if into and stop_first:
+        raise UsageError("--stop-first does not apply to --into (the source is never stopped)")
+    req = pitr_op.PitrRequest(
+        app=validate.app_name(app),
+        to=validate.target_time(to) if to else None,
+        point=validate.restore_point(to_point) if to_point else None,
+        stop_first=stop_first,
+        into=validate.app_name(into) if into else None,
+        port=validate.port(port) if into else None,
+        keep_failed=keep_failed,
+    )
+    console = get_console()
+    with pitr_op.Pitr(inventory.load().host(host), req, console) as op:
+        if op.prepared is not None:
+            if dry_run:
+                console.plan(op.prepared.plan.render())
+                return
+            confirm(op.prepared.words, req.app, yes)
+        summary = op.run()
+    console.success(f"{summary.app} on {summary.host} restored to {summary.target}")
+    for line in summary.lines():
+        console.info(f"  {line}")
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "host": "inventory name of the server (required)",
+        "app": "the app to roll back (required)",
+        "to": "a preserved dir (name or path) to swap in; default: the newest old-APP-*",
+        "yes": "do not ask for confirmation (needed when there is no terminal)",
+        "dry_run": "print the plan and the exact remote commands, change nothing",
+    },
+)
+@edge
+def rollback(c, host=None, app=None, to=None, yes=False, dry_run=False):
+    """Swap an app back to its data from before the last pitr (or to --to DIR).
+
+    The current data is preserved the same way (old-APP-<time>); nothing is deleted.
+
+    Example: inv rollback --host prod1 --app shop
+    """
+    require(host=host, app=app)
+    app = validate.app_name(app)
+    console = get_console()
+    with HostSession(inventory.load().host(host)) as session:
+        facts, _ = gather(session)
+        prepared = rollback_op.plan_rollback(session.host.name, facts, app, to, restore_op.holder())
+        if dry_run:
+            console.plan(prepared.plan.render())
+            return
+        confirm(prepared.words, app, yes)
+        state = rollback_op.run(session, facts, prepared, console)
+    console.success(f"{app} on {host} rolled back to {prepared.source.name}")
+    if state.downtime is not None:
+        console.info(f"  downtime {state.downtime:.2f} s")
+
+
+@task(
+    name="restore-point",
+    auto_shortflags=False,
+    help={
+        "host": "inventory name of the server (required)",
+        "app": "the app (required)",
+        "name": "a name to restore to later with `inv pitr --to-point NAME` (required)",
+    },
+)
+@edge
+def restore_point(c, host=None, app=None, name=None):
+    """Mark this moment in an app's WAL by name, e.g. before a migration.
+
+    Example: inv restore-point --host prod1 --app shop --name before-migration
+    """
+    require(host=host, app=app, name=name)
+    lsn = pitr_op.create_restore_point(
+        inventory.load().host(host), validate.app_name(app), validate.restore_point(name), get_console()
+    )
+    get_console().success(f"restore point {name} created in {app} at {lsn}")
+
+
+ns = Collection(initcluster, status, pitr, rollback, restore_point)
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down))

@@ -9,7 +9,9 @@ from __future__ import annotations
 from .facts import MARKER, PGBACKREST_CONF_D
 from .remote import Command, sh
 
-RETENTION_FULL = 2
+# Full backups (and the WAL they need) are kept this many days, whatever number of backups that is:
+# a pitr or rollback takes a full backup, and must not push the older ones out.
+RETENTION_DAYS = 14
 ARCHIVE_QUEUE_MAX = "4GiB"
 ARCHIVE_TIMEOUT_S = 60
 
@@ -49,8 +51,8 @@ def global_conf(cpu_count: int) -> str:
 # lives in {PGBACKREST_CONF_D}/<app>.conf. Written once by pgmam; edit with care.
 [global]
 repo1-path=/var/lib/pgbackrest
-repo1-retention-full={RETENTION_FULL}
-repo1-retention-full-type=count
+repo1-retention-full={RETENTION_DAYS}
+repo1-retention-full-type=time
 compress-type=zst
 compress-level=3
 start-fast=y

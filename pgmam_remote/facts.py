@@ -309,7 +309,8 @@ class ServerFacts:
 
     def preserved_for(self, version: int, app: str) -> list[PreservedDir]:
         return sorted(
-            (p for p in self.preserved if p.version == version and p.app == app), key=lambda p: p.name.rsplit("-", 1)[-1]
+            (p for p in self.preserved if p.version == version and p.app == app),
+            key=lambda p: p.name.rsplit("-", 1)[-1],
         )
 
     def points_for(self, app: str) -> list[RestorePoint]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .console import Console
 from .errors import PgmamError, RemoteCommandError
-from .remote import Command, HostSession, Result
+from .remote import Command, HostSession, Result, job_line
 
 Check = Callable[[Result], str | None]  # returns an error message, or None when the result is good
 
@@ -35,6 +35,7 @@ class Plan:
     title: str
     steps: tuple[Step, ...]
     done: tuple[str, ...] = ()  # things found already in place (shown, not run)
+    as_job: bool = False  # runs on the server as one detached root job (see job.py)
 
     @property
     def empty(self) -> bool:
@@ -43,12 +44,15 @@ class Plan:
     def render(self) -> list[str]:
         """Human-readable plan with the exact remote commands (the --dry-run output)."""
         lines = [f"{self.title} on {self.host}:"]
+        if self.as_job:
+            lines.append("  (runs on the server as one detached job, as root; each step's undo runs if a later step fails)")
         lines += [f"  already done: {item}" for item in self.done]
+        render = job_line if self.as_job else Command.line
         for i, step in enumerate(self.steps, 1):
             lines.append(f"  {i}. {step.title}")
-            lines.append(f"     $ {step.command.line()}")
+            lines.append(f"     $ {render(step.command)}")
             if step.undo:
-                lines.append(f"     undo: $ {step.undo.line()}")
+                lines.append(f"     undo: $ {render(step.undo)}")
         if self.empty:
             lines.append("  nothing to do")
         return lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from .errors import Refusal
 
@@ -41,3 +42,30 @@ def pg_version(value: int | str | None) -> int | None:
     if not 9 <= number <= 99:
         raise Refusal(f"PostgreSQL version {number} is not a major version", hint="e.g. --pg-version 16")
     return number
+
+
+POINT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+TS_HINT = "write it with a zone, e.g. '2026-01-19 10:40:00+00' or '2026-01-19T10:40:00Z'"
+
+
+def target_time(text: str) -> datetime:
+    """An ISO-8601 / PostgreSQL-style time with an explicit zone; anything else is refused."""
+    raw = (text or "").strip()
+    if raw.upper().endswith(" UTC"):
+        raw = raw[:-4] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise Refusal(f"target time {text!r} is not a date and time", hint=TS_HINT) from None
+    if moment.tzinfo is None:
+        raise Refusal(f"target time {text!r} has no time zone, so it is ambiguous", hint=TS_HINT)
+    return moment
+
+
+def restore_point(name: str) -> str:
+    if not POINT_RE.fullmatch(name or ""):
+        raise Refusal(
+            f"restore point name {name!r} is not allowed",
+            hint="use up to 63 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        )
+    return name

@@ -1,0 +1,323 @@
+"""pitr: point-in-time restore of one app, beside the live cluster then a short swap, or --into a new app.
+
+plan_pitr() is pure: facts + request -> PitrPlan (a Plan plus the words the
+confirmation shows), or a Refusal before anything changes. The mutating phase
+runs on the server as a detached job (see job.py); this module launches it,
+re-attaches to it, and turns its journal into a summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .. import configs
+from ..console import Console
+from ..errors import Refusal
+from ..facts import BackupInfo, ClusterFacts, ServerFacts, gather
+from ..inventory import Host
+from ..job import JobSpec, JobState
+from ..plan import Plan, Step
+from ..remote import POSTGRES, Command, HostSession, PasswordSource, ask_password, sh
+from . import restore
+from .restore import Paths
+
+POINTS_DIR = "/var/lib/pgmam/restore-points"
+
+CREATE_POINT = """set -e
+cd /tmp
+row=$(printf '%s\\n' "select pg_create_restore_point(:'name') || ' ' || extract(epoch from now())" \\
+  | runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -p "$1" -d postgres -v name="$3")
+mkdir -p /var/lib/pgmam/restore-points
+set -- "$@" $row
+printf '%s %s %s\\n' "$3" "$5" "$4" >> "/var/lib/pgmam/restore-points/$2"
+echo "$4"
+"""
+
+INTO_RESTORE = """set -e
+source=$1; data=$2; backup=$3; shift 3
+find "$data" -mindepth 1 -delete
+cd /tmp
+runuser -u postgres -- pgbackrest --stanza="$source" --pg1-path="$data" --set="$backup" \\
+  --target-action=promote --archive-mode=off "$@" restore
+"""
+
+
+@dataclass(frozen=True)
+class PitrRequest:
+    app: str
+    to: datetime | None = None  # a time target ...
+    point: str | None = None  # ... or a named restore point
+    stop_first: bool = False
+    into: str | None = None
+    port: int | None = None
+    keep_failed: bool = False
+
+    @property
+    def target_text(self) -> str:
+        return f"restore point {self.point}" if self.point else self.to.isoformat()  # type: ignore[union-attr]
+
+    @property
+    def mode(self) -> str:
+        return "into" if self.into else "stop-first" if self.stop_first else "beside"
+
+
+@dataclass(frozen=True)
+class PitrPlan:
+    plan: Plan
+    spec: JobSpec
+    words: list[str] = field(default_factory=list)  # the plan in plain words, for the confirmation
+
+
+def resolve_target(host: str, facts: ServerFacts, req: PitrRequest) -> tuple[datetime, list[str]]:
+    """The time used to pick a backup, and pgBackRest's target options. Refuses impossible targets."""
+    if req.point:
+        points = [p for p in facts.points_for(req.app) if p.name == req.point]
+        if not points:
+            known = ", ".join(p.name for p in facts.points_for(req.app)) or "none"
+            raise Refusal(
+                f"{host}: {req.app} has no restore point named {req.point!r} (known: {known})",
+                hint=f"create one before risky changes: inv restore-point --host {host} --app {req.app} --name NAME",
+            )
+        return points[-1].time, ["--type=name", f"--target={req.point}"]
+    assert req.to is not None
+    if req.to > facts.now:
+        raise Refusal(
+            f"{host}: target {req.to.isoformat()} is in the future (server time {facts.now.isoformat()})",
+            hint="pick a time in the past; the server's clock is what counts",
+        )
+    text = req.to.astimezone(facts.now.tzinfo).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    return req.to, ["--type=time", f"--target={text}"]
+
+
+def plan_pitr(host: str, facts: ServerFacts, req: PitrRequest, who: str) -> PitrPlan:
+    """Pure: every check, then the steps."""
+    cluster = restore.managed_cluster(host, facts, req.app)
+    restore.require_running(host, cluster)
+    restore.check_no_conflict(host, facts, req.app)
+    stanza = facts.stanzas.get(req.app)
+    if stanza is None or not stanza.backups:
+        raise Refusal(f"{host}: {req.app} has no backup", hint=f"inv initcluster --host {host} --app {req.app} ...")
+    when, target_args = resolve_target(host, facts, req)
+    backup = restore.choose_backup(host, cluster, stanza.backups, when)
+    restore.check_space(host, facts, cluster, backup)
+    target_args = [*target_args, f"--target-timeline={cluster.timeline or 1}"]
+    stamp = restore.stamp(facts.now)
+    if req.into:
+        return _plan_into(host, facts, req, who, cluster, backup, target_args, stamp)
+
+    paths = Paths(req.app, cluster.data_dir, stamp)
+    port = restore.free_port(facts, 20000 + cluster.port % 10000)
+    steps: list[Step] = [restore.archive_now_step(cluster)]
+    if req.stop_first:
+        steps.append(restore.stop_live_step(cluster))
+    steps += restore.staging_steps(cluster, paths, backup, target_args, port, keep_failed=req.keep_failed)
+    steps += restore.swap_steps(cluster, paths.staging, paths, already_stopped=req.stop_first, timeline="noted")
+    plan = Plan(host=host, title=f"pitr {req.app} to {req.target_text}", steps=tuple(steps), as_job=True)
+    words = [
+        f"Restore {req.app} on {host} to {req.target_text}, from backup {backup.label} "
+        f"(ended {backup.stop.isoformat()}), following timeline {cluster.timeline}.",
+        (
+            f"{req.app} is stopped first (--stop-first): it is down for the whole restore."
+            if req.stop_first
+            else f"{req.app} keeps serving while the copy is restored and replayed beside it; "
+            "then it stops for a short swap (about a second)."
+        ),
+        f"Its current data is preserved as {paths.preserved} (never deleted by pgmam; `inv rollback` swaps it back).",
+        "Other apps on this server are not touched. Any failure rolls back automatically.",
+    ]
+    return PitrPlan(plan, _spec(req, who, stamp, plan), words)
+
+
+def _plan_into(
+    host: str,
+    facts: ServerFacts,
+    req: PitrRequest,
+    who: str,
+    cluster: ClusterFacts,
+    backup: BackupInfo,
+    target_args: list[str],
+    stamp: str,
+) -> PitrPlan:
+    new, port = req.into, req.port
+    assert new is not None and port is not None
+    if facts.cluster(new) is not None:
+        raise Refusal(f"{host}: a cluster named {new} already exists", hint="pick another --into name")
+    if new in facts.stanzas and facts.stanzas[new].exists:
+        raise Refusal(f"{host}: a pgBackRest stanza named {new} already exists", hint="pick another --into name")
+    for other in facts.clusters:
+        if other.port == port:
+            raise Refusal(
+                f"{host}: port {port} belongs to cluster {other.version}/{other.name}", hint="pick another --port"
+            )
+    if port in facts.listening_ports:
+        raise Refusal(f"{host}: port {port} is already in use by a listening socket", hint="pick another --port")
+    v = cluster.version
+    data = configs.data_dir(v, new)
+    log = f"/var/log/postgresql/postgresql-{v}-{new}.log"
+    pgbackrest = ("pgbackrest", f"--stanza={new}")
+    steps = [
+        restore.archive_now_step(cluster),
+        Step(
+            f"write stanza config {configs.stanza_conf_path(new)}",
+            configs.write_file(
+                configs.stanza_conf_path(new), configs.stanza_conf(new, v, port), "root:postgres", "0640"
+            ),
+            undo=Command.of("rm", "-f", "--", configs.stanza_conf_path(new)),
+        ),
+        Step(
+            f"create cluster {v}/{new} on port {port}",
+            Command.of("pg_createcluster", "--port", port, "--start-conf", "auto", v, new, "--", "--data-checksums"),
+            undo=Command.of("pg_dropcluster", "--stop", v, new),
+        ),
+        Step(
+            f"restore {req.app}'s backup {backup.label} into {data} (archiving off)",
+            sh(INTO_RESTORE, req.app, data, backup.label, *target_args),
+            long=True,
+        ),
+        Step(f"start {new} and replay WAL to the target", Command.of("pg_ctlcluster", v, new, "start"), long=True),
+        Step(
+            "prove it (stopped at the target, out of recovery, new timeline)",
+            sh(restore.PROVE_RECOVERY, "/var/run/postgresql", port, log, cluster.timeline or 1, data),
+            long=True,
+        ),
+        Step("remove recovery settings from the copy", sh(restore.CLEAN_RESTORED, data)),
+        Step(
+            f"enable WAL archiving to its own stanza {new}",
+            configs.write_file(configs.pg_conf_path(v, new), configs.archive_conf(new), "postgres:postgres", "0644"),
+        ),
+        Step(f"restart {new} with archiving on", Command.of("pg_ctlcluster", v, new, "restart")),
+        Step(
+            f"create stanza {new}",
+            Command.of(*pgbackrest, "stanza-create", user=POSTGRES),
+            undo=sh(
+                'cd /tmp; runuser -u postgres -- pgbackrest --stanza="$1" stop; '
+                'runuser -u postgres -- pgbackrest --stanza="$1" --force stanza-delete',
+                new,
+            ),
+        ),
+        Step(f"verify {new} accepts writes", sh(restore.VERIFY_LIVE, port, log, "")),
+        Step("prove archiving and take its first full backup", sh(restore.BACKUP_NOW, new), long=True),
+    ]
+    plan = Plan(host=host, title=f"pitr {req.app} to {req.target_text} into {new}", steps=tuple(steps), as_job=True)
+    words = [
+        f"Create a new app {new} on {host} (port {port}) holding {req.app} as of {req.target_text}, "
+        f"from backup {backup.label}.",
+        f"{req.app} keeps running and is not changed; the copy never archives into {req.app}'s stanza: "
+        f"it gets its own stanza {new} and a first full backup.",
+        f"Any failure removes {new} again.",
+    ]
+    return PitrPlan(plan, _spec(req, who, stamp, plan, lock_app=new), words)
+
+
+def _spec(req: PitrRequest, who: str, stamp: str, plan: Plan, lock_app: str | None = None) -> JobSpec:
+    app = lock_app or req.app
+    target = f"point:{req.point}" if req.point else req.to.isoformat()  # type: ignore[union-attr]
+    info = {"target": target, "mode": req.mode, "source": req.app}
+    return JobSpec(op="pitr", app=app, job_id=f"pitr-{app}-{stamp}", holder=who, info=info, plan=plan)
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+@dataclass
+class PitrSummary:
+    host: str
+    app: str
+    target: str
+    state: JobState
+    attached: bool = False
+
+    def lines(self) -> list[str]:
+        notes = self.state.notes
+        out = [f"target      {self.target}"]
+        if "stop" in notes:
+            out.append(f"stopped     {notes['stop'].replace('_', ' ')}")
+        if "last_tx" in notes:
+            out.append(f"last commit {notes['last_tx'].replace('_', ' ')}")
+        if "live_timeline" in notes:
+            out.append(f"timeline    {notes['live_timeline']}")
+        if self.state.downtime is not None:
+            out.append(f"downtime    {self.state.downtime:.2f} s")
+        if self.state.seconds is not None:
+            out.append(f"total       {self.state.seconds:.1f} s")
+        if "backup" in notes:
+            out.append(f"new backup  {notes['backup']}")
+        return out
+
+
+class Pitr:
+    """One pitr on one host: open -> (attach | plan -> confirm -> run). One SSH connection throughout."""
+
+    def __init__(self, host: Host, req: PitrRequest, console: Console, password_source: PasswordSource = ask_password):
+        self.host = host
+        self.req = req
+        self.console = console
+        self.session = HostSession(host, password_source=password_source)
+        self.facts: ServerFacts | None = None
+        self.prepared: PitrPlan | None = None
+        self.running_job: str | None = None  # a job for the same request already runs or ran: re-attach
+
+    def __enter__(self) -> Pitr:
+        self.session.open()
+        self.facts, _ = gather(self.session)
+        lock_app = self.req.into or self.req.app
+        lock = self.facts.lock(lock_app)
+        if lock is not None and lock.alive and lock.info.get("op") == "pitr" and self._same_request(lock.info):
+            self.running_job = f"/var/lib/pgmam/jobs/{lock.info['job']}"
+            return self
+        last = self.facts.last_job(lock_app)
+        same = last is not None and last.op == "pitr" and self._same_request(last.info)
+        if same and last.result == "ok" and lock is None and self._recent(last.job_id):
+            self.running_job = last.dir
+            return self
+        self.prepared = plan_pitr(self.host.name, self.facts, self.req, restore.holder())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+    def _same_request(self, info: dict[str, str]) -> bool:
+        target = f"point:{self.req.point}" if self.req.point else self.req.to.isoformat()  # type: ignore[union-attr]
+        return info.get("target") == target and info.get("mode") == self.req.mode
+
+    def _recent(self, job_id: str) -> bool:
+        """A finished identical job from the last 10 minutes: a re-run after a dropped link, not a new request."""
+        assert self.facts is not None
+        try:
+            started = datetime.strptime(job_id.rsplit("-", 1)[-1], "%Y%m%dT%H%M%SZ").replace(
+                tzinfo=self.facts.now.tzinfo
+            )
+        except ValueError:
+            return False
+        return (self.facts.now - started).total_seconds() < 600
+
+    def run(self) -> PitrSummary:
+        assert self.facts is not None
+        if self.running_job:
+            self.console.info(f"re-attaching to {self.running_job}")
+            state = restore.follow(self.session, self.running_job, self.console)
+            return self._finish(state, self.running_job, attached=True)
+        assert self.prepared is not None
+        spec = self.prepared.spec
+        restore.launch(self.session, spec, self.facts)
+        state = restore.follow(self.session, spec.dir, self.console)
+        return self._finish(state, spec.dir, attached=False)
+
+    def _finish(self, state: JobState, job_dir: str, *, attached: bool) -> PitrSummary:
+        app = self.req.into or self.req.app
+        if state.result != "ok":
+            raise restore.outcome_error(self.host.name, app, state, f"job journal: {job_dir}/journal")
+        return PitrSummary(self.host.name, app, self.req.target_text, state, attached)
+
+
+def create_restore_point(host: Host, app: str, name: str, console: Console) -> str:
+    """Create a named restore point in app's WAL; returns its LSN."""
+    with HostSession(host) as session:
+        facts, _ = gather(session)
+        cluster = restore.managed_cluster(host.name, facts, app)
+        restore.require_running(host.name, cluster)
+        if any(p.name == name for p in facts.points_for(app)):
+            raise Refusal(f"{host.name}: {app} already has a restore point named {name!r}", hint="pick another name")
+        result = session.run(sh(CREATE_POINT, cluster.port, app, name))
+        return result.stdout.strip().splitlines()[-1]

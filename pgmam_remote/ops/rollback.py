@@ -1,0 +1,75 @@
+"""rollback: swap an app back to a preserved data dir (the newest old-APP-*, or --to DIR).
+
+The current data is preserved the same way pitr preserves it, with the same
+lock, journal, verification and automatic undo. The timeline the app leaves
+stays harmless: pitr always follows the live cluster's own timeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..console import Console
+from ..errors import Refusal
+from ..facts import PreservedDir, ServerFacts
+from ..job import JobSpec, JobState
+from ..plan import Plan
+from ..remote import HostSession
+from . import restore
+from .restore import Paths
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    plan: Plan
+    spec: JobSpec
+    source: PreservedDir
+    words: list[str] = field(default_factory=list)
+
+
+def plan_rollback(host: str, facts: ServerFacts, app: str, to: str | None, who: str) -> RollbackPlan:
+    """Pure: checks, then the swap steps."""
+    cluster = restore.managed_cluster(host, facts, app)
+    restore.check_no_conflict(host, facts, app)
+    preserved = facts.preserved_for(cluster.version, app)
+    if to:
+        matches = [p for p in preserved if to in (p.path, p.name)]
+        if not matches:
+            names = ", ".join(p.name for p in preserved) or "none"
+            raise Refusal(f"{host}: {to} is not a preserved dir of {app} (preserved: {names})", hint="see `inv status`")
+        source = matches[0]
+    else:
+        olds = [p for p in preserved if p.kind == "old"]
+        if not olds:
+            raise Refusal(
+                f"{host}: {app} has no preserved data dir to roll back to", hint="pitr preserves one each time"
+            )
+        source = olds[-1]
+    stamp = restore.stamp(facts.now)
+    paths = Paths(app, cluster.data_dir, stamp)
+    steps = restore.swap_steps(cluster, source.path, paths, already_stopped=not cluster.running, timeline="")
+    plan = Plan(host=host, title=f"rollback {app} to {source.name}", steps=tuple(steps), as_job=True)
+    words = [
+        f"Swap {app} on {host} back to {source.path} (preserved {source.mtime.isoformat()}).",
+        f"{app} stops for a short swap; its current data is preserved as {paths.preserved}.",
+        "Other apps on this server are not touched. Any failure rolls back automatically.",
+    ]
+    spec = JobSpec(
+        op="rollback",
+        app=app,
+        job_id=f"rollback-{app}-{stamp}",
+        holder=who,
+        info={"target": source.name, "mode": "swap"},
+        plan=plan,
+    )
+    return RollbackPlan(plan, spec, source, words)
+
+
+def run(session: HostSession, facts: ServerFacts, prepared: RollbackPlan, console: Console) -> JobState:
+    restore.launch(session, prepared.spec, facts)
+    state = restore.follow(session, prepared.spec.dir, console)
+    if state.result != "ok":
+        raise restore.outcome_error(
+            session.host.name, prepared.spec.app, state, f"job journal: {prepared.spec.dir}/journal"
+        )
+    return state
