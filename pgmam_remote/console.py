@@ -54,7 +54,8 @@ class Console:
     def plan(self, lines: list[str]) -> None:
         """A rendered plan (--dry-run): on stdout, verbatim, never parsed as markup."""
         for line in lines:
-            self.out.print(Text(line, style="cmd" if line.lstrip().startswith(("$", "undo:")) else ""))
+            style = "cmd" if line.lstrip().startswith(("$", "undo:")) else ""
+            self.out.print(Text(line, style=style), soft_wrap=True)  # never wrapped: commands stay copyable
 
     def step(self, host: str, index: int, total: int, title: str) -> None:
         self.err.print(f"[host]{escape(host)}[/] [dim]{index}/{total}[/] [step]{escape(title)}[/]")

@@ -115,7 +115,10 @@ def parse(text: str, path: Path = DEFAULT_PATH) -> Inventory:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InventoryError(f"{path}: malformed TOML: {exc}") from None
+        found = re.search(r"\(at line (\d+), column \d+\)$", str(exc))
+        where = f"{path}:{found.group(1)}" if found else str(path)
+        reason = str(exc)[: found.start()].strip() if found else str(exc)
+        raise InventoryError(f"{where}: malformed TOML: {reason}") from None
     checker = _Checker(text, path)
     checker.unknown_keys("", data, {"defaults", "hosts", "groups"})
 
@@ -211,7 +214,7 @@ class _Checker:
                 return start + 1
         if key is None:
             return None
-        key_re = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=")
+        key_re = re.compile(r"^\s*(\[+\s*)?[\"']?" + re.escape(key) + r"[\"']?\s*(=|\.|\])")
         for i in range(start + (1 if section else 0), len(self.lines)):
             if section and i > start and self.lines[i].lstrip().startswith("["):
                 break

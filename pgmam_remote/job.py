@@ -40,7 +40,8 @@ set -u
 JOB_DIR=$1
 APP=$2
 export JOB_DIR
-LOCK=/var/lib/pgmam/locks/$APP
+STATE=${PGMAM_STATE_DIR:-/var/lib/pgmam}
+LOCK=$STATE/locks/$APP
 cd /
 trap '' HUP
 echo $$ > "$JOB_DIR/pid"
@@ -54,7 +55,7 @@ DONE=""
     + ALIVE_FN
     + r"""
 acquire() {
-  mkdir -p /var/lib/pgmam/locks
+  mkdir -p "$STATE/locks"
   if ! mkdir "$LOCK" 2>/dev/null; then
     holder=$(tr '\n' ' ' < "$LOCK/info" 2>/dev/null)
     if job_alive "$(cat "$LOCK/pid" 2>/dev/null)"; then
@@ -112,7 +113,8 @@ step() {
   fi
 }
 audit() {
-  mkdir -p /var/log/pgmam
+  log_dir=${PGMAM_LOG_DIR:-/var/log/pgmam}
+  mkdir -p "$log_dir"
   down=$(sed -n 's/^down_at=//p' "$JOB_DIR/notes" 2>/dev/null | tail -n 1)
   up=$(sed -n 's/^up_at=//p' "$JOB_DIR/notes" 2>/dev/null | tail -n 1)
   downtime=-
@@ -122,7 +124,7 @@ audit() {
   duration=$(awk -v a="$STARTED" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }')
   printf '%s %s result=%s duration=%s downtime=%s job=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     "$(tr '\n' ' ' < "$JOB_DIR/info" | sed 's/ $//')" "$1" "$duration" "$downtime" "$JOB_DIR" \
-    >> /var/log/pgmam/audit.log
+    >> "$log_dir/audit.log"
 }
 finish() {
   if [ "$FAILED" = 0 ]; then result=ok

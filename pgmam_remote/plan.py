@@ -45,7 +45,9 @@ class Plan:
         """Human-readable plan with the exact remote commands (the --dry-run output)."""
         lines = [f"{self.title} on {self.host}:"]
         if self.as_job:
-            lines.append("  (runs on the server as one detached job, as root; each step's undo runs if a later step fails)")
+            lines.append(
+                "  (runs on the server as one detached job, as root; each step's undo runs if a later step fails)"
+            )
         lines += [f"  already done: {item}" for item in self.done]
         render = job_line if self.as_job else Command.line
         for i, step in enumerate(self.steps, 1):

@@ -43,6 +43,16 @@ runuser -u postgres -- pgbackrest --stanza="$source" --pg1-path="$data" --set="$
 """
 
 
+# The copy promoted with archiving off: its timeline history must reach its own stanza, or a later
+# restore of the copy could not follow its timeline.
+PUSH_HISTORY = """set -e
+cd /tmp
+for h in "$2"/pg_wal/*.history; do
+  [ -f "$h" ] && runuser -u postgres -- pgbackrest --stanza="$1" archive-push "$h"
+done
+"""
+
+
 @dataclass(frozen=True)
 class PitrRequest:
     app: str
@@ -112,7 +122,7 @@ def plan_pitr(host: str, facts: ServerFacts, req: PitrRequest, who: str) -> Pitr
     if req.stop_first:
         steps.append(restore.stop_live_step(cluster))
     steps += restore.staging_steps(cluster, paths, backup, target_args, port, keep_failed=req.keep_failed)
-    steps += restore.swap_steps(cluster, paths.staging, paths, already_stopped=req.stop_first, timeline="noted")
+    steps += restore.swap_steps(cluster, paths.staging, paths, already_stopped=req.stop_first)
     plan = Plan(host=host, title=f"pitr {req.app} to {req.target_text}", steps=tuple(steps), as_job=True)
     words = [
         f"Restore {req.app} on {host} to {req.target_text}, from backup {backup.label} "
@@ -196,7 +206,11 @@ def _plan_into(
                 new,
             ),
         ),
-        Step(f"verify {new} accepts writes", sh(restore.VERIFY_LIVE, port, log, "")),
+        Step(
+            "archive the copy's timeline history into its stanza",
+            sh(PUSH_HISTORY, new, data),
+        ),
+        Step(f"verify {new} accepts writes", sh(restore.VERIFY_LIVE, port, log, "any")),
         Step("prove archiving and take its first full backup", sh(restore.BACKUP_NOW, new), long=True),
     ]
     plan = Plan(host=host, title=f"pitr {req.app} to {req.target_text} into {new}", steps=tuple(steps), as_job=True)

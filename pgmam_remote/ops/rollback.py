@@ -47,11 +47,14 @@ def plan_rollback(host: str, facts: ServerFacts, app: str, to: str | None, who: 
         source = olds[-1]
     stamp = restore.stamp(facts.now)
     paths = Paths(app, cluster.data_dir, stamp)
-    steps = restore.swap_steps(cluster, source.path, paths, already_stopped=not cluster.running, timeline="")
+    steps = restore.swap_steps(
+        cluster, source.path, paths, already_stopped=not cluster.running, rollback_to=source.path
+    )
     plan = Plan(host=host, title=f"rollback {app} to {source.name}", steps=tuple(steps), as_job=True)
     words = [
         f"Swap {app} on {host} back to {source.path} (preserved {source.mtime.isoformat()}).",
         f"{app} stops for a short swap; its current data is preserved as {paths.preserved}.",
+        "The preserved data starts on a new timeline, so later restores and backups stay consistent.",
         "Other apps on this server are not touched. Any failure rolls back automatically.",
     ]
     spec = JobSpec(

@@ -61,6 +61,9 @@ class ClusterStatus:
     last_full: BackupRef | None
     recovery_window: dict[str, str | None] | None
     archiving: Archiving | None
+    preserved: list[dict[str, object]] = field(default_factory=list)  # old-/failed- data dirs kept by pitr
+    job: dict[str, object] | None = None  # a pitr/rollback job running right now
+    last_job: dict[str, str] | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -132,6 +135,26 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
             problems.append(f"last backup {_age(last.age_seconds)} ago")
         if stanza is not None and stanza.status_code not in (0, 2):
             problems.append(f"pgBackRest: {stanza.status_message}")
+    lock = facts.lock(cluster.name)
+    job = None
+    if lock is not None:
+        job = {"op": lock.info.get("op"), "job": lock.info.get("job"), "who": lock.info.get("who"), "alive": lock.alive}
+        if not lock.alive:
+            problems.append(f"job {lock.info.get('job')} died holding the lock; check {cluster.name}")
+    last_run = facts.last_job(cluster.name)
+    last_job = {"job": last_run.job_id, "op": last_run.op, "result": last_run.result} if last_run else None
+    if last_run is not None and last_run.result == "rollback-failed":
+        problems.append(f"job {last_run.job_id} failed and could not roll back; check {cluster.name}")
+    preserved = [
+        {
+            "name": p.name,
+            "path": p.path,
+            "kind": p.kind,
+            "size_bytes": p.size_bytes,
+            "age_seconds": int((facts.now - p.mtime).total_seconds()),
+        }
+        for p in facts.preserved_for(cluster.version, cluster.name)
+    ]
     first = stanza.first if stanza else None
     window = None
     if first is not None:
@@ -152,6 +175,9 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
         last_full=_backup_ref(stanza, facts.now, full=True),
         recovery_window=window,
         archiving=archiving,
+        preserved=preserved,
+        job=job,
+        last_job=last_job,
         problems=problems,
     )
 
@@ -260,6 +286,13 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
         health = Text("ok", style="ok")
     else:
         health = Text("; ".join(c.problems), style="bad")
+    if c.job and c.job.get("alive"):
+        health.append(f" ({c.job['op']} running: {c.job['job']})", style="warn")
+    kept = "-"
+    if c.preserved:
+        total = sum(int(p["size_bytes"]) for p in c.preserved)  # type: ignore[call-overload]
+        newest = c.preserved[-1]
+        kept = f"{len(c.preserved)} ({_size(total)}), newest {_age(newest['age_seconds'])} ago"  # type: ignore[arg-type]
     state = c.status + (" (recovery)" if c.in_recovery and "recovery" not in c.status else "")
     return [
         Text(c.app),
@@ -271,6 +304,7 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
         full,
         last,
         wal,
+        kept,
         health,
     ]
 
@@ -278,19 +312,19 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
 def render_table(statuses: list[HostStatus]) -> Table:
     table = Table(title="pgmam status", title_justify="left", header_style="bold")
     columns = ("host", "app", "pg:port", "state", "TL", "size", "backups", "last full", "last backup")
-    for column in (*columns, "WAL archiving", "health"):
+    for column in (*columns, "WAL archiving", "preserved dirs", "health"):
         table.add_column(column, no_wrap=column != "health")
     for status in statuses:
         if not status.reachable or status.error:
             error = Text(status.error or "unreachable", style="bad")
-            table.add_row(Text(status.host, style="host"), *[""] * 9, error)
+            table.add_row(Text(status.host, style="host"), *[""] * 10, error)
             continue
         host = Text.assemble((status.host, "host"), (f"\n{_size(status.disk_free_bytes)} free", "dim"))
-        rows = [_cluster_row(c) for c in status.clusters] or [[Text("no clusters", style="dim"), *[""] * 9]]
+        rows = [_cluster_row(c) for c in status.clusters] or [[Text("no clusters", style="dim"), *[""] * 10]]
         for i, row in enumerate(rows):
             table.add_row(host if i == 0 else "", *row, end_section=i == len(rows) - 1 and not status.problems)
         if status.problems:
-            table.add_row("", *[""] * 9, Text("; ".join(status.problems), style="bad"), end_section=True)
+            table.add_row("", *[""] * 10, Text("; ".join(status.problems), style="bad"), end_section=True)
     return table
 
 

@@ -57,7 +57,8 @@ def test_dry_run_render_shows_every_exact_command(foreign):
 
 def test_global_config_is_fast_by_default():
     text = configs.global_conf(cpu_count=8)
-    for line in ("compress-type=zst", "start-fast=y", "process-max=4", "archive-async=y", "repo1-retention-full-type=time"):
+    expected = ("compress-type=zst", "start-fast=y", "process-max=4", "archive-async=y", "repo1-retention-full=14")
+    for line in expected:
         assert line in text.splitlines()
     assert "archive-push-queue-max=4GiB" in text
     assert "process-max=1" in configs.global_conf(cpu_count=1).splitlines()

@@ -77,9 +77,10 @@ def test_bad_selection_is_usage_error(call, message):
         ("[hosts.a]\nconnect_timeout = true\n", r"hosts.toml:2: connect_timeout .* must be a number"),
         ("[hosts.a]\n[groups]\ng = ['a', 'b']\n", r"hosts.toml:3: group 'g' names unknown host\(s\): b"),
         ("[hosts.a]\n[groups]\ng = 'a'\n", r"group 'g' must be a list"),
-        ("[hosts.a\n", r"hosts.toml: malformed TOML: .*line 1"),
+        ("[hosts.a\n", r"hosts.toml:1: malformed TOML: "),
+        ("[hosts.a]\n[host.b]\n", r"hosts.toml:2: unknown key 'host' in the top level"),
         ("[defaults]\nuser = 'x'\n", r"no hosts defined"),
-        ("[hosts.a]\n[extra]\n", r"unknown key 'extra' in the top level"),
+        ("[hosts.a]\n[extra]\n", r"hosts.toml:2: unknown key 'extra' in the top level"),
         ("[hosts.'bad name']\n", r"host name 'bad name'"),
     ],
 )
