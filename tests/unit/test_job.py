@@ -1,0 +1,103 @@
+"""The server-side job runner, run for real with sh in a temp dir: steps, notes, undo order, lock, audit."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pgmam_remote.job import JobSpec, parse_journal, render_script
+from pgmam_remote.plan import Plan, Step
+from pgmam_remote.remote import Command, sh
+
+
+def run_job(tmp_path: Path, steps: list[Step], app: str = "shop") -> tuple[str, Path]:
+    spec = JobSpec(
+        "pitr", app, "pitr-shop-20260101T000000Z", "alice@laptop", {"target": "t"}, Plan("h", "test", tuple(steps))
+    )
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "info").write_text(spec.info_text())
+    script = job_dir / "job.sh"
+    script.write_text(render_script(spec))
+    env = {**os.environ, "PGMAM_STATE_DIR": str(tmp_path / "state"), "PGMAM_LOG_DIR": str(tmp_path / "log")}
+    subprocess.run(["sh", str(script), str(job_dir), app], env=env, check=False, timeout=30)
+    return (job_dir / "journal").read_text(), job_dir
+
+
+def marker(tmp_path: Path, name: str) -> Command:
+    return sh('echo "$2" >> "$1"', str(tmp_path / "undo-order"), name)
+
+
+def test_all_steps_ok_journal_notes_and_audit(tmp_path):
+    journal, _ = run_job(
+        tmp_path,
+        [
+            Step("one", sh('echo "pgmam-note down_at=10.0"; echo hello')),
+            Step("two; with 'quotes' & $vars", sh('echo "pgmam-note up_at=10.5"')),
+        ],
+    )
+    state = parse_journal(journal)
+    assert state.result == "ok" and state.total == 2
+    assert [s.status for s in state.steps.values()] == ["ok", "ok"]
+    assert state.steps[2].title == "two; with 'quotes' & $vars"
+    assert state.downtime == pytest.approx(0.5)
+    audit = (tmp_path / "log" / "audit.log").read_text()
+    assert "op=pitr app=shop who=alice@laptop" in audit and "result=ok" in audit and "downtime=0.50s" in audit
+    assert not (tmp_path / "state" / "locks" / "shop").exists()  # released
+
+
+def test_failure_undoes_completed_steps_in_reverse_and_quotes_the_log(tmp_path):
+    journal, _ = run_job(
+        tmp_path,
+        [
+            Step("a", sh("true"), undo=marker(tmp_path, "undo-a")),
+            Step("b (no undo)", sh("true")),
+            Step("c", sh("true"), undo=marker(tmp_path, "undo-c")),
+            Step("d fails", sh('echo "something broke: $1" >&2; exit 3', "WAL missing")),
+            Step("e never runs", sh("touch never"), undo=marker(tmp_path, "undo-e")),
+        ],
+    )
+    state = parse_journal(journal)
+    assert state.result == "rolled-back"
+    assert state.failed_step.n == 4
+    assert "something broke: WAL missing" in state.logs
+    assert 5 not in state.steps
+    assert (tmp_path / "undo-order").read_text().split() == ["undo-c", "undo-a"]
+    assert [state.steps[n].status for n in (1, 2, 3)] == ["undone", "ok", "undone"]
+
+
+def test_failure_of_the_first_step_changes_nothing(tmp_path):
+    journal, _ = run_job(tmp_path, [Step("a", sh("exit 1")), Step("b", sh("true"))])
+    assert parse_journal(journal).result == "failed"
+
+
+def test_failed_undo_is_reported_loudly(tmp_path):
+    journal, _ = run_job(tmp_path, [Step("a", sh("true"), undo=sh("exit 2")), Step("b", sh("exit 1"))])
+    state = parse_journal(journal)
+    assert state.result == "rollback-failed" and state.steps[1].status == "undo-failed"
+
+
+def test_live_lock_refuses_and_stale_lock_is_taken_over(tmp_path):
+    lock = tmp_path / "state" / "locks" / "shop"
+    lock.mkdir(parents=True)
+    (lock / "info").write_text("op=pitr\nwho=bob@other\n")
+    holder = subprocess.Popen(["sh", "-c", "sleep 30", "pgmam-test-holder"])
+    try:
+        (lock / "pid").write_text(str(holder.pid))
+        journal, _ = run_job(tmp_path, [Step("a", sh("true"))])
+        state = parse_journal(journal)
+        assert state.result == "locked" and "bob@other" in state.detail
+    finally:
+        holder.kill()
+        holder.wait()
+    (tmp_path / "job").rename(tmp_path / "job-locked")
+    journal, _ = run_job(tmp_path, [Step("a", sh("true"))])
+    state = parse_journal(journal)
+    assert state.result == "ok" and "stale_lock" in state.notes
+
+
+def test_journal_parser_tolerates_noise():
+    state = parse_journal("garbage\n1.0 begin 2 title here\n1.5 start 1 first\n2.0 ok 1\n0 lost the job stopped\n")
+    assert state.total == 2 and state.title == "title here" and state.steps[1].status == "ok"
+    assert state.result == "lost"
