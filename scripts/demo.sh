@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
-run() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
+run() { printf '\033[2m$'; printf ' %q' "$@"; printf '\033[0m\n'; "$@"; }
 
 say "Two local sandbox servers (network + mount namespaces, each with its own sshd and sudo user)"
 run inv sandbox.up --servers 2
@@ -23,7 +23,32 @@ run inv initcluster --host sbx1 --app shop --port 5433
 say "The fleet at a glance"
 run inv status --all-hosts
 
+# psql inside a sandbox server, over the same SSH login pgmam uses
+STATE_DIR=$(dirname "$PGMAM_HOSTS")
+sql() {
+  local address
+  address=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["hosts"][sys.argv[2]]["address"])' "$PGMAM_HOSTS" "$1")
+  ssh -q -i "$STATE_DIR/id_ed25519" -o UserKnownHostsFile="$STATE_DIR/known_hosts" -o StrictHostKeyChecking=yes \
+    -o BatchMode=yes "pgmam@$address" "cd / && sudo -n -u postgres psql -XAtq -p $2 -c $(printf '%q' "$3")"
+}
+
+say "shop takes 100 orders; we note the time; then someone deletes them all by accident"
+sql sbx1 5433 "create table orders (id int primary key, item text); insert into orders select g, 'item ' || g from generate_series(1, 100) g"
+T=$(sql sbx1 5433 "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+echo "time noted: $T"
+sleep 1
+sql sbx1 5433 "delete from orders"
+echo "orders left: $(sql sbx1 5433 'select count(*) from orders')"
+
+say "Point-in-time restore: shop keeps serving while its backup is replayed beside it, then a short swap"
+run inv pitr --host sbx1 --app shop --to "$T" --yes
+echo "orders back: $(sql sbx1 5433 'select count(*) from orders')"
+
+say "The fleet again: shop is on a new timeline, its old data preserved beside it"
+run inv status --all-hosts
+
 say "Done. The sandbox is still up:"
 echo "  export PGMAM_HOSTS=$PGMAM_HOSTS"
 echo "  inv status --all-hosts --json"
+echo "  inv rollback --host sbx1 --app shop      # swap the pre-restore data back"
 echo "  make demo-down        # remove the sandbox servers"

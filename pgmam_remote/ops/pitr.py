@@ -43,16 +43,6 @@ runuser -u postgres -- pgbackrest --stanza="$source" --pg1-path="$data" --set="$
 """
 
 
-# The copy promoted with archiving off: its timeline history must reach its own stanza, or a later
-# restore of the copy could not follow its timeline.
-PUSH_HISTORY = """set -e
-cd /tmp
-for h in "$2"/pg_wal/*.history; do
-  [ -f "$h" ] && runuser -u postgres -- pgbackrest --stanza="$1" archive-push "$h"
-done
-"""
-
-
 @dataclass(frozen=True)
 class PitrRequest:
     app: str
@@ -208,7 +198,7 @@ def _plan_into(
         ),
         Step(
             "archive the copy's timeline history into its stanza",
-            sh(PUSH_HISTORY, new, data),
+            sh(restore.PUSH_HISTORY, new, data),
         ),
         Step(f"verify {new} accepts writes", sh(restore.VERIFY_LIVE, port, log, "any")),
         Step("prove archiving and take its first full backup", sh(restore.BACKUP_NOW, new), long=True),
