@@ -1,8 +1,11 @@
-"""Availability probe: a new connection + `select 1` every 100 ms; prints the longest outage as JSON.
+"""Availability probe: a new connection every 100 ms that must find the server out of recovery.
+
+Prints the longest outage as JSON.
 
 Runs inside a sandbox server (over the unix socket, as the OS user it runs as). Stops on SIGINT or
 after --seconds. "max_gap_s" is the longest time between two successful probes, an upper bound on
-the downtime an application would see.
+the downtime an application would see; "gap_end_monotonic" is when it ended (CLOCK_MONOTONIC,
+comparable with the caller's time.monotonic()).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     deadline = time.monotonic() + args.seconds
     last_ok = None
     max_gap = 0.0
+    gap_end = None
     probes = failures = 0
     while not stop and time.monotonic() < deadline:
         started = time.monotonic()
@@ -39,15 +43,18 @@ def main() -> None:
             with psycopg.connect(
                 host="/var/run/postgresql", port=args.port, dbname="postgres", connect_timeout=2
             ) as conn:
-                conn.execute("select 1")
+                # a server still replaying WAL accepts read-only connections: not the restored app yet
+                if conn.execute("select pg_is_in_recovery()").fetchone()[0]:
+                    raise psycopg.OperationalError("in recovery")
             now = time.monotonic()
-            if last_ok is not None:
-                max_gap = max(max_gap, now - last_ok)
+            if last_ok is not None and now - last_ok > max_gap:
+                max_gap, gap_end = now - last_ok, now
             last_ok = now
         except psycopg.Error:
             failures += 1
         time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
-    print(json.dumps({"probes": probes, "failures": failures, "max_gap_s": round(max_gap, 3)}))
+    report = {"probes": probes, "failures": failures, "max_gap_s": round(max_gap, 3), "gap_end_monotonic": gap_end}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -256,6 +256,14 @@ class JobState:
             return None
 
     @property
+    def online_after(self) -> float | None:
+        """Seconds from the job's start until the app accepted connections on its restored data."""
+        try:
+            return float(self.notes["up_at"]) - self.began  # type: ignore[operator]
+        except (KeyError, ValueError, TypeError):
+            return None
+
+    @property
     def seconds(self) -> float | None:
         return self.ended - self.began if self.began is not None and self.ended is not None else None
 

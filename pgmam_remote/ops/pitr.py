@@ -201,7 +201,7 @@ def _plan_into(
             sh(restore.PUSH_HISTORY, new, data),
         ),
         Step(f"verify {new} accepts writes", sh(restore.VERIFY_LIVE, port, log, "any")),
-        Step("prove archiving and take its first full backup", sh(restore.BACKUP_NOW, new), long=True),
+        Step("prove archiving and take its first full backup", sh(restore.BACKUP_NOW, new, "full"), long=True),
     ]
     plan = Plan(host=host, title=f"pitr {req.app} to {req.target_text} into {new}", steps=tuple(steps), as_job=True)
     words = [
@@ -243,6 +243,9 @@ class PitrSummary:
             out.append(f"timeline    {notes['live_timeline']}")
         if self.state.downtime is not None:
             out.append(f"downtime    {self.state.downtime:.2f} s")
+        online = self.state.online_after
+        if online is not None:
+            out.append(f"online      {online:.1f} s after the start")
         if self.state.seconds is not None:
             out.append(f"total       {self.state.seconds:.1f} s")
         if "backup" in notes:

@@ -164,10 +164,13 @@ touch "$data/recovery.signal"
 chown postgres:postgres "$data/recovery.signal" "$data/postgresql.auto.conf"
 """
 
+# incr is safe after a restore or rollback: pgBackRest copies every file whose size or timestamp
+# differs from the prior backup and turns on checksums when timestamps go backwards. With no prior
+# full backup (a new app) it takes a full one.
 BACKUP_NOW = """set -e
 cd /tmp
 runuser -u postgres -- pgbackrest --stanza="$1" check
-runuser -u postgres -- pgbackrest --stanza="$1" --type=full backup
+runuser -u postgres -- pgbackrest --stanza="$1" --type="$2" backup
 label=$(runuser -u postgres -- pgbackrest --stanza="$1" --output=json info | grep -o '"label":"[^"]*"' | tail -n 1)
 echo "pgmam-note backup=$(printf '%s' "$label" | cut -d'"' -f4)"
 """
@@ -415,7 +418,7 @@ def swap_steps(
     ]
     if rollback_to:
         steps.append(Step("remove the recovery settings", sh(STRIP_RECOVERY_SETTINGS, paths.data)))
-    steps.append(Step("prove archiving and take a full backup", sh(BACKUP_NOW, app), long=True))
+    steps.append(Step("prove archiving and take a backup on the new timeline", sh(BACKUP_NOW, app, "incr"), long=True))
     return steps
 
 
