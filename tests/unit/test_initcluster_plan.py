@@ -143,6 +143,14 @@ def test_finished_app_is_a_no_op(foreign):
     assert "nothing to do" in plan.render()[-1]
 
 
+def test_busy_app_is_refused(foreign):
+    locked = replace(foreign, locks=(facts.LockInfo("shop", True, {"op": "pitr", "who": "bob", "job": "j1"}),))
+    with pytest.raises(Refusal, match="shop is busy: pitr by bob"):
+        plan_initcluster("prod1", locked, InitClusterRequest("shop", 5433))
+    stale = replace(foreign, locks=(facts.LockInfo("shop", False, {"op": "pitr"}),))
+    assert plan_initcluster("prod1", stale, InitClusterRequest("shop", 5433)).steps
+
+
 def test_resume_with_other_port_is_refused(foreign):
     with pytest.raises(Refusal, match="already exists as PostgreSQL 15 on port 5433"):
         plan_initcluster("prod1", half_made(foreign), InitClusterRequest("shop", 5440))
