@@ -18,6 +18,7 @@ from pgmam_remote import inventory, sandbox, validate
 from pgmam_remote.console import get_console
 from pgmam_remote.errors import PgmamError, Refusal, RemoteCommandError, UsageError
 from pgmam_remote.facts import gather
+from pgmam_remote.ops import backup as backup_op
 from pgmam_remote.ops import initcluster as initcluster_op
 from pgmam_remote.ops import pitr as pitr_op
 from pgmam_remote.ops import restore as restore_op
@@ -277,5 +278,58 @@ def restore_point(c, host=None, app=None, name=None):
     get_console().success(f"restore point {name} created in {app} at {lsn}")
 
 
-ns = Collection(initcluster, status, pitr, rollback, restore_point)
+@task(
+    auto_shortflags=False,
+    help={
+        "host": "inventory name of the server (required)",
+        "app": "the app to back up",
+        "all_apps": "every pgmam app on the server, one after another",
+        "type": "full, diff or incr (default: incr once a full backup exists, else full)",
+    },
+)
+@edge
+def backup(c, host=None, app=None, all_apps=False, type=None):
+    """Take a backup now (plus a snapshot of the app's PostgreSQL config).
+
+    Examples:
+      inv backup --host prod1 --app shop
+      inv backup --host prod1 --all-apps --type full
+    """
+    require(host=host)
+    if bool(app) == bool(all_apps):
+        raise UsageError("pass exactly one of --app and --all-apps")
+    done = backup_op.run_backups(
+        inventory.load().host(host), [validate.app_name(app)] if app else None, type, get_console()
+    )
+    for item in done:
+        get_console().success(f"{item.app}: {item.type} backup {item.label} in {item.seconds:.1f} s")
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "host": "inventory name of the server (required)",
+        "app": "the app (required)",
+        "json": "write one JSON object to stdout instead of the table",
+    },
+)
+@edge
+def backups(c, host=None, app=None, json=False):
+    """List an app's backups and its recovery window (earliest restorable .. latest archived time).
+
+    Example: inv backups --host prod1 --app shop --json
+    """
+    require(host=host, app=app)
+    app = validate.app_name(app)
+    with HostSession(inventory.load().host(host)) as session:
+        facts, _ = gather(session)
+    rows, window = backup_op.list_backups(host, facts, app)
+    console = get_console()
+    if json:
+        console.json(backup_op.backups_json(app, rows, window))
+    else:
+        console.table(backup_op.render_table(app, rows, window))
+
+
+ns = Collection(initcluster, status, pitr, rollback, restore_point, backup, backups)
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down))

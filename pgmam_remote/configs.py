@@ -91,3 +91,31 @@ archive_mode = on
 archive_command = 'pgbackrest --stanza={app} archive-push %p'
 archive_timeout = {ARCHIVE_TIMEOUT_S}
 """
+
+
+SNAPSHOT_DIR = "/var/lib/pgbackrest/pgmam-config"
+
+# Config snapshot: pgBackRest does not back up /etc/postgresql/<ver>/<app>/, so with every backup
+# pgmam stores it in the repository, named after the newest backup label, and drops the snapshots
+# of expired backups. $1 app, $2 version. Prints "pgmam-note snapshot=<file>".
+SNAPSHOT = """set -e
+app=$1; version=$2
+cd /tmp
+label=$(runuser -u postgres -- pgbackrest --stanza="$app" --output=json info \\
+  | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
+[ -n "$label" ] || { echo "no backup to attach the config snapshot to"; exit 1; }
+dir=/var/lib/pgbackrest/pgmam-config/$app
+install -d -o postgres -g postgres -m 0750 /var/lib/pgbackrest/pgmam-config "$dir"
+tar -C "/etc/postgresql/$version" -czf "$dir/$label.tar.gz.tmp" "$app"
+chown postgres:postgres "$dir/$label.tar.gz.tmp"
+mv -f "$dir/$label.tar.gz.tmp" "$dir/$label.tar.gz"
+for f in "$dir"/*.tar.gz; do
+  [ -d "/var/lib/pgbackrest/backup/$app/$(basename "$f" .tar.gz)" ] || rm -f "$f"
+done
+echo "pgmam-note backup=$label"
+echo "pgmam-note snapshot=$dir/$label.tar.gz"
+"""
+
+
+def snapshot(app: str, version: int) -> Command:
+    return sh(SNAPSHOT, app, version)

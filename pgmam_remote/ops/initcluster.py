@@ -222,6 +222,7 @@ def plan_initcluster(host: str, facts: ServerFacts, req: InitClusterRequest) -> 
                 hint="re-run the same command to resume; pgBackRest resumes or restarts the backup",
             )
         )
+        steps.append(Step("snapshot the cluster's config next to the backup", configs.snapshot(app, version)))
         steps.append(
             Step(
                 "verify the backup is in the repository",

@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 
+from .. import configs
 from ..console import Console
 from ..errors import ConnectError, PgmamError, Refusal
 from ..facts import BackupInfo, ClusterFacts, ServerFacts, parse_lsn
@@ -166,14 +167,15 @@ chown postgres:postgres "$data/recovery.signal" "$data/postgresql.auto.conf"
 
 # incr is safe after a restore or rollback: pgBackRest copies every file whose size or timestamp
 # differs from the prior backup and turns on checksums when timestamps go backwards. With no prior
-# full backup (a new app) it takes a full one.
-BACKUP_NOW = """set -e
+# full backup (a new app) it takes a full one. Then the config snapshot. $1 app, $2 version, $3 type.
+BACKUP_NOW = (
+    """set -e
 cd /tmp
 runuser -u postgres -- pgbackrest --stanza="$1" check
-runuser -u postgres -- pgbackrest --stanza="$1" --type="$2" backup
-label=$(runuser -u postgres -- pgbackrest --stanza="$1" --output=json info | grep -o '"label":"[^"]*"' | tail -n 1)
-echo "pgmam-note backup=$(printf '%s' "$label" | cut -d'"' -f4)"
+runuser -u postgres -- pgbackrest --stanza="$1" --type="$3" backup
 """
+    + configs.SNAPSHOT
+)
 
 
 # -- pure helpers ---------------------------------------------------------------------
@@ -418,7 +420,9 @@ def swap_steps(
     ]
     if rollback_to:
         steps.append(Step("remove the recovery settings", sh(STRIP_RECOVERY_SETTINGS, paths.data)))
-    steps.append(Step("prove archiving and take a backup on the new timeline", sh(BACKUP_NOW, app, "incr"), long=True))
+    steps.append(
+        Step("prove archiving and take a backup on the new timeline", sh(BACKUP_NOW, app, v, "incr"), long=True)
+    )
     return steps
 
 

@@ -25,6 +25,7 @@ def test_fresh_app_gets_every_step_in_order(foreign):
         "create stanza shop",
         "prove WAL archiving works (pgbackrest check)",
         "first full backup",
+        "snapshot the cluster's config next to the backup",
         "verify the backup is in the repository",
     ]
     create = plan.steps[2].command
@@ -119,7 +120,15 @@ def half_made(foreign, **cluster_changes):
 
 def test_half_made_cluster_resumes_missing_steps(foreign):
     plan = plan_initcluster("prod1", half_made(foreign), InitClusterRequest("shop", 5433))
-    assert [s.title.split(" ")[0] for s in plan.steps] == ["enable", "start", "create", "prove", "first", "verify"]
+    assert [s.title.split(" ")[0] for s in plan.steps] == [
+        "enable",
+        "start",
+        "create",
+        "prove",
+        "first",
+        "snapshot",
+        "verify",
+    ]
     assert any("cluster 15/shop" in d for d in plan.done)
 
 

@@ -1,0 +1,169 @@
+"""backup and backups: on-demand backups (each with its config snapshot), and the recovery window."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from rich.table import Table
+from rich.text import Text
+
+from .. import configs
+from ..console import Console
+from ..errors import Refusal
+from ..facts import BackupInfo, ClusterFacts, ServerFacts, gather
+from ..inventory import Host
+from ..remote import Command, HostSession, sh
+from . import restore
+
+TYPES = ("full", "diff", "incr")
+
+BACKUP = (
+    """set -e
+cd /tmp
+runuser -u postgres -- pgbackrest --stanza="$1" --type="$3" backup
+"""
+    + configs.SNAPSHOT
+)
+
+
+def backup_command(cluster: ClusterFacts, backup_type: str) -> Command:
+    return sh(BACKUP, cluster.name, cluster.version, backup_type, timeout=None)
+
+
+def default_type(facts: ServerFacts, app: str, asked: str | None) -> str:
+    if asked:
+        if asked not in TYPES:
+            raise Refusal(f"backup type {asked!r} is not one of {', '.join(TYPES)}", hint="e.g. --type incr")
+        return asked
+    stanza = facts.stanzas.get(app)
+    return "incr" if stanza is not None and stanza.last_full is not None else "full"
+
+
+@dataclass(frozen=True)
+class BackupDone:
+    app: str
+    type: str
+    label: str
+    seconds: float
+
+
+def run_backups(host: Host, apps: list[str] | None, backup_type: str | None, console: Console) -> list[BackupDone]:
+    """Back up the named apps (None: every pgmam app on the host), one after another."""
+    done = []
+    with HostSession(host) as session:
+        facts, _ = gather(session)
+        names = apps if apps is not None else sorted(facts.managed_stanzas & {c.name for c in facts.clusters})
+        if not names:
+            raise Refusal(f"{host.name}: no pgmam apps to back up", hint="create one with inv initcluster")
+        clusters = []
+        for app in names:
+            cluster = restore.managed_cluster(host.name, facts, app)
+            restore.require_running(host.name, cluster)
+            lock = facts.lock(app)
+            if lock is not None and lock.alive:
+                raise Refusal(f"{host.name}: {app} is busy: {lock.info.get('op')} (job {lock.info.get('job')})")
+            clusters.append((cluster, default_type(facts, app, backup_type)))
+        for cluster, kind in clusters:
+            started = time.monotonic()
+            with console.spinner(f"{host.name}: {kind} backup of {cluster.name}"):
+                result = session.run(backup_command(cluster, kind))
+            notes = dict(
+                line.removeprefix("pgmam-note ").split("=", 1)
+                for line in result.stdout.splitlines()
+                if line.startswith("pgmam-note ")
+            )
+            done.append(BackupDone(cluster.name, kind, notes.get("backup", "?"), time.monotonic() - started))
+    return done
+
+
+# -- backups: the list and the recovery window (pure) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupRow:
+    label: str
+    type: str
+    start: str
+    stop: str
+    size_bytes: int
+    repo_size_bytes: int
+    wal_start: str | None
+    wal_stop: str | None
+    timeline: int | None
+    restorable: bool  # on the live cluster's timeline history
+
+
+@dataclass(frozen=True)
+class RecoveryWindow:
+    start: datetime | None  # earliest restorable time: end of the oldest usable backup
+    end: datetime | None  # latest archived time (pg_stat_archiver)
+
+
+def recovery_window(cluster: ClusterFacts, backups: tuple[BackupInfo, ...]) -> RecoveryWindow:
+    usable = restore.usable_backups(cluster, backups) if cluster.timeline else list(backups)
+    start = usable[0].stop if usable else None
+    end = cluster.archiver.last_archived_time if cluster.archiver else None
+    if start and end and end < start:
+        end = start
+    return RecoveryWindow(start, end)
+
+
+def list_backups(host: str, facts: ServerFacts, app: str) -> tuple[list[BackupRow], RecoveryWindow]:
+    cluster = restore.managed_cluster(host, facts, app)
+    stanza = facts.stanzas.get(app)
+    backups = stanza.backups if stanza else ()
+    usable = (
+        {b.label for b in restore.usable_backups(cluster, backups)} if cluster.timeline else {b.label for b in backups}
+    )
+    rows = [
+        BackupRow(
+            label=b.label,
+            type=b.type,
+            start=b.start.isoformat(),
+            stop=b.stop.isoformat(),
+            size_bytes=b.size,
+            repo_size_bytes=b.repo_size,
+            wal_start=b.wal_start,
+            wal_stop=b.wal_stop,
+            timeline=b.timeline,
+            restorable=b.label in usable,
+        )
+        for b in backups
+    ]
+    return rows, recovery_window(cluster, backups)
+
+
+def backups_json(app: str, rows: list[BackupRow], window: RecoveryWindow) -> dict[str, object]:
+    return {
+        "app": app,
+        "recovery_window": {
+            "start": window.start.isoformat() if window.start else None,
+            "end": window.end.isoformat() if window.end else None,
+        },
+        "backups": [asdict(r) for r in rows],
+    }
+
+
+def _short(iso: str | None) -> str:
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "-"
+
+
+def render_table(app: str, rows: list[BackupRow], window: RecoveryWindow) -> Table:
+    start = _short(window.start.isoformat() if window.start else None)
+    end = _short(window.end.isoformat() if window.end else None)
+    table = Table(title=f"{app}: restorable from {start} to {end}", title_justify="left", header_style="bold")
+    for column in ("label", "type", "finished", "TL", "size", "in repo", "restorable"):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.label,
+            r.type,
+            _short(r.stop),
+            str(r.timeline or "-"),
+            f"{r.size_bytes / 1e6:.1f} MB",
+            f"{r.repo_size_bytes / 1e6:.1f} MB",
+            Text("yes", style="ok") if r.restorable else Text("no (abandoned timeline)", style="dim"),
+        )
+    return table
