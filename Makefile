@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := postgresql postgresql-contrib pgbackrest openssh-server openssh-client sudo iproute2 util-linux procps
+APT_PACKAGES := postgresql postgresql-contrib pgbackrest openssh-server openssh-client sudo iproute2 util-linux procps cron
 # a binary per package: apt runs only when one is missing
-NEEDED_BINARIES := /usr/bin/pg_createcluster /usr/bin/pgbackrest /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/sudo /usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter
+NEEDED_BINARIES := /usr/sbin/cron /usr/bin/pg_createcluster /usr/bin/pgbackrest /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/sudo /usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter
 
 .PHONY: all deps system-deps python-deps test unit integration lint demo demo-down bench clean
 

@@ -23,8 +23,9 @@ from pgmam_remote.ops import initcluster as initcluster_op
 from pgmam_remote.ops import pitr as pitr_op
 from pgmam_remote.ops import restore as restore_op
 from pgmam_remote.ops import rollback as rollback_op
+from pgmam_remote.ops import schedule as schedule_op
 from pgmam_remote.ops import status as status_op
-from pgmam_remote.plan import PlanFailed
+from pgmam_remote.plan import PlanFailed, execute
 from pgmam_remote.remote import HostSession
 
 
@@ -331,5 +332,52 @@ def backups(c, host=None, app=None, json=False):
         console.table(backup_op.render_table(app, rows, window))
 
 
-ns = Collection(initcluster, status, pitr, rollback, restore_point, backup, backups)
+@task(
+    auto_shortflags=False,
+    help={
+        "host": "inventory name of the server (required)",
+        "app": "the app (required)",
+        "full": f"when to take full backups (default: '{schedule_op.DEFAULTS['full']}')",
+        "diff": f"when to take differential backups (default: '{schedule_op.DEFAULTS['diff']}')",
+        "incr": "when to take incremental backups (default: none)",
+        "remove": "remove the app's schedule",
+        "dry_run": "print the plan and the exact remote commands, change nothing",
+    },
+)
+@edge
+def schedule(c, host=None, app=None, full=None, diff=None, incr=None, remove=False, dry_run=False):
+    """Schedule an app's backups: systemd timers, or /etc/cron.d where systemd is not PID 1.
+
+    Times use the server's clock: 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM',
+    'Sun 03:00', 'Mon..Fri 02:30', 'Sat,Sun 04:00'. Re-running replaces the schedule.
+    A failing scheduled backup turns `inv status` red.
+
+    Examples:
+      inv schedule --host prod1 --app shop
+      inv schedule --host prod1 --app shop --full "Sun 02:00" --diff "Mon..Sat 02:00" --incr hourly
+      inv schedule --host prod1 --app shop --remove
+    """
+    require(host=host, app=app)
+    app = validate.app_name(app)
+    asked = {"full": full, "diff": diff, "incr": incr}
+    if remove and any(asked.values()):
+        raise UsageError("--remove takes no calendars")
+    chosen = {k: v for k, v in asked.items() if v} or dict(schedule_op.DEFAULTS)
+    calendars = {kind: schedule_op.parse_calendar(text) for kind, text in chosen.items()}
+    console = get_console()
+    with HostSession(inventory.load().host(host)) as session:
+        facts, _ = gather(session)
+        plan = schedule_op.plan_schedule(session.host.name, facts, app, calendars, remove)
+        if dry_run:
+            console.plan(plan.render())
+            return
+        execute(plan, session, console)
+    if remove:
+        console.success(f"{app} on {host}: backup schedule removed")
+        return
+    for kind, cal in calendars.items():
+        console.success(f"{app} on {host}: {kind} backups {cal.text} (next {cal.next_after(facts.now).isoformat()})")
+
+
+ns = Collection(initcluster, status, pitr, rollback, restore_point, backup, backups, schedule)
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down))

@@ -51,7 +51,7 @@ section now; date +%s
 section cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
 section systemd; if [ -d /run/systemd/system ]; then echo yes; else echo no; fi
 section tools
-for t in pg_lsclusters pg_createcluster pg_ctlcluster pgbackrest psql runuser ss; do
+for t in pg_lsclusters pg_createcluster pg_ctlcluster pgbackrest psql runuser ss cron; do
   if command -v "$t" >/dev/null 2>&1; then echo "$t yes"; else echo "$t no"; fi
 done
 section pgversions
@@ -97,6 +97,10 @@ section preserved
 for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-*; do
   [ -d "$d" ] && printf '%s %s %s\n' "$(du -sb "$d" 2>/dev/null | cut -f1)" "$(stat -c %Y "$d")" "$d"
 done
+section schedules
+grep -h '^# pgmam-schedule ' /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-backup-*.timer 2>/dev/null
+section scheduled-runs
+for f in /var/lib/pgmam/scheduled/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
 section restore-points
 for f in /var/lib/pgmam/restore-points/*; do
   [ -f "$f" ] && sed "s|^|$(basename "$f") |" "$f"
@@ -281,6 +285,23 @@ class RestorePoint:
 
 
 @dataclass(frozen=True)
+class ScheduleEntry:
+    app: str
+    type: str
+    calendar: str
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    app: str
+    time: datetime
+    exit_status: int
+    type: str
+    label: str
+    seconds: int
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     hostname: str
     now: datetime
@@ -299,6 +320,8 @@ class ServerFacts:
     jobs: tuple[JobRecord, ...] = ()
     preserved: tuple[PreservedDir, ...] = ()
     restore_points: tuple[RestorePoint, ...] = ()
+    schedules: tuple[ScheduleEntry, ...] = ()
+    scheduled_runs: tuple[ScheduledRun, ...] = ()
 
     def lock(self, app: str) -> LockInfo | None:
         return next((lock for lock in self.locks if lock.app == app), None)
@@ -505,6 +528,24 @@ def _points(lines: list[str]) -> tuple[RestorePoint, ...]:
     return tuple(points)
 
 
+def _schedules(lines: list[str]) -> tuple[ScheduleEntry, ...]:
+    entries = []
+    for line in lines:
+        info = parse_info(line.removeprefix("# pgmam-schedule "))
+        if {"app", "type", "calendar"} <= info.keys():
+            entries.append(ScheduleEntry(info["app"], info["type"], info["calendar"].replace("_", " ")))
+    return tuple(entries)
+
+
+def _runs(lines: list[str]) -> tuple[ScheduledRun, ...]:
+    runs = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 6 and parts[1].isdigit() and parts[2].lstrip("-").isdigit() and parts[5].isdigit():
+            runs.append(ScheduledRun(parts[0], _ts(parts[1]), int(parts[2]), parts[3], parts[4], int(parts[5])))  # type: ignore[arg-type]
+    return tuple(runs)
+
+
 def parse_probe(text: str) -> ServerFacts:
     """The whole probe output -> ServerFacts."""
     s = split_sections(text)
@@ -564,6 +605,8 @@ def parse_probe(text: str) -> ServerFacts:
         ),
         preserved=_preserved(s.get("preserved", [])),
         restore_points=_points(s.get("restore-points", [])),
+        schedules=_schedules(s.get("schedules", [])),
+        scheduled_runs=_runs(s.get("scheduled-runs", [])),
     )
 
 

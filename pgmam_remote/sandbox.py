@@ -61,8 +61,9 @@ REQUIRED_BINARIES = (
     "pg_createcluster",
     "pg_ctlcluster",
     "pgbackrest",
+    "cron",
 )
-APT_PACKAGES = ("postgresql", "pgbackrest", "openssh-server", "sudo", "iproute2")
+APT_PACKAGES = ("postgresql", "pgbackrest", "openssh-server", "sudo", "iproute2", "cron")
 # root's PATH normally has these, but be explicit so a trimmed PATH does not trigger apt-get.
 SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
@@ -93,6 +94,8 @@ PRIVATE_DIRS = (
     # pgmam's own server-side state: locks, job journals, restore points, the audit log
     _Dir("/var/lib/pgmam", 0o755, "root", "root"),
     _Dir("/var/log/pgmam", 0o755, "root", "root"),
+    # scheduled backups on a server without systemd
+    _Dir("/etc/cron.d", 0o755, "root", "root"),
 )
 HOSTS_FILE = "/etc/hosts"
 

@@ -20,6 +20,7 @@ from ..errors import PgmamError
 from ..facts import ClusterFacts, ServerFacts, StanzaInfo, gather
 from ..inventory import Host
 from ..remote import HostSession, PasswordSource, ask_password
+from .schedule import parse_calendar
 
 MAX_PARALLEL = 16
 BACKUP_MAX_AGE = timedelta(hours=26)
@@ -63,6 +64,8 @@ class ClusterStatus:
     archiving: Archiving | None
     preserved: list[dict[str, object]] = field(default_factory=list)  # old-/failed- data dirs kept by pitr
     job: dict[str, object] | None = None  # a pitr/rollback job running right now
+    schedule: list[dict[str, object]] = field(default_factory=list)  # type, calendar, next run
+    last_scheduled: dict[str, object] | None = None
     last_job: dict[str, str] | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -145,6 +148,26 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
     last_job = {"job": last_run.job_id, "op": last_run.op, "result": last_run.result} if last_run else None
     if last_run is not None and last_run.result == "rollback-failed":
         problems.append(f"job {last_run.job_id} failed and could not roll back; check {cluster.name}")
+    schedule = []
+    for entry in (e for e in facts.schedules if e.app == cluster.name):
+        try:
+            upcoming = parse_calendar(entry.calendar).next_after(facts.now).isoformat()
+        except PgmamError:
+            upcoming = None
+        schedule.append({"type": entry.type, "calendar": entry.calendar, "next": upcoming})
+    runs = [r for r in facts.scheduled_runs if r.app == cluster.name]
+    last_scheduled = None
+    if runs:
+        run = runs[-1]
+        last_scheduled = {
+            "time": run.time.isoformat(),
+            "type": run.type,
+            "ok": run.exit_status == 0,
+            "label": run.label,
+            "seconds": run.seconds,
+        }
+        if managed and run.exit_status != 0:
+            problems.append(f"scheduled {run.type} backup failed at {run.time.isoformat()} (see /var/log/pgmam)")
     preserved = [
         {
             "name": p.name,
@@ -177,6 +200,8 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
         archiving=archiving,
         preserved=preserved,
         job=job,
+        schedule=schedule,
+        last_scheduled=last_scheduled,
         last_job=last_job,
         problems=problems,
     )
@@ -273,6 +298,11 @@ def _age(seconds: int | float | None) -> str:
 def _cluster_row(c: ClusterStatus) -> list[Text | str]:
     full = f"{_age(c.last_full.age_seconds)} ago" if c.last_full else "-"
     last = f"{c.last_backup.type} {_age(c.last_backup.age_seconds)} ago" if c.last_backup else "-"
+    upcoming = sorted(str(s["next"]) for s in c.schedule if s.get("next"))
+    if upcoming:
+        last += f", next {upcoming[0][5:16].replace('T', ' ')}"
+    elif c.managed:
+        last += ", not scheduled"
     if c.archiving is None:
         wal = Text("-")
     elif c.archiving.ok:
