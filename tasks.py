@@ -25,6 +25,7 @@ from pgmam_remote.ops import restore as restore_op
 from pgmam_remote.ops import rollback as rollback_op
 from pgmam_remote.ops import schedule as schedule_op
 from pgmam_remote.ops import status as status_op
+from pgmam_remote.ops import verify as verify_op
 from pgmam_remote.plan import PlanFailed, execute
 from pgmam_remote.remote import HostSession
 
@@ -379,5 +380,45 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, remove=Fal
         console.success(f"{app} on {host}: {kind} backups {cal.text} (next {cal.next_after(facts.now).isoformat()})")
 
 
-ns = Collection(initcluster, status, pitr, rollback, restore_point, backup, backups, schedule)
+@task(
+    auto_shortflags=False,
+    help={
+        "host": "inventory name of the server (required)",
+        "app": "the app whose backups to prove (required)",
+        "to": "drill a point-in-time restore to this time (with a zone) instead of the latest backup",
+        "dry_run": "print the plan and the exact remote commands, change nothing",
+    },
+)
+@edge
+def verify(c, host=None, app=None, to=None, dry_run=False):
+    """Restore drill: restore a backup into a throwaway instance and prove it, live cluster untouched.
+
+    Proves: out of recovery, every database connects, pg_amcheck (heap + btree) when available,
+    row counts per table. The result shows in `inv status` as "last proven restorable".
+
+    Example: inv verify --host prod1 --app shop
+    """
+    require(host=host, app=app)
+    app = validate.app_name(app)
+    target = validate.target_time(to) if to else None
+    console = get_console()
+    with HostSession(inventory.load().host(host)) as session:
+        facts, _ = gather(session)
+        prepared = verify_op.plan_verify(session.host.name, facts, app, target, restore_op.holder())
+        if dry_run:
+            console.plan(prepared.plan.render())
+            return
+        restore_op.launch(session, prepared.spec, facts)
+        state = restore_op.follow(session, prepared.spec.dir, console)
+    if state.result != "ok":
+        undone = f"backup {prepared.backup} did NOT prove restorable (the live cluster was not touched)"
+        raise restore_op.outcome_error(host, app, state, f"job journal: {prepared.spec.dir}/journal", undone)
+    notes = state.notes
+    console.success(
+        f"{app} on {host}: backup {prepared.backup} restores: {notes.get('tables', '?')} tables, "
+        f"{notes.get('rows', '?')} rows, amcheck {notes.get('amcheck', '?')} ({state.seconds or 0:.1f} s)"
+    )
+
+
+ns = Collection(initcluster, status, pitr, rollback, restore_point, backup, backups, schedule, verify)
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down))

@@ -101,6 +101,8 @@ section schedules
 grep -h '^# pgmam-schedule ' /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-backup-*.timer 2>/dev/null
 section scheduled-runs
 for f in /var/lib/pgmam/scheduled/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
+section drills
+for f in /var/lib/pgmam/verify/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
 section restore-points
 for f in /var/lib/pgmam/restore-points/*; do
   [ -f "$f" ] && sed "s|^|$(basename "$f") |" "$f"
@@ -302,6 +304,19 @@ class ScheduledRun:
 
 
 @dataclass(frozen=True)
+class DrillResult:
+    """The last `inv verify` of an app: did a backup restore and pass the checks?"""
+
+    app: str
+    time: datetime
+    ok: bool
+    backup: str
+    tables: str
+    rows: str
+    amcheck: str
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     hostname: str
     now: datetime
@@ -322,6 +337,7 @@ class ServerFacts:
     restore_points: tuple[RestorePoint, ...] = ()
     schedules: tuple[ScheduleEntry, ...] = ()
     scheduled_runs: tuple[ScheduledRun, ...] = ()
+    drills: tuple[DrillResult, ...] = ()
 
     def lock(self, app: str) -> LockInfo | None:
         return next((lock for lock in self.locks if lock.app == app), None)
@@ -546,6 +562,15 @@ def _runs(lines: list[str]) -> tuple[ScheduledRun, ...]:
     return tuple(runs)
 
 
+def _drills(lines: list[str]) -> tuple[DrillResult, ...]:
+    found = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 7 and parts[1].isdigit():
+            found.append(DrillResult(parts[0], _ts(parts[1]), parts[2] == "ok", parts[3], parts[4], parts[5], parts[6]))  # type: ignore[arg-type]
+    return tuple(found)
+
+
 def parse_probe(text: str) -> ServerFacts:
     """The whole probe output -> ServerFacts."""
     s = split_sections(text)
@@ -607,6 +632,7 @@ def parse_probe(text: str) -> ServerFacts:
         restore_points=_points(s.get("restore-points", [])),
         schedules=_schedules(s.get("schedules", [])),
         scheduled_runs=_runs(s.get("scheduled-runs", [])),
+        drills=_drills(s.get("drills", [])),
     )
 
 

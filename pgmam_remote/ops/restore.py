@@ -36,10 +36,19 @@ runuser -u postgres -- pgbackrest --stanza="$2" check
 RESTORE_STAGING = """set -e
 app=$1; staging=$2; backup=$3; run=$4; port=$5; conf=$6; shift 6
 install -d -o postgres -g postgres -m 0700 "$run" "$staging"
-rm -f "$run/staging.log"
+rm -rf "$run/staging.log" "$run/config"
 cd /tmp
 runuser -u postgres -- pgbackrest --stanza="$app" --pg1-path="$staging" --set="$backup" \\
   --target-action=promote "$@" restore
+# the config as it was at that backup, when a snapshot exists (else the live one)
+snapshot="/var/lib/pgbackrest/pgmam-config/$app/$backup.tar.gz"
+if [ -f "$snapshot" ]; then
+  install -d -o postgres -g postgres -m 0700 "$run/config"
+  tar -xzf "$snapshot" -C "$run/config"
+  chown -R postgres:postgres "$run/config"
+  conf="$run/config/$app/postgresql.conf"
+  echo "pgmam-note config=$snapshot"
+fi
 cat > "$staging/postgresql.conf" <<PGMAM_CONF
 # pgmam staging instance: temporary and local only; removed before the swap
 include = '$conf'
@@ -319,6 +328,10 @@ class Paths:
         return f"{self.parent}/failed-{self.app}-{self.stamp}"
 
     @property
+    def drill(self) -> str:
+        return f"{self.parent}/verify-{self.app}-{self.stamp}"
+
+    @property
     def run(self) -> str:
         return f"{RUN_DIR}/{self.app}"
 
@@ -481,16 +494,15 @@ def follow(session: HostSession, job_dir: str, console: Console) -> JobState:
     return state
 
 
-def outcome_error(host: str, app: str, state: JobState, where: str) -> JobFailed:
+def outcome_error(host: str, app: str, state: JobState, where: str, undone: str | None = None) -> JobFailed:
     """Turn a non-ok job result into one clear error saying what happened and where things are."""
     failed = state.failed_step
     step = f"step {failed.n} ({failed.title})" if failed else "a step"
     if state.result == "locked":
         return JobFailed(f"{host}: {app} is busy: {state.detail}", "wait for it, then re-run", [])
     if state.result == "rolled-back":
-        return JobFailed(
-            f"{host}: {step} failed; everything was rolled back: {app} runs on its previous data", where, state.logs
-        )
+        undone = undone or f"everything was rolled back: {app} runs on its previous data"
+        return JobFailed(f"{host}: {step} failed; {undone}", where, state.logs)
     if state.result == "failed":
         return JobFailed(f"{host}: {step} failed before anything was changed", where, state.logs)
     if state.result == "rollback-failed":

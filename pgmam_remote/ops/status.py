@@ -66,6 +66,7 @@ class ClusterStatus:
     job: dict[str, object] | None = None  # a pitr/rollback job running right now
     schedule: list[dict[str, object]] = field(default_factory=list)  # type, calendar, next run
     last_scheduled: dict[str, object] | None = None
+    last_proven_restorable: dict[str, object] | None = None  # the last `inv verify`
     last_job: dict[str, str] | None = None
     problems: list[str] = field(default_factory=list)
 
@@ -168,6 +169,19 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
         }
         if managed and run.exit_status != 0:
             problems.append(f"scheduled {run.type} backup failed at {run.time.isoformat()} (see /var/log/pgmam)")
+    drill = next((d for d in reversed(facts.drills) if d.app == cluster.name), None)
+    proven = None
+    if drill is not None:
+        proven = {
+            "time": drill.time.isoformat(),
+            "ok": drill.ok,
+            "backup": drill.backup,
+            "tables": drill.tables,
+            "rows": drill.rows,
+            "amcheck": drill.amcheck,
+        }
+        if managed and not drill.ok:
+            problems.append(f"restore drill of {drill.backup} FAILED at {drill.time.isoformat()}")
     preserved = [
         {
             "name": p.name,
@@ -202,6 +216,7 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
         job=job,
         schedule=schedule,
         last_scheduled=last_scheduled,
+        last_proven_restorable=proven,
         last_job=last_job,
         problems=problems,
     )

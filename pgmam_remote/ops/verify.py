@@ -1,0 +1,136 @@
+"""verify: a restore drill. Prove a backup restores, without touching the live cluster.
+
+The newest backup (or the one for --to) is restored into a throwaway dir beside the live data,
+a temporary local-only instance (no TCP, archiving off: it never writes to the stanza) replays
+it and is promoted, then it is examined: every database accepts connections, pg_amcheck checks
+heap and btree indexes when it is available, and every table is counted. The result is
+recorded on the server (status shows "last proven restorable") and everything is torn down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..errors import Refusal
+from ..facts import ServerFacts
+from ..job import JobSpec
+from ..plan import Plan, Step
+from ..remote import Command, sh
+from . import restore
+from .restore import Paths
+
+RESULTS_DIR = "/var/lib/pgmam/verify"
+
+# $1 socket dir, $2 port, $3 version, $4 app, $5 backup label, $6 target text. Writes the result.
+DRILL = f"""set -u
+sock=$1; port=$2; version=$3; app=$4; backup=$5; target=$6
+q() {{ runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -h "$sock" -p "$port" "$@"; }}
+dbs=$(q -d postgres -c "select datname from pg_database where datallowconn order by 1") || exit 1
+tables=0; rows=0
+for db in $dbs; do
+  q -d "$db" -c 'select 1' > /dev/null || {{ echo "database $db does not accept connections"; exit 1; }}
+  counts=$(q -d "$db" -c "select format('%s.%s', n.nspname, c.relname), (xpath('/row/n/text()',
+      query_to_xml(format('select count(*) as n from %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')
+      and n.nspname not like 'pg_toast%' order by 1") || {{ echo "counting rows in $db failed"; exit 1; }}
+  if [ -n "$counts" ]; then
+    printf '%s\\n' "$counts" | sed "s/^/rows $db./"
+    tables=$((tables + $(printf '%s\\n' "$counts" | wc -l)))
+    rows=$((rows + $(printf '%s\\n' "$counts" | awk -F'|' '{{s += $2}} END {{print s + 0}}')))
+  fi
+done
+amcheck=skipped
+if [ -x "/usr/lib/postgresql/$version/bin/pg_amcheck" ]; then
+  runuser -u postgres -- "/usr/lib/postgresql/$version/bin/pg_amcheck" -h "$sock" -p "$port" \\
+    --all --install-missing --heapallindexed
+  rc=$?
+  case $rc in
+    0) amcheck=ok ;;
+    2) echo "pg_amcheck found corruption"; exit 1 ;;
+    *) echo "pg_amcheck failed (exit $rc)"; exit 1 ;;
+  esac
+fi
+echo "pgmam-note tables=$tables"
+echo "pgmam-note rows=$rows"
+echo "pgmam-note amcheck=$amcheck"
+mkdir -p {RESULTS_DIR}
+printf '%s ok %s %s %s %s %s\\n' "$(date +%s)" "$backup" "$tables" "$rows" "$amcheck" "$target" >> "{RESULTS_DIR}/$app"
+"""
+
+RECORD_FAILURE = f"""mkdir -p {RESULTS_DIR}
+printf '%s failed %s - - - %s\\n' "$(date +%s)" "$2" "$3" >> "{RESULTS_DIR}/$1"
+"""
+
+
+@dataclass(frozen=True)
+class VerifyPlan:
+    plan: Plan
+    spec: JobSpec
+    backup: str
+
+
+def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, who: str) -> VerifyPlan:
+    """Pure: checks, then the drill's steps. The live cluster is never stopped or written to."""
+    cluster = restore.managed_cluster(host, facts, app)
+    restore.check_no_conflict(host, facts, app)
+    stanza = facts.stanzas.get(app)
+    if stanza is None or not stanza.backups:
+        raise Refusal(f"{host}: {app} has no backup to verify", hint=f"inv backup --host {host} --app {app}")
+    if to is not None:
+        if to > facts.now:
+            raise Refusal(f"{host}: target {to.isoformat()} is in the future", hint="pick a time in the past")
+        backup = restore.choose_backup(host, cluster, stanza.backups, to)
+        text = to.astimezone(facts.now.tzinfo).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        target_args = ["--type=time", f"--target={text}", f"--target-timeline={cluster.timeline or 1}"]
+        target = to.isoformat()
+    else:
+        usable = restore.usable_backups(cluster, stanza.backups) if cluster.timeline else list(stanza.backups)
+        if not usable:
+            raise Refusal(f"{host}: {app} has no backup on its current timeline", hint="take a backup first")
+        backup = usable[-1]
+        target_args = ["--type=immediate"]
+        target = "latest"
+    restore.check_space(host, facts, cluster, backup)
+    stamp = restore.stamp(facts.now)
+    paths = Paths(app, cluster.data_dir, stamp)
+    port = restore.free_port(facts, 30000 + cluster.port % 10000)
+    v = cluster.version
+    conf = f"{cluster.config_dir}/postgresql.conf"
+    steps = [
+        Step(
+            f"restore backup {backup.label} into {paths.drill}",
+            sh(restore.RESTORE_STAGING, app, paths.drill, backup.label, paths.run, port, conf, *target_args),
+            long=True,
+            undo=sh(RECORD_FAILURE + 'rm -rf -- "$4"\n', app, backup.label, target, paths.drill),
+        ),
+        Step(
+            f"start a throwaway local-only instance on it (port {port}, no TCP, archiving off)",
+            sh(restore.START_STAGING, v, paths.drill, paths.run),
+            long=True,
+            undo=sh(restore.STOP_INSTANCE, v, paths.drill, "immediate"),
+        ),
+        Step(
+            "replay and prove it (stopped at the target, out of recovery)",
+            sh(restore.PROVE_RECOVERY, paths.run, port, f"{paths.run}/staging.log", 0, paths.drill),
+            long=True,
+        ),
+        Step(
+            "examine it: every database connects, pg_amcheck (heap + btree), row counts per table",
+            sh(DRILL, paths.run, port, v, app, backup.label, target),
+            long=True,
+        ),
+        Step("stop the throwaway instance", sh(restore.STOP_INSTANCE, v, paths.drill, "fast")),
+        Step(f"remove {paths.drill}", Command.of("rm", "-rf", "--", paths.drill)),
+    ]
+    plan = Plan(host=host, title=f"verify {app} ({target}, backup {backup.label})", steps=tuple(steps), as_job=True)
+    spec = JobSpec(
+        op="verify",
+        app=app,
+        job_id=f"verify-{app}-{stamp}",
+        holder=who,
+        info={"target": target, "mode": "drill"},
+        plan=plan,
+    )
+    return VerifyPlan(plan, spec, backup.label)
