@@ -21,14 +21,16 @@ from pgmam_remote import sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 # Its own names, subnet and users: a test run never touches the sandbox a user rehearses in.
+# PGMAM_IT_ID (up to 6 letters/digits) gives a run its own too, so two runs can coexist.
+RUN_ID = os.environ.get("PGMAM_IT_ID", "it")
 NAMING = sandbox.SandboxNaming(
-    netns_prefix="pgmam-it",
-    link_prefix="pgmit",
-    subnet="10.213.3.0/24",
-    login_user="pgmamit",
-    sudo_password_user="pgmamitpw",
+    netns_prefix=f"pgmam-{RUN_ID}",
+    link_prefix=f"pgm{RUN_ID}",
+    subnet=f"10.213.{3 if RUN_ID == 'it' else 100 + sum(map(ord, RUN_ID)) % 100}.0/24",
+    login_user=f"pgmam{RUN_ID}",
+    sudo_password_user=f"pgmam{RUN_ID}pw",
 )
-STATE_DIR = sandbox.state_dir_for(".sandbox-it")
+STATE_DIR = sandbox.state_dir_for(f".sandbox-{RUN_ID}")
 
 if os.geteuid() != 0:
     pytest.skip("integration tests need root (namespaces, sshd, sudo)", allow_module_level=True)
