@@ -19,6 +19,7 @@ from pgmam_remote.console import get_console
 from pgmam_remote.errors import PgmamError, Refusal, RemoteCommandError, UsageError
 from pgmam_remote.facts import gather
 from pgmam_remote.ops import backup as backup_op
+from pgmam_remote.ops import drop as drop_op
 from pgmam_remote.ops import initcluster as initcluster_op
 from pgmam_remote.ops import pitr as pitr_op
 from pgmam_remote.ops import restore as restore_op
@@ -149,7 +150,7 @@ def confirm(words: list[str], app: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise Refusal("confirmation needed and there is no terminal to ask on", hint="re-run with --yes to confirm")
-    answer = input(f"Type the app name ({app}) to proceed: ").strip()
+    answer = input(f"Type '{app}' to proceed: ").strip()
     if answer != app:
         raise Refusal("not confirmed; nothing was changed")
 
@@ -420,5 +421,88 @@ def verify(c, host=None, app=None, to=None, dry_run=False):
     )
 
 
-ns = Collection(initcluster, status, pitr, rollback, restore_point, backup, backups, schedule, verify)
+@task(
+    auto_shortflags=False,
+    help={
+        "host": "inventory name of the server (required)",
+        "app": "the parent app (required)",
+        "name": "the branch name; the branch app is APP_NAME (required)",
+        "port": "the branch's port (default: the first free port above the parent's)",
+        "at": "branch from the parent as of this time (with a zone); default: now",
+        "yes": "do not ask for confirmation (needed when there is no terminal)",
+        "dry_run": "print the plan and the exact remote commands, change nothing",
+    },
+)
+@edge
+def branch(c, host=None, app=None, name=None, port=None, at=None, yes=False, dry_run=False):
+    """A writable copy of an app as a new app APP_NAME: own cluster, port, stanza, first backup.
+
+    Made from the parent's backups and archived WAL; the parent is never stopped or changed.
+    The branch starts with the parent's config as of that backup.
+
+    Examples:
+      inv branch --host prod1 --app shop --name staging
+      inv branch --host prod1 --app shop --name before_bug --at "2026-01-19 10:40:00+00" --port 5450
+    """
+    require(host=host, app=app, name=name)
+    app = validate.app_name(app)
+    child = validate.app_name(f"{app}_{name}")
+    req = pitr_op.PitrRequest(
+        app=app, to=validate.target_time(at) if at else None, into=child, port=validate.port(port) if port else None
+    )
+    console = get_console()
+    with pitr_op.Pitr(inventory.load().host(host), req, console) as op:
+        if op.prepared is not None:
+            if dry_run:
+                console.plan(op.prepared.plan.render())
+                return
+            confirm(op.prepared.words, app, yes)
+        summary = op.run()
+    console.success(f"branch {child} of {app} on {host} is ready (as of {summary.target})")
+    for line in summary.lines():
+        console.info(f"  {line}")
+
+
+@task(
+    auto_shortflags=False,
+    iterable=["app"],
+    help={
+        "host": "inventory name of the server (required)",
+        "app": "the app to drop (required); repeat to drop an app together with its branches",
+        "purge_backups": "ALSO delete the stanza, every backup and archived WAL (asks a second time)",
+        "yes": "do not ask for confirmation (needed when there is no terminal)",
+        "dry_run": "print the plan and the exact remote commands, change nothing",
+    },
+)
+@edge
+def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=False):
+    """Drop an app's cluster, after a final backup; its backups are kept unless --purge-backups.
+
+    A dropped app whose backups were kept comes back with:
+      inv pitr --host H --app APP --to TIME --into NEW --port P
+
+    Example: inv dropcluster --host prod1 --app oldshop
+    """
+    require(host=host, app=app)
+    apps = [validate.app_name(a) for a in app]
+    console = get_console()
+    with HostSession(inventory.load().host(host)) as session:
+        facts, _ = gather(session)
+        plan = drop_op.plan_drop(session.host.name, facts, apps, purge_backups)
+        if dry_run:
+            console.plan(plan.render())
+            return
+        confirm(drop_op.keeps(apps, purge_backups), apps[0], yes)
+        if purge_backups:
+            confirm(
+                [f"Second confirmation: every backup of {', '.join(apps)} will be deleted."], f"purge {apps[0]}", yes
+            )
+        execute(plan, session, console)
+    for name in apps:
+        console.success(f"{name} dropped on {host}" + ("" if purge_backups else "; its backups are kept"))
+
+
+ns = Collection(
+    initcluster, status, pitr, rollback, restore_point, backup, backups, schedule, verify, branch, dropcluster
+)
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down))

@@ -208,6 +208,7 @@ class StanzaInfo:
     wal_min: str | None = None
     wal_max: str | None = None
     backup_running: bool = False
+    pg_version: int | None = None  # of the database the stanza backs up
 
     @property
     def exists(self) -> bool:
@@ -462,6 +463,7 @@ def parse_pgbackrest_info(text: str) -> dict[str, StanzaInfo]:
             wal_min=min((a["min"] for a in archives if a.get("min")), default=None),
             wal_max=max((a["max"] for a in archives if a.get("max")), default=None),
             backup_running=bool(status.get("lock", {}).get("backup", {}).get("held", False)),
+            pg_version=int(raw["db"][-1]["version"]) if raw.get("db") else None,
         )
     return stanzas
 

@@ -55,7 +55,9 @@ class PitrRequest:
 
     @property
     def target_text(self) -> str:
-        return f"restore point {self.point}" if self.point else self.to.isoformat()  # type: ignore[union-attr]
+        if self.point:
+            return f"restore point {self.point}"
+        return self.to.isoformat() if self.to else "now"
 
     @property
     def mode(self) -> str:
@@ -80,7 +82,9 @@ def resolve_target(host: str, facts: ServerFacts, req: PitrRequest) -> tuple[dat
                 hint=f"create one before risky changes: inv restore-point --host {host} --app {req.app} --name NAME",
             )
         return points[-1].time, ["--type=name", f"--target={req.point}"]
-    assert req.to is not None
+    if req.to is None:  # "now" (a branch of the current state): everything archived up to the server's now
+        text = facts.now.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        return facts.now, ["--type=time", f"--target={text}"]
     if req.to > facts.now:
         raise Refusal(
             f"{host}: target {req.to.isoformat()} is in the future (server time {facts.now.isoformat()})",
@@ -90,10 +94,37 @@ def resolve_target(host: str, facts: ServerFacts, req: PitrRequest) -> tuple[dat
     return req.to, ["--type=time", f"--target={text}"]
 
 
+def source_cluster(host: str, facts: ServerFacts, app: str) -> ClusterFacts:
+    """The app to copy from: its live cluster, or, for an app dropped with its backups kept, a
+    stand-in built from its stanza (its PostgreSQL version, the timeline of its last backup)."""
+    live = facts.cluster(app)
+    if live is not None:
+        cluster = restore.managed_cluster(host, facts, app)
+        restore.require_running(host, cluster)
+        return cluster
+    stanza = facts.stanzas.get(app)
+    if stanza is None or not stanza.exists or not stanza.backups or stanza.pg_version is None:
+        return restore.managed_cluster(host, facts, app)  # refuses: no such app
+    last = stanza.backups[-1]
+    return ClusterFacts(
+        version=stanza.pg_version,
+        name=app,
+        port=0,
+        status="dropped",
+        owner="postgres",
+        data_dir=configs.data_dir(stanza.pg_version, app),
+        log_file="",
+        timeline=last.timeline,
+    )
+
+
 def plan_pitr(host: str, facts: ServerFacts, req: PitrRequest, who: str) -> PitrPlan:
     """Pure: every check, then the steps."""
-    cluster = restore.managed_cluster(host, facts, req.app)
-    restore.require_running(host, cluster)
+    if req.into:
+        cluster = source_cluster(host, facts, req.app)
+    else:
+        cluster = restore.managed_cluster(host, facts, req.app)
+        restore.require_running(host, cluster)
     restore.check_no_conflict(host, facts, req.app)
     stanza = facts.stanzas.get(req.app)
     if stanza is None or not stanza.backups:
@@ -101,7 +132,11 @@ def plan_pitr(host: str, facts: ServerFacts, req: PitrRequest, who: str) -> Pitr
     when, target_args = resolve_target(host, facts, req)
     backup = restore.choose_backup(host, cluster, stanza.backups, when)
     restore.check_space(host, facts, cluster, backup)
-    target_args = [*target_args, f"--target-timeline={cluster.timeline or 1}"]
+    if cluster.status == "dropped" and when >= backup.stop and backup is stanza.backups[-1]:
+        # nothing was archived after a dropped app's final backup: bring it back exactly as that backup
+        target_args = ["--type=immediate"]
+    else:
+        target_args = [*target_args, f"--target-timeline={cluster.timeline or 1}"]
     stamp = restore.stamp(facts.now)
     if req.into:
         return _plan_into(host, facts, req, who, cluster, backup, target_args, stamp)
@@ -139,8 +174,9 @@ def _plan_into(
     target_args: list[str],
     stamp: str,
 ) -> PitrPlan:
-    new, port = req.into, req.port
-    assert new is not None and port is not None
+    new = req.into
+    assert new is not None
+    port = req.port or restore.free_port(facts, max(cluster.port, 5432) + 1)
     if facts.cluster(new) is not None:
         raise Refusal(f"{host}: a cluster named {new} already exists", hint="pick another --into name")
     if new in facts.stanzas and facts.stanzas[new].exists:
@@ -156,8 +192,8 @@ def _plan_into(
     data = configs.data_dir(v, new)
     log = f"/var/log/postgresql/postgresql-{v}-{new}.log"
     pgbackrest = ("pgbackrest", f"--stanza={new}")
-    steps = [
-        restore.archive_now_step(cluster),
+    steps = [restore.archive_now_step(cluster)] if cluster.running else []
+    steps += [
         Step(
             f"write stanza config {configs.stanza_conf_path(new)}",
             configs.write_file(
@@ -174,6 +210,10 @@ def _plan_into(
             f"restore {req.app}'s backup {backup.label} into {data} (archiving off)",
             sh(INTO_RESTORE, req.app, data, backup.label, *target_args),
             long=True,
+        ),
+        Step(
+            f"give {new} {req.app}'s config as it was at that backup (its snapshot)",
+            sh(restore.APPLY_SNAPSHOT, req.app, new, v, port, backup.label),
         ),
         Step(f"start {new} and replay WAL to the target", Command.of("pg_ctlcluster", v, new, "start"), long=True),
         Step(
@@ -207,8 +247,12 @@ def _plan_into(
     words = [
         f"Create a new app {new} on {host} (port {port}) holding {req.app} as of {req.target_text}, "
         f"from backup {backup.label}.",
-        f"{req.app} keeps running and is not changed; the copy never archives into {req.app}'s stanza: "
-        f"it gets its own stanza {new} and a first full backup.",
+        (
+            f"{req.app} was dropped; its kept backups are restored (nothing of {req.app} is changed). "
+            if cluster.status == "dropped"
+            else f"{req.app} keeps running and is not changed. "
+        )
+        + f"The copy never archives into {req.app}'s stanza: it gets its own stanza {new} and a first full backup.",
         f"Any failure removes {new} again.",
     ]
     return PitrPlan(plan, _spec(req, who, stamp, plan, lock_app=new), words)
@@ -216,7 +260,7 @@ def _plan_into(
 
 def _spec(req: PitrRequest, who: str, stamp: str, plan: Plan, lock_app: str | None = None) -> JobSpec:
     app = lock_app or req.app
-    target = f"point:{req.point}" if req.point else req.to.isoformat()  # type: ignore[union-attr]
+    target = f"point:{req.point}" if req.point else req.to.isoformat() if req.to else "now"
     info = {"target": target, "mode": req.mode, "source": req.app}
     return JobSpec(op="pitr", app=app, job_id=f"pitr-{app}-{stamp}", holder=who, info=info, plan=plan)
 
@@ -285,6 +329,8 @@ class Pitr:
         self.session.close()
 
     def _same_request(self, info: dict[str, str]) -> bool:
+        if not self.req.point and not self.req.to:
+            return False  # "now" is a new moment every time
         target = f"point:{self.req.point}" if self.req.point else self.req.to.isoformat()  # type: ignore[union-attr]
         return info.get("target") == target and info.get("mode") == self.req.mode
 

@@ -1,0 +1,85 @@
+"""dropcluster: remove an app's cluster, keeping its backups unless told otherwise.
+
+A running app gets a final backup first (which also proves archiving still works). The
+stanza, its backups, config snapshots and the stanza config stay, so `inv pitr --into` can
+bring the app back later; `--purge-backups` deletes them too. An app with branches
+(APP_NAME clusters made by `inv branch`) is refused unless the branches are named as well.
+"""
+
+from __future__ import annotations
+
+from ..errors import Refusal
+from ..facts import ServerFacts
+from ..plan import Plan, Step
+from ..remote import Command, sh
+from . import restore
+
+REMOVE_SCHEDULE = """rm -f "/etc/cron.d/pgmam-$1"
+for kind in full diff incr; do
+  u="pgmam-backup-$1-$kind"
+  if [ -f "/etc/systemd/system/$u.timer" ]; then
+    systemctl disable --now "$u.timer" 2> /dev/null || true
+    rm -f "/etc/systemd/system/$u.timer" "/etc/systemd/system/$u.service"
+  fi
+done
+"""
+
+PURGE = """set -e
+cd /tmp
+runuser -u postgres -- pgbackrest --stanza="$1" stop || true
+runuser -u postgres -- pgbackrest --stanza="$1" --force stanza-delete
+runuser -u postgres -- pgbackrest --stanza="$1" start || true
+rm -rf "/var/lib/pgbackrest/pgmam-config/$1" "/var/lib/pgmam/scheduled/$1" "/var/lib/pgmam/verify/$1" \\
+  "/var/lib/pgmam/restore-points/$1"
+rm -f "/etc/pgbackrest/conf.d/$1.conf"
+"""
+
+
+def branches_of(facts: ServerFacts, app: str) -> list[str]:
+    return [c.name for c in facts.clusters if c.name.startswith(f"{app}_") and c.name in facts.managed_stanzas]
+
+
+def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool) -> Plan:
+    """Pure: refusals, then per app (branches first): final backup, schedule off, drop, maybe purge."""
+    clusters = [restore.managed_cluster(host, facts, app) for app in apps]
+    for app in apps:
+        restore.check_no_conflict(host, facts, app)
+        missing = [b for b in branches_of(facts, app) if b not in apps]
+        if missing:
+            raise Refusal(
+                f"{host}: {app} has branches: {', '.join(missing)}",
+                hint="name them too (--app " + " --app ".join([app, *missing]) + "), or drop them first",
+            )
+    steps: list[Step] = []
+    for cluster in sorted(clusters, key=lambda c: -len(c.name)):  # branches (longer names) first
+        app, v = cluster.name, cluster.version
+        if cluster.running:
+            steps.append(
+                Step(
+                    f"final backup of {app} (proves archiving still works)",
+                    sh(restore.BACKUP_NOW, app, v, "incr"),
+                    long=True,
+                    hint="fix the backup first (inv status), or stop the app to drop it without a final backup",
+                )
+            )
+        steps.append(Step(f"remove {app}'s backup schedule", sh(REMOVE_SCHEDULE, app)))
+        steps.append(Step(f"drop cluster {v}/{app}", Command.of("pg_dropcluster", "--stop", v, app)))
+        if purge:
+            steps.append(Step(f"delete stanza {app}, its backups and config snapshots", sh(PURGE, app)))
+    title = ("drop and purge " if purge else "drop ") + ", ".join(apps)
+    return Plan(host=host, title=title, steps=tuple(steps))
+
+
+def keeps(apps: list[str], purge: bool) -> list[str]:
+    """The plain words of the confirmation."""
+    words = [f"Drop {', '.join(apps)}: stop the cluster(s) and delete their data directories."]
+    if purge:
+        words.append(
+            "ALSO delete their pgBackRest stanzas, every backup and archived WAL: nothing can bring them back."
+        )
+    else:
+        words.append(
+            "Backups, archived WAL, config snapshots and the stanza config are kept: "
+            "`inv pitr --app APP --to TIME --into NEW --port P` can bring an app back."
+        )
+    return words
