@@ -1,0 +1,124 @@
+"""Backup lifecycle planning: calendars, schedules, drops, the backup list and the drill (pure)."""
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from pgmam_remote import facts
+from pgmam_remote.errors import Refusal
+from pgmam_remote.ops import backup, drop, schedule, verify
+
+from .conftest import load
+
+
+@pytest.fixture
+def server() -> facts.ServerFacts:
+    return facts.parse_probe(load("probe-after-rollback.txt"))
+
+
+@pytest.mark.parametrize(
+    ("text", "cron", "systemd"),
+    [
+        ("Sun 03:00", "0 3 * * 0", "Sun *-*-* 03:00:00"),
+        ("Mon..Sat 03:00", "0 3 * * 1,2,3,4,5,6", "Mon,Tue,Wed,Thu,Fri,Sat *-*-* 03:00:00"),
+        ("Sat,Sun 4:05", "5 4 * * 6,0", "Sat,Sun *-*-* 04:05:00"),
+        ("Fri..Mon 23:59", "59 23 * * 1,5,6,0", "Mon,Fri,Sat,Sun *-*-* 23:59:00"),
+        ("daily", "0 0 * * *", "*-*-* 00:00:00"),
+        ("hourly", "0 * * * *", "*-*-* *:00:00"),
+        ("weekly", "0 0 * * 1", "Mon *-*-* 00:00:00"),
+        ("monthly", "0 0 1 * *", "*-*-01 00:00:00"),
+        ("02:30", "30 2 * * *", "*-*-* 02:30:00"),
+    ],
+)
+def test_calendars_render_for_cron_and_systemd(text, cron, systemd):
+    cal = schedule.parse_calendar(text)
+    assert cal.cron() == cron and cal.systemd() == systemd
+
+
+@pytest.mark.parametrize("text", ["someday", "25:00", "Sun", "Funday 03:00", "03:60", "", "0 3 * * *"])
+def test_bad_calendars_are_refused_with_the_forms_that_work(text):
+    with pytest.raises(Refusal) as info:
+        schedule.parse_calendar(text)
+    assert "Mon..Fri 02:30" in info.value.hint
+
+
+def test_next_run():
+    wednesday_noon = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert schedule.parse_calendar("Sun 03:00").next_after(wednesday_noon) == datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    assert schedule.parse_calendar("12:00").next_after(wednesday_noon) == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    assert schedule.parse_calendar("hourly").next_after(wednesday_noon) == datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
+
+
+def test_schedule_without_systemd_writes_one_cron_file(server):
+    cals = {k: schedule.parse_calendar(v) for k, v in schedule.DEFAULTS.items()}
+    plan = schedule.plan_schedule("sbx1", replace(server, tools={**server.tools, "cron": True}), "shop", cals, False)
+    cron = plan.steps[-1].command.argv[4]  # the file content handed to write_file
+    assert "0 3 * * 0 root /bin/sh /var/lib/pgmam/bin/scheduled-backup shop 15 full" in cron
+    assert "0 3 * * 1,2,3,4,5,6 root /bin/sh /var/lib/pgmam/bin/scheduled-backup shop 15 diff" in cron
+    assert "# pgmam-schedule app=shop type=full calendar=Sun_03:00" in cron
+
+
+def test_schedule_with_systemd_writes_timers(server):
+    cals = {"incr": schedule.parse_calendar("hourly")}
+    plan = schedule.plan_schedule("h", replace(server, systemd=True), "shop", cals, False)
+    titles = [s.title for s in plan.steps]
+    assert "write pgmam-backup-shop-incr.timer (hourly)" in titles
+    assert plan.steps[-1].command.argv[-1] == "pgmam-backup-shop-incr.timer"
+
+
+def test_schedule_refused_without_cron_or_systemd(server):
+    cals = {"full": schedule.parse_calendar("daily")}
+    with pytest.raises(Refusal, match="cron is not installed"):
+        schedule.plan_schedule("h", replace(server, tools={**server.tools, "cron": False}), "shop", cals, False)
+
+
+def test_scheduled_runs_and_drills_are_read_from_the_probe():
+    text = (
+        "@@scheduled-runs\nshop 1795483186 0 incr 20261124-011937F_20261124-011947I 3\n"
+        "blog 1795483190 47 full - 1\n"
+        "@@drills\nshop 1795483256 ok 20261124-011937F 1 1000 ok latest\n"
+        "@@schedules\n# pgmam-schedule app=shop type=full calendar=Sun_03:00\n"
+    )
+    parsed = facts.parse_probe(text)
+    assert [(r.app, r.exit_status, r.type) for r in parsed.scheduled_runs] == [
+        ("shop", 0, "incr"),
+        ("blog", 47, "full"),
+    ]
+    assert parsed.drills[0].ok and parsed.drills[0].rows == "1000"
+    assert parsed.schedules[0].calendar == "Sun 03:00"
+
+
+def test_backups_list_marks_abandoned_timelines_and_the_window(server):
+    rows, window = backup.list_backups("sbx1", server, "shop")
+    assert [(r.label, r.restorable) for r in rows] == [("20261124-004539F", False), ("20261124-004929F", True)]
+    assert window.start == server.stanzas["shop"].backups[1].stop
+    assert backup.default_type(server, "shop", None) == "incr"
+    with pytest.raises(Refusal):
+        backup.default_type(server, "shop", "weekly")
+
+
+def test_verify_drill_never_touches_the_live_cluster(server):
+    plan = verify.plan_verify("sbx1", server, "shop", None, "me")
+    assert plan.backup == "20261124-004929F"
+    for step in plan.plan.steps:
+        line = " ".join(step.command.argv)
+        assert "/var/lib/postgresql/15/shop " not in line and "pg_ctlcluster" not in line
+    assert "--type=immediate" in plan.plan.steps[0].command.argv
+    assert plan.plan.steps[0].undo is not None  # a failed drill is recorded and cleaned up
+    assert plan.plan.steps[-1].title.startswith("remove /var/lib/postgresql/15/verify-shop-")
+
+
+def test_drop_keeps_backups_and_guards_branches(server):
+    shop = server.cluster("shop")
+    branch = replace(shop, name="shop_dev", port=5440, data_dir="/var/lib/postgresql/15/shop_dev")
+    with_branch = replace(server, clusters=(shop, branch), managed_stanzas=server.managed_stanzas | {"shop_dev"})
+    with pytest.raises(Refusal, match="shop has branches: shop_dev"):
+        drop.plan_drop("sbx1", with_branch, ["shop"], purge=False)
+    plan = drop.plan_drop("sbx1", with_branch, ["shop", "shop_dev"], purge=False)
+    titles = [s.title for s in plan.steps]
+    assert titles.index("drop cluster 15/shop_dev") < titles.index("drop cluster 15/shop")
+    assert not any("delete stanza" in t for t in titles)
+    assert titles[0].startswith("final backup of shop_dev")
+    purge = drop.plan_drop("sbx1", server, ["shop"], purge=True)
+    assert purge.steps[-1].title == "delete stanza shop, its backups and config snapshots"
