@@ -88,9 +88,8 @@ def main() -> None:
         print(f"database: pgbench scale {args.scale}, {size / 1e9:.2f} GB")
 
         full = inv("backup", "--host", "sbx1", "--app", APP, "--type", "full")
-        print(
-            f"pgmam settings   full {full:6.1f} s   repo {repo_size(APP) / 1e6:7.1f} MB (zst, process-max 2, start-fast)"
-        )
+        settings = "zst, process-max 2, start-fast"
+        print(f"pgmam settings   full {full:6.1f} s   repo {repo_size(APP) / 1e6:7.1f} MB ({settings})")
         writes()
         diff = inv("backup", "--host", "sbx1", "--app", APP, "--type", "diff")
         print(f"pgmam settings   diff {diff:6.1f} s   repo {repo_size(APP) / 1e6:7.1f} MB (after 10 s of pgbench)")
