@@ -174,6 +174,7 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
     if drill is not None:
         proven = {
             "time": drill.time.isoformat(),
+            "age_seconds": int((facts.now - drill.time).total_seconds()),
             "ok": drill.ok,
             "backup": drill.backup,
             "tables": drill.tables,
@@ -311,65 +312,58 @@ def _age(seconds: int | float | None) -> str:
 
 
 def _cluster_row(c: ClusterStatus) -> list[Text | str]:
-    full = f"{_age(c.last_full.age_seconds)} ago" if c.last_full else "-"
-    last = f"{c.last_backup.type} {_age(c.last_backup.age_seconds)} ago" if c.last_backup else "-"
+    state = Text(c.status + (" (recovery)" if c.in_recovery and "recovery" not in c.status else ""))
+    state.stylize("ok" if c.status == "online" else "warn")
+    cluster = Text.assemble(f"{c.version}:{c.port} ", state, f" TL{c.timeline or '-'} {_size(c.size_bytes)}")
+    if not c.managed:
+        return [Text(c.app), cluster, "-", "-", "-", "-", Text("not managed by pgmam", style="dim")]
+    backups = f"{c.backup_count}"
+    if c.last_backup:
+        backups += f", {c.last_backup.type} {_age(c.last_backup.age_seconds)} ago"
+    if c.last_full and c.last_backup and c.last_full.label != c.last_backup.label:
+        backups += f", full {_age(c.last_full.age_seconds)} ago"
     upcoming = sorted(str(s["next"]) for s in c.schedule if s.get("next"))
-    if upcoming:
-        last += f", next {upcoming[0][5:16].replace('T', ' ')}"
-    elif c.managed:
-        last += ", not scheduled"
+    backups += f"\nnext {upcoming[0][5:16].replace('T', ' ')}" if upcoming else "\nnot scheduled"
     if c.archiving is None:
         wal = Text("-")
     elif c.archiving.ok:
         age = c.archiving.last_archived_age_seconds
-        wal = Text(f"ok, last {_age(age)} ago" if age is not None else "ok, nothing yet", style="ok")
+        wal = Text(f"ok, {_age(age)} ago" if age is not None else "ok, none yet", style="ok")
     else:
-        wal = Text(f"FAILING ({c.archiving.failed_count} failed)", style="bad")
-    if not c.managed:
-        health = Text("not managed by pgmam", style="dim")
-    elif c.healthy:
-        health = Text("ok", style="ok")
+        wal = Text(f"FAILING ({c.archiving.failed_count})", style="bad")
+    proven = c.last_proven_restorable
+    if proven is None:
+        restore = Text("never drilled", style="dim")
+    elif proven["ok"]:
+        restore = Text(f"proven {_age(proven['age_seconds'])} ago", style="ok")  # type: ignore[arg-type]
     else:
-        health = Text("; ".join(c.problems), style="bad")
-    if c.job and c.job.get("alive"):
-        health.append(f" ({c.job['op']} running: {c.job['job']})", style="warn")
-    kept = "-"
+        restore = Text("drill FAILED", style="bad")
     if c.preserved:
         total = sum(int(p["size_bytes"]) for p in c.preserved)  # type: ignore[call-overload]
-        newest = c.preserved[-1]
-        kept = f"{len(c.preserved)} ({_size(total)}), newest {_age(newest['age_seconds'])} ago"  # type: ignore[arg-type]
-    state = c.status + (" (recovery)" if c.in_recovery and "recovery" not in c.status else "")
-    return [
-        Text(c.app),
-        f"{c.version}:{c.port}",
-        Text(state, style="ok" if c.status == "online" else "warn"),
-        str(c.timeline or "-"),
-        _size(c.size_bytes),
-        str(c.backup_count) if c.managed else "-",
-        full,
-        last,
-        wal,
-        kept,
-        health,
-    ]
+        restore.append(f"\n{len(c.preserved)} kept ({_size(total)})", style="dim")
+    health = Text("ok", style="ok") if c.healthy else Text("; ".join(c.problems), style="bad")
+    if c.job and c.job.get("alive"):
+        health.append(f" ({c.job['op']} running: {c.job['job']})", style="warn")
+    return [Text(c.app), cluster, backups, wal, restore, health]
 
 
 def render_table(statuses: list[HostStatus]) -> Table:
     table = Table(title="pgmam status", title_justify="left", header_style="bold")
-    columns = ("host", "app", "pg:port", "state", "TL", "size", "backups", "last full", "last backup")
-    for column in (*columns, "WAL archiving", "preserved dirs", "health"):
-        table.add_column(column, no_wrap=column != "health")
+    for column in ("host", "app", "cluster", "backups", "WAL archiving", "restores", "health"):
+        table.add_column(column, no_wrap=column in ("host", "app", "cluster"))
+    width = 6
     for status in statuses:
         if not status.reachable or status.error:
             error = Text(status.error or "unreachable", style="bad")
-            table.add_row(Text(status.host, style="host"), *[""] * 10, error)
+            table.add_row(Text(status.host, style="host"), *[""] * (width - 1), error, end_section=True)
             continue
         host = Text.assemble((status.host, "host"), (f"\n{_size(status.disk_free_bytes)} free", "dim"))
-        rows = [_cluster_row(c) for c in status.clusters] or [[Text("no clusters", style="dim"), *[""] * 10]]
+        rows = [_cluster_row(c) for c in status.clusters] or [[Text("no clusters", style="dim"), *[""] * (width - 1)]]
         for i, row in enumerate(rows):
+            row = row[:width] if len(row) >= width else [*row[:-1], *[""] * (width - len(row)), row[-1]]
             table.add_row(host if i == 0 else "", *row, end_section=i == len(rows) - 1 and not status.problems)
         if status.problems:
-            table.add_row("", *[""] * 10, Text("; ".join(status.problems), style="bad"), end_section=True)
+            table.add_row("", *[""] * (width - 1), Text("; ".join(status.problems), style="bad"), end_section=True)
     return table
 
 
