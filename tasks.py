@@ -30,6 +30,10 @@ from pgmam_remote.ops import verify as verify_op
 from pgmam_remote.plan import PlanFailed, execute
 from pgmam_remote.remote import HostSession
 
+HOST = "inventory name of the server (required)"
+YES = "do not ask for confirmation (needed when there is no terminal)"
+DRY_RUN = "print the plan and the exact remote commands, change nothing"
+
 
 def edge(body: Callable[..., Any]) -> Callable[..., Any]:
     """Turn PgmamError into a one-line message + exit status (the only place that does)."""
@@ -59,11 +63,11 @@ def require(**flags: Any) -> None:
 @task(
     auto_shortflags=False,
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "app name: becomes the cluster, stanza and directory name; ^[a-z][a-z0-9_]{0,39}$ (required)",
         "port": "TCP port of the new cluster, 1024..65535, unused on that server (required)",
         "pg_version": "PostgreSQL major version; default: hosts.toml pg_version, else the newest installed",
-        "dry_run": "print every step and the exact remote commands, change nothing",
+        "dry_run": DRY_RUN,
         "verbose": "stream every line the remote commands print",
     },
 )
@@ -158,7 +162,7 @@ def confirm(words: list[str], app: str, yes: bool) -> None:
 @task(
     auto_shortflags=False,
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "the app to restore (required)",
         "to": "target time WITH a zone: '2026-01-19 10:40:00+00' or 2026-01-19T10:40:00Z",
         "to_point": "instead of --to: a restore point made by `inv restore-point`",
@@ -166,8 +170,8 @@ def confirm(words: list[str], app: str, yes: bool) -> None:
         "port": "with --into: the new app's port",
         "stop_first": "stop the app before restoring (writes stop now; downtime = the whole restore)",
         "keep_failed": "keep the staging dir if the restore fails before the swap (for inspection)",
-        "yes": "do not ask for confirmation (needed when there is no terminal)",
-        "dry_run": "print the plan and the exact remote commands, change nothing",
+        "yes": YES,
+        "dry_run": DRY_RUN,
     },
 )
 @edge
@@ -212,27 +216,33 @@ def pitr(
         port=validate.port(port) if into else None,
         keep_failed=keep_failed,
     )
+    summary = run_pitr(host, req, dry_run=dry_run, yes=yes)
+    if summary is not None:
+        get_console().success(f"{summary.app} on {summary.host} restored to {summary.target}")
+        for line in summary.lines():
+            get_console().info(f"  {line}")
+
+
+def run_pitr(host: str, req: pitr_op.PitrRequest, *, dry_run: bool, yes: bool) -> pitr_op.PitrSummary | None:
+    """Plan (or re-attach), print for --dry-run or confirm, run. One SSH connection throughout."""
     console = get_console()
     with pitr_op.Pitr(inventory.load().host(host), req, console) as op:
         if op.prepared is not None:
             if dry_run:
                 console.plan(op.prepared.plan.render())
-                return
+                return None
             confirm(op.prepared.words, req.app, yes)
-        summary = op.run()
-    console.success(f"{summary.app} on {summary.host} restored to {summary.target}")
-    for line in summary.lines():
-        console.info(f"  {line}")
+        return op.run()
 
 
 @task(
     auto_shortflags=False,
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "the app to roll back (required)",
         "to": "a preserved dir (name or path) to swap in; default: the newest old-APP-*",
-        "yes": "do not ask for confirmation (needed when there is no terminal)",
-        "dry_run": "print the plan and the exact remote commands, change nothing",
+        "yes": YES,
+        "dry_run": DRY_RUN,
     },
 )
 @edge
@@ -263,7 +273,7 @@ def rollback(c, host=None, app=None, to=None, yes=False, dry_run=False):
     name="restore-point",
     auto_shortflags=False,
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "the app (required)",
         "name": "a name to restore to later with `inv pitr --to-point NAME` (required)",
     },
@@ -284,7 +294,7 @@ def restore_point(c, host=None, app=None, name=None):
 @task(
     auto_shortflags=False,
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "the app to back up",
         "all_apps": "every pgmam app on the server, one after another",
         "type": "full, diff or incr (default: incr once a full backup exists, else full)",
@@ -311,7 +321,7 @@ def backup(c, host=None, app=None, all_apps=False, type=None):
 @task(
     auto_shortflags=False,
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "the app (required)",
         "json": "write one JSON object to stdout instead of the table",
     },
@@ -337,13 +347,13 @@ def backups(c, host=None, app=None, json=False):
 @task(
     auto_shortflags=False,
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "the app (required)",
         "full": f"when to take full backups (default: '{schedule_op.DEFAULTS['full']}')",
         "diff": f"when to take differential backups (default: '{schedule_op.DEFAULTS['diff']}')",
         "incr": "when to take incremental backups (default: none)",
         "remove": "remove the app's schedule",
-        "dry_run": "print the plan and the exact remote commands, change nothing",
+        "dry_run": DRY_RUN,
     },
 )
 @edge
@@ -384,10 +394,10 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, remove=Fal
 @task(
     auto_shortflags=False,
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "the app whose backups to prove (required)",
         "to": "drill a point-in-time restore to this time (with a zone) instead of the latest backup",
-        "dry_run": "print the plan and the exact remote commands, change nothing",
+        "dry_run": DRY_RUN,
     },
 )
 @edge
@@ -424,13 +434,13 @@ def verify(c, host=None, app=None, to=None, dry_run=False):
 @task(
     auto_shortflags=False,
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "the parent app (required)",
         "name": "the branch name; the branch app is APP_NAME (required)",
         "port": "the branch's port (default: the first free port above the parent's)",
         "at": "branch from the parent as of this time (with a zone); default: now",
-        "yes": "do not ask for confirmation (needed when there is no terminal)",
-        "dry_run": "print the plan and the exact remote commands, change nothing",
+        "yes": YES,
+        "dry_run": DRY_RUN,
     },
 )
 @edge
@@ -450,28 +460,22 @@ def branch(c, host=None, app=None, name=None, port=None, at=None, yes=False, dry
     req = pitr_op.PitrRequest(
         app=app, to=validate.target_time(at) if at else None, into=child, port=validate.port(port) if port else None
     )
-    console = get_console()
-    with pitr_op.Pitr(inventory.load().host(host), req, console) as op:
-        if op.prepared is not None:
-            if dry_run:
-                console.plan(op.prepared.plan.render())
-                return
-            confirm(op.prepared.words, app, yes)
-        summary = op.run()
-    console.success(f"branch {child} of {app} on {host} is ready (as of {summary.target})")
-    for line in summary.lines():
-        console.info(f"  {line}")
+    summary = run_pitr(host, req, dry_run=dry_run, yes=yes)
+    if summary is not None:
+        get_console().success(f"branch {child} of {app} on {host} is ready (as of {summary.target})")
+        for line in summary.lines():
+            get_console().info(f"  {line}")
 
 
 @task(
     auto_shortflags=False,
     iterable=["app"],
     help={
-        "host": "inventory name of the server (required)",
+        "host": HOST,
         "app": "the app to drop (required); repeat to drop an app together with its branches",
         "purge_backups": "ALSO delete the stanza, every backup and archived WAL (asks a second time)",
-        "yes": "do not ask for confirmation (needed when there is no terminal)",
-        "dry_run": "print the plan and the exact remote commands, change nothing",
+        "yes": YES,
+        "dry_run": DRY_RUN,
     },
 )
 @edge
