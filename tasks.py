@@ -458,7 +458,11 @@ def branch(c, host=None, app=None, name=None, port=None, at=None, yes=False, dry
     app = validate.app_name(app)
     child = validate.app_name(f"{app}_{name}")
     req = pitr_op.PitrRequest(
-        app=app, to=validate.target_time(at) if at else None, into=child, port=validate.port(port) if port else None
+        app=app,
+        to=validate.target_time(at) if at else None,
+        into=child,
+        port=validate.port(port) if port else None,
+        branch=True,
     )
     summary = run_pitr(host, req, dry_run=dry_run, yes=yes)
     if summary is not None:

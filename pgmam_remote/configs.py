@@ -72,9 +72,10 @@ process-max={procs}
 """
 
 
-def stanza_conf(app: str, version: int, port: int) -> str:
+def stanza_conf(app: str, version: int, port: int, parent: str | None = None) -> str:
+    branch = f"# pgmam-parent {parent}\n" if parent else ""
     return f"""{MARKER}
-# pgBackRest stanza for app {app} (PostgreSQL {version}/{app}, port {port}).
+{branch}# pgBackRest stanza for app {app} (PostgreSQL {version}/{app}, port {port}).
 [{app}]
 pg1-path={data_dir(version, app)}
 pg1-port={port}

@@ -68,6 +68,8 @@ section stanza-confs
 for f in /etc/pgbackrest/conf.d/*.conf; do
   [ -f "$f" ] && grep -qx '# managed by pgmam' "$f" && basename "$f" .conf
 done
+section parents
+grep -H '^# pgmam-parent ' /etc/pgbackrest/conf.d/*.conf 2>/dev/null
 section clusters
 clusters=$(pg_lsclusters --no-header 2>&1)
 printf '%s\n' "$clusters"
@@ -339,6 +341,7 @@ class ServerFacts:
     schedules: tuple[ScheduleEntry, ...] = ()
     scheduled_runs: tuple[ScheduledRun, ...] = ()
     drills: tuple[DrillResult, ...] = ()
+    parents: dict[str, str] = field(default_factory=dict)  # branch app -> the app it was branched from
 
     def lock(self, app: str) -> LockInfo | None:
         return next((lock for lock in self.locks if lock.app == app), None)
@@ -635,6 +638,11 @@ def parse_probe(text: str) -> ServerFacts:
         schedules=_schedules(s.get("schedules", [])),
         scheduled_runs=_runs(s.get("scheduled-runs", [])),
         drills=_drills(s.get("drills", [])),
+        parents={
+            line.split(":", 1)[0].rsplit("/", 1)[-1].removesuffix(".conf"): line.rsplit(" ", 1)[-1]
+            for line in s.get("parents", [])
+            if ":# pgmam-parent " in line
+        },
     )
 
 

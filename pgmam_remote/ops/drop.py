@@ -3,7 +3,7 @@
 A running app gets a final backup first (which also proves archiving still works). The
 stanza, its backups, config snapshots and the stanza config stay, so `inv pitr --into` can
 bring the app back later; `--purge-backups` deletes them too. An app with branches
-(APP_NAME clusters made by `inv branch`) is refused unless the branches are named as well.
+(clusters made from it by `inv branch`) is refused unless the branches are named as well.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ rm -f "/etc/pgbackrest/conf.d/$1.conf"
 
 
 def branches_of(facts: ServerFacts, app: str) -> list[str]:
-    return [c.name for c in facts.clusters if c.name.startswith(f"{app}_") and c.name in facts.managed_stanzas]
+    """Clusters made by `inv branch` from this app (recorded in their stanza config)."""
+    return [c.name for c in facts.clusters if facts.parents.get(c.name) == app]
 
 
 def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool) -> Plan:

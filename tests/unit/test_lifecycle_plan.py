@@ -75,6 +75,7 @@ def test_schedule_refused_without_cron_or_systemd(server):
 
 def test_scheduled_runs_and_drills_are_read_from_the_probe():
     text = (
+        "@@parents\n/etc/pgbackrest/conf.d/shop_dev.conf:# pgmam-parent shop\n"
         "@@scheduled-runs\nshop 1795483186 0 incr 20261124-011937F_20261124-011947I 3\n"
         "blog 1795483190 47 full - 1\n"
         "@@drills\nshop 1795483256 ok 20261124-011937F 1 1000 ok latest\n"
@@ -87,6 +88,7 @@ def test_scheduled_runs_and_drills_are_read_from_the_probe():
     ]
     assert parsed.drills[0].ok and parsed.drills[0].rows == "1000"
     assert parsed.schedules[0].calendar == "Sun 03:00"
+    assert parsed.parents == {"shop_dev": "shop"}
 
 
 def test_backups_list_marks_abandoned_timelines_and_the_window(server):
@@ -112,7 +114,14 @@ def test_verify_drill_never_touches_the_live_cluster(server):
 def test_drop_keeps_backups_and_guards_branches(server):
     shop = server.cluster("shop")
     branch = replace(shop, name="shop_dev", port=5440, data_dir="/var/lib/postgresql/15/shop_dev")
-    with_branch = replace(server, clusters=(shop, branch), managed_stanzas=server.managed_stanzas | {"shop_dev"})
+    with_branch = replace(
+        server,
+        clusters=(shop, branch),
+        managed_stanzas=server.managed_stanzas | {"shop_dev"},
+        parents={"shop_dev": "shop"},
+    )
+    not_a_branch = replace(with_branch, parents={})  # an app that merely starts with "shop_"
+    assert drop.plan_drop("sbx1", not_a_branch, ["shop"], purge=False).steps
     with pytest.raises(Refusal, match="shop has branches: shop_dev"):
         drop.plan_drop("sbx1", with_branch, ["shop"], purge=False)
     plan = drop.plan_drop("sbx1", with_branch, ["shop", "shop_dev"], purge=False)
