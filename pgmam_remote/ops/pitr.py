@@ -52,6 +52,7 @@ class PitrRequest:
     into: str | None = None
     port: int | None = None
     keep_failed: bool = False
+    branch: bool = False  # the --into app is a branch of app (dropcluster keeps them together)
 
     @property
     def target_text(self) -> str:
@@ -197,7 +198,10 @@ def _plan_into(
         Step(
             f"write stanza config {configs.stanza_conf_path(new)}",
             configs.write_file(
-                configs.stanza_conf_path(new), configs.stanza_conf(new, v, port), "root:postgres", "0640"
+                configs.stanza_conf_path(new),
+                configs.stanza_conf(new, v, port, parent=req.app if req.branch else None),
+                "root:postgres",
+                "0640",
             ),
             undo=Command.of("rm", "-f", "--", configs.stanza_conf_path(new)),
         ),
