@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from datetime import timedelta
 from collections.abc import Callable
 from typing import Any
 
@@ -374,7 +375,7 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, remove=Fal
     asked = {"full": full, "diff": diff, "incr": incr}
     if remove and any(asked.values()):
         raise UsageError("--remove takes no calendars")
-    chosen = {k: v for k, v in asked.items() if v} or dict(schedule_op.DEFAULTS)
+    chosen = {**schedule_op.DEFAULTS, **{k: v for k, v in asked.items() if v}}
     calendars = {kind: schedule_op.parse_calendar(text) for kind, text in chosen.items()}
     console = get_console()
     with HostSession(inventory.load().host(host)) as session:
@@ -388,7 +389,8 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, remove=Fal
         console.success(f"{app} on {host}: backup schedule removed")
         return
     for kind, cal in calendars.items():
-        console.success(f"{app} on {host}: {kind} backups {cal.text} (next {cal.next_after(facts.now).isoformat()})")
+        upcoming = cal.next_after(facts.local_now) - timedelta(minutes=facts.utc_offset_minutes)
+        console.success(f"{app} on {host}: {kind} backups {cal.text}, server time (next {upcoming.isoformat()})")
 
 
 @task(
@@ -419,11 +421,8 @@ def verify(c, host=None, app=None, to=None, dry_run=False):
         if dry_run:
             console.plan(prepared.plan.render())
             return
-        restore_op.launch(session, prepared.spec, facts)
-        state = restore_op.follow(session, prepared.spec.dir, console)
-    if state.result != "ok":
         undone = f"backup {prepared.backup} did NOT prove restorable (the live cluster was not touched)"
-        raise restore_op.outcome_error(host, app, state, f"job journal: {prepared.spec.dir}/journal", undone)
+        state = restore_op.run_job(session, prepared.spec, facts, console, undone)
     notes = state.notes
     console.success(
         f"{app} on {host}: backup {prepared.backup} restores: {notes.get('tables', '?')} tables, "
@@ -439,12 +438,13 @@ def verify(c, host=None, app=None, to=None, dry_run=False):
         "name": "the branch name; the branch app is APP_NAME (required)",
         "port": "the branch's port (default: the first free port above the parent's)",
         "at": "branch from the parent as of this time (with a zone); default: now",
+        "sync": "replace an existing branch's data with the parent's current state (old data preserved)",
         "yes": YES,
         "dry_run": DRY_RUN,
     },
 )
 @edge
-def branch(c, host=None, app=None, name=None, port=None, at=None, yes=False, dry_run=False):
+def branch(c, host=None, app=None, name=None, port=None, at=None, sync=False, yes=False, dry_run=False):
     """A writable copy of an app as a new app APP_NAME: own cluster, port, stanza, first backup.
 
     Made from the parent's backups and archived WAL; the parent is never stopped or changed.
@@ -453,10 +453,16 @@ def branch(c, host=None, app=None, name=None, port=None, at=None, yes=False, dry
     Examples:
       inv branch --host prod1 --app shop --name staging
       inv branch --host prod1 --app shop --name before_bug --at "2026-01-19 10:40:00+00" --port 5450
+      inv branch --host prod1 --app shop --name staging --sync
     """
     require(host=host, app=app, name=name)
     app = validate.app_name(app)
     child = validate.app_name(f"{app}_{name}")
+    if sync:
+        if port or at:
+            raise UsageError("--sync takes no --port or --at (the branch keeps its port; it syncs to now)")
+        sync_branch(host, child, dry_run=dry_run, yes=yes)
+        return
     req = pitr_op.PitrRequest(
         app=app,
         to=validate.target_time(at) if at else None,
@@ -469,6 +475,21 @@ def branch(c, host=None, app=None, name=None, port=None, at=None, yes=False, dry
         get_console().success(f"branch {child} of {app} on {host} is ready (as of {summary.target})")
         for line in summary.lines():
             get_console().info(f"  {line}")
+
+
+def sync_branch(host: str, child: str, *, dry_run: bool, yes: bool) -> None:
+    console = get_console()
+    with HostSession(inventory.load().host(host)) as session:
+        facts, _ = gather(session)
+        prepared = pitr_op.plan_sync(session.host.name, facts, child, restore_op.holder())
+        if dry_run:
+            console.plan(prepared.plan.render())
+            return
+        confirm(prepared.words, child, yes)
+        state = restore_op.run_job(session, prepared.spec, facts, console, f"rolled back: {child} runs on its data")
+    console.success(
+        f"branch {child} on {host} now holds its parent's current data (downtime {state.downtime or 0:.2f} s)"
+    )
 
 
 @task(

@@ -100,6 +100,7 @@ SNAPSHOT_DIR = "/var/lib/pgbackrest/pgmam-config"
 # pgmam stores it in the repository, named after the newest backup label, and drops the snapshots
 # of expired backups. $1 app, $2 version. Prints "pgmam-note snapshot=<file>".
 SNAPSHOT = """set -e
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 app=$1; version=$2
 cd /tmp
 label=$(runuser -u postgres -- pgbackrest --stanza="$app" --output=json info \\

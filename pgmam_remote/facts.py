@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from .job import ALIVE_FN, parse_info
 from .remote import Command, HostSession, sh
@@ -48,6 +48,7 @@ cd /
 section() { printf '\n@@%s\n' "$*"; }
 section host; hostname
 section now; date +%s
+section utc-offset; date +%z
 section cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
 section systemd; if [ -d /run/systemd/system ]; then echo yes; else echo no; fi
 section tools
@@ -342,6 +343,12 @@ class ServerFacts:
     scheduled_runs: tuple[ScheduledRun, ...] = ()
     drills: tuple[DrillResult, ...] = ()
     parents: dict[str, str] = field(default_factory=dict)  # branch app -> the app it was branched from
+    utc_offset_minutes: int = 0  # the server's local time zone (cron and systemd timers use it)
+
+    @property
+    def local_now(self) -> datetime:
+        """The server's wall clock (as a naive-looking time shifted from UTC), for calendars."""
+        return self.now + timedelta(minutes=self.utc_offset_minutes)
 
     def lock(self, app: str) -> LockInfo | None:
         return next((lock for lock in self.locks if lock.app == app), None)
@@ -567,6 +574,14 @@ def _runs(lines: list[str]) -> tuple[ScheduledRun, ...]:
     return tuple(runs)
 
 
+def _offset(text: str) -> int:
+    """'+0130' -> 90, '-0500' -> -300; anything else -> 0."""
+    if len(text) == 5 and text[0] in "+-" and text[1:].isdigit():
+        minutes = int(text[1:3]) * 60 + int(text[3:])
+        return minutes if text[0] == "+" else -minutes
+    return 0
+
+
 def _drills(lines: list[str]) -> tuple[DrillResult, ...]:
     found = []
     for line in lines:
@@ -638,6 +653,7 @@ def parse_probe(text: str) -> ServerFacts:
         schedules=_schedules(s.get("schedules", [])),
         scheduled_runs=_runs(s.get("scheduled-runs", [])),
         drills=_drills(s.get("drills", [])),
+        utc_offset_minutes=_offset(first("utc-offset", "+0000")),
         parents={
             line.split(":", 1)[0].rsplit("/", 1)[-1].removesuffix(".conf"): line.rsplit(" ", 1)[-1]
             for line in s.get("parents", [])

@@ -37,6 +37,8 @@ job_alive() {
 RUNNER = (
     r"""# pgmam job: runs steps, journals them, undoes completed steps on failure.
 set -u
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
 JOB_DIR=$1
 APP=$2
 export JOB_DIR
@@ -94,7 +96,7 @@ rollback() {
 }
 step() {
   [ "$FAILED" = 0 ] || return 0
-  n=$1; title=$2; cmd=$3; undo=$4
+  n=$1; title=$2; cmd=$3; undo=$4; own=$5
   journal "start $n $title"
   if sh -c "$cmd" > "$JOB_DIR/step-$n.log" 2>&1 < /dev/null; then
     notes "$JOB_DIR/step-$n.log"
@@ -109,6 +111,11 @@ step() {
     journal "fail $n $rc"
     quote_log "$JOB_DIR/step-$n.log" 20
     FAILED=$n
+    if [ "$own" = 1 ] && [ -n "$undo" ]; then
+      # this step's undo also cleans up what a failed run of it left behind
+      printf '%s' "$undo" > "$JOB_DIR/undo-$n"
+      DONE="$n $DONE"
+    fi
     rollback
   fi
 }
@@ -160,13 +167,16 @@ _FOLLOW = (
     + r"""
 dir=$1; seen=0
 while :; do
+  # look for the end BEFORE counting lines: whatever is counted then includes it
+  ended=no
+  grep -q '^[0-9.]* end ' "$dir/journal" 2>/dev/null && ended=yes
   total=0
   [ -f "$dir/journal" ] && total=$(wc -l < "$dir/journal")
   if [ "$total" -gt "$seen" ]; then
     tail -n +"$((seen + 1))" "$dir/journal" | head -n "$((total - seen))"
     seen=$total
   fi
-  if grep -q '^[0-9.]* end ' "$dir/journal" 2>/dev/null; then exit 0; fi
+  [ "$ended" = yes ] && exit 0
   if ! job_alive "$(cat "$dir/pid" 2>/dev/null)"; then
     sleep 0.3
     if grep -q '^[0-9.]* end ' "$dir/journal" 2>/dev/null; then continue; fi
@@ -204,7 +214,10 @@ def render_script(spec: JobSpec) -> str:
     lines = [RUNNER, f"journal {shlex.quote(f'begin {len(spec.plan.steps)} {spec.plan.title}')}"]
     for n, step in enumerate(spec.plan.steps, 1):
         undo = job_line(step.undo) if step.undo else ""
-        lines.append(f"step {n} {shlex.quote(step.title)} {shlex.quote(job_line(step.command))} {shlex.quote(undo)}")
+        own = "1" if step.undo_if_failed else "0"
+        lines.append(
+            f"step {n} {shlex.quote(step.title)} {shlex.quote(job_line(step.command))} {shlex.quote(undo)} {own}"
+        )
     lines.append("finish")
     return "\n".join(lines) + "\n"
 

@@ -27,6 +27,7 @@ class Step:
     undo: Command | None = None
     check: Check | None = None  # verifies the output beyond the exit status
     hint: str | None = None  # what to do if this step fails
+    undo_if_failed: bool = False  # in a job, run the undo also when this very step fails (cleans partial work)
 
 
 @dataclass(frozen=True)

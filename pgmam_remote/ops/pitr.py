@@ -262,6 +262,47 @@ def _plan_into(
     return PitrPlan(plan, _spec(req, who, stamp, plan, lock_app=new), words)
 
 
+def plan_sync(host: str, facts: ServerFacts, branch: str, who: str) -> PitrPlan:
+    """Pure: replace a branch's data with its parent's current state, preserving the old data."""
+    parent_name = facts.parents.get(branch)
+    if parent_name is None:
+        raise Refusal(f"{host}: {branch} is not a branch made by `inv branch`", hint="check --app and --name")
+    child = restore.managed_cluster(host, facts, branch)
+    parent = restore.managed_cluster(host, facts, parent_name)
+    restore.require_running(host, parent)
+    restore.check_no_conflict(host, facts, branch)
+    stanza = facts.stanzas.get(parent_name)
+    if stanza is None or not stanza.backups:
+        raise Refusal(f"{host}: {parent_name} has no backup", hint=f"inv backup --host {host} --app {parent_name}")
+    backup = restore.choose_backup(host, parent, stanza.backups, facts.now)
+    restore.check_space(host, facts, parent, backup)
+    text = facts.now.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    target_args = ["--type=time", f"--target={text}", f"--target-timeline={parent.timeline or 1}"]
+    stamp = restore.stamp(facts.now)
+    paths = Paths(branch, child.data_dir, stamp)
+    port = restore.free_port(facts, 20000 + child.port % 10000)
+    steps: list[Step] = [restore.archive_now_step(parent)]
+    steps += restore.staging_steps(parent, paths, backup, target_args, port, keep_failed=False, push_history=False)
+    swap = restore.swap_steps(child, paths.staging, paths, already_stopped=not child.running)
+    reset = Step(f"start stanza {branch} over (its data now has a new lineage)", sh(restore.RESET_STANZA, branch))
+    steps += [*swap[:-1], reset, swap[-1]]
+    plan = Plan(host=host, title=f"sync branch {branch} from {parent_name}", steps=tuple(steps), as_job=True)
+    words = [
+        f"Replace the data of branch {branch} on {host} with {parent_name} as of now (backup {backup.label} + WAL).",
+        f"{parent_name} keeps running and is not changed; {branch} stops for a short swap.",
+        f"{branch}'s current data is preserved as {paths.preserved}; its stanza starts over with a new full backup.",
+    ]
+    spec = JobSpec(
+        op="sync",
+        app=branch,
+        job_id=f"sync-{branch}-{stamp}",
+        holder=who,
+        info={"target": "now", "mode": "sync"},
+        plan=plan,
+    )
+    return PitrPlan(plan, spec, words)
+
+
 def _spec(req: PitrRequest, who: str, stamp: str, plan: Plan, lock_app: str | None = None) -> JobSpec:
     app = lock_app or req.app
     target = f"point:{req.point}" if req.point else req.to.isoformat() if req.to else "now"

@@ -148,6 +148,15 @@ rm -rf "$tmp"
 echo "pgmam-note config=$snap"
 """
 
+# A branch replaced by its parent's data starts a new lineage: its stanza starts over.
+RESET_STANZA = """set -e
+cd /tmp
+runuser -u postgres -- pgbackrest --stanza="$1" stop
+runuser -u postgres -- pgbackrest --stanza="$1" --force stanza-delete
+runuser -u postgres -- pgbackrest --stanza="$1" start
+runuser -u postgres -- pgbackrest --stanza="$1" stanza-create
+"""
+
 STOP_LIVE = """runuser -u postgres -- psql -XAtq -p "$3" -d postgres -c checkpoint > /dev/null 2>&1 || true
 echo "pgmam-note down_at=$(date +%s.%N)"
 exec pg_ctlcluster --mode fast "$1" "$2" stop
@@ -383,8 +392,12 @@ def staging_steps(
     port: int,
     *,
     keep_failed: bool,
+    push_history: bool = True,
 ) -> list[Step]:
-    """Restore beside the live cluster, replay in a temporary local-only instance, prove it, clean it."""
+    """Restore beside the live cluster, replay in a temporary local-only instance, prove it, clean it.
+
+    ``push_history`` off when the copy will not live on in ``cluster``'s stanza (a branch sync).
+    """
     v = cluster.version
     conf = f"{cluster.config_dir}/postgresql.conf"
     return [
@@ -393,6 +406,7 @@ def staging_steps(
             sh(RESTORE_STAGING, cluster.name, paths.staging, backup.label, paths.run, port, conf, *target_args),
             long=True,
             undo=None if keep_failed else Command.of("rm", "-rf", "--", paths.staging),
+            undo_if_failed=True,
         ),
         Step(
             f"start a temporary local-only instance on the restored copy (port {port}, no TCP)",
@@ -405,7 +419,11 @@ def staging_steps(
             sh(PROVE_RECOVERY, paths.run, port, f"{paths.run}/staging.log", cluster.timeline or 1, paths.staging),
             long=True,
         ),
-        Step("archive the new timeline's history file", sh(PUSH_HISTORY, cluster.name, paths.staging)),
+        *(
+            [Step("archive the new timeline's history file", sh(PUSH_HISTORY, cluster.name, paths.staging))]
+            if push_history
+            else []
+        ),
         Step("stop the temporary instance", sh(STOP_INSTANCE, v, paths.staging, "fast")),
         Step("remove staging-only and recovery settings from the restored copy", sh(CLEAN_RESTORED, paths.staging)),
     ]
@@ -478,6 +496,17 @@ class JobFailed(PgmamError):
 
 def launch(session: HostSession, spec: JobSpec, facts: ServerFacts) -> None:
     session.run(launch_command(spec, facts.systemd))
+
+
+def run_job(
+    session: HostSession, spec: JobSpec, facts: ServerFacts, console: Console, undone: str | None = None
+) -> JobState:
+    """Launch the job, follow its journal to the end; anything but ok raises JobFailed."""
+    launch(session, spec, facts)
+    state = follow(session, spec.dir, console)
+    if state.result != "ok":
+        raise outcome_error(session.host.name, spec.app, state, f"job journal: {spec.dir}/journal", undone)
+    return state
 
 
 def follow(session: HostSession, job_dir: str, console: Console) -> JobState:

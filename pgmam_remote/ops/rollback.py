@@ -69,10 +69,4 @@ def plan_rollback(host: str, facts: ServerFacts, app: str, to: str | None, who: 
 
 
 def run(session: HostSession, facts: ServerFacts, prepared: RollbackPlan, console: Console) -> JobState:
-    restore.launch(session, prepared.spec, facts)
-    state = restore.follow(session, prepared.spec.dir, console)
-    if state.result != "ok":
-        raise restore.outcome_error(
-            session.host.name, prepared.spec.app, state, f"job journal: {prepared.spec.dir}/journal"
-        )
-    return state
+    return restore.run_job(session, prepared.spec, facts, console)

@@ -32,6 +32,9 @@ CALENDAR_HINT = "use 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM', 'Sun 03:00
 RUNNER_SCRIPT = f"""#!/bin/sh
 {configs.MARKER}
 # Runs one scheduled backup of an app and records the result for `inv status`.
+# cron's PATH has no sbin (runuser lives there)
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
 app=$1; version=$2; type=$3
 mkdir -p {RESULTS_DIR} /var/log/pgmam
 log=/var/log/pgmam/scheduled-$app.log
@@ -175,7 +178,11 @@ def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, 
             steps.append(Step(f"remove {cron_path(app)}", Command.of("rm", "-f", "--", cron_path(app))))
         else:
             steps.append(_install_runner())
-            lines = [configs.MARKER, f"# Scheduled backups of {app}; run by cron, results in {RESULTS_DIR}/{app}."]
+            lines = [
+                configs.MARKER,
+                f"# Scheduled backups of {app}; run by cron, results in {RESULTS_DIR}/{app}.",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ]
             for kind, cal in calendars.items():
                 lines.append(f"# pgmam-schedule app={app} type={kind} calendar={cal.text.replace(' ', '_')}")
                 lines.append(f"{cal.cron()} root /bin/sh {RUNNER} {app} {v} {kind}")

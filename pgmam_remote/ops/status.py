@@ -152,7 +152,8 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
     schedule = []
     for entry in (e for e in facts.schedules if e.app == cluster.name):
         try:
-            upcoming = parse_calendar(entry.calendar).next_after(facts.now).isoformat()
+            local = parse_calendar(entry.calendar).next_after(facts.local_now)  # cron and timers use local time
+            upcoming = (local - timedelta(minutes=facts.utc_offset_minutes)).isoformat()
         except PgmamError:
             upcoming = None
         schedule.append({"type": entry.type, "calendar": entry.calendar, "next": upcoming})

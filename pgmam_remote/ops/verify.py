@@ -104,6 +104,7 @@ def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, wh
             sh(restore.RESTORE_STAGING, app, paths.drill, backup.label, paths.run, port, conf, *target_args),
             long=True,
             undo=sh(RECORD_FAILURE + 'rm -rf -- "$4"\n', app, backup.label, target, paths.drill),
+            undo_if_failed=True,
         ),
         Step(
             f"start a throwaway local-only instance on it (port {port}, no TCP, archiving off)",

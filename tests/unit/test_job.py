@@ -67,6 +67,32 @@ def test_failure_undoes_completed_steps_in_reverse_and_quotes_the_log(tmp_path):
     assert [state.steps[n].status for n in (1, 2, 3)] == ["undone", "ok", "undone"]
 
 
+def test_a_step_marked_undo_if_failed_cleans_up_its_own_partial_work(tmp_path):
+    journal, _ = run_job(
+        tmp_path,
+        [
+            Step("a", sh("true"), undo=marker(tmp_path, "undo-a")),
+            Step("b half done", sh("exit 4"), undo=marker(tmp_path, "undo-b"), undo_if_failed=True),
+        ],
+    )
+    state = parse_journal(journal)
+    assert state.result == "rolled-back"
+    assert (tmp_path / "undo-order").read_text().split() == ["undo-b", "undo-a"]
+
+
+def test_follow_never_misses_the_end(tmp_path):
+    """The follower checks for the end line before counting lines, so it always prints it."""
+    from pgmam_remote.job import follow_command
+
+    job = tmp_path / "j"
+    job.mkdir()
+    (job / "journal").write_text("1.0 begin 1 t\n1.1 start 1 a\n1.2 ok 1\n1.3 end ok\n")
+    (job / "pid").write_text("999999\n")
+    argv = list(follow_command(str(job)).argv)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    assert parse_journal(out).result == "ok"
+
+
 def test_failure_of_the_first_step_changes_nothing(tmp_path):
     journal, _ = run_job(tmp_path, [Step("a", sh("exit 1")), Step("b", sh("true"))])
     assert parse_journal(journal).result == "failed"
