@@ -31,22 +31,35 @@ CALENDAR_HINT = "use 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM', 'Sun 03:00
 # Runs one backup (as postgres), snapshots the config, records "<epoch> <rc> <type> <label>".
 RUNNER_SCRIPT = f"""#!/bin/sh
 {configs.MARKER}
-# Runs one scheduled backup of an app and records the result for `inv status`.
+# Runs one scheduled backup of an app and records the result for `inv status`:
+# "<start epoch> <exit status> <type> <label> <seconds>" (75: skipped, a pitr/rollback/verify held the app).
 # cron's PATH has no sbin (runuser lives there)
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 app=$1; version=$2; type=$3
 mkdir -p {RESULTS_DIR} /var/log/pgmam
-log=/var/log/pgmam/scheduled-$app.log
+# one scheduled backup of an app at a time: a second one waits instead of failing on pgBackRest's lock
+exec 9> "{RESULTS_DIR}/$app.lock"
+flock 9
 started=$(date +%s)
-{{
-  echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $type backup of $app"
-  cd /tmp && runuser -u postgres -- pgbackrest --stanza="$app" --type="$type" backup \\
-    && sh {SNAPSHOT_BIN} "$app" "$version"
-}} >> "$log" 2>&1
-rc=$?
-label=$(sed -n 's/^pgmam-note backup=//p' "$log" | tail -n 1)
+run_log=$(mktemp)
+lock=/var/lib/pgmam/locks/$app
+holder=$(cat "$lock/pid" 2> /dev/null)
+if [ -n "$holder" ] && [ -d "/proc/$holder" ]; then
+  echo "skipped: $(tr '\\n' ' ' < "$lock/info")" > "$run_log"
+  rc=75
+else
+  {{
+    cd /tmp && runuser -u postgres -- pgbackrest --stanza="$app" --type="$type" backup \\
+      && sh {SNAPSHOT_BIN} "$app" "$version"
+  }} > "$run_log" 2>&1
+  rc=$?
+fi
+label=$(sed -n 's/^pgmam-note backup=//p' "$run_log" | tail -n 1)
 [ "$rc" = 0 ] || label=-
+{{ echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $type backup of $app: exit $rc"; cat "$run_log"; }} \\
+  >> "/var/log/pgmam/scheduled-$app.log"
+rm -f "$run_log"
 printf '%s %s %s %s %s\\n' "$started" "$rc" "$type" "${{label:--}}" "$(( $(date +%s) - started ))" \\
   >> "{RESULTS_DIR}/$app"
 exit $rc

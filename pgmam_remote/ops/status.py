@@ -20,6 +20,7 @@ from ..errors import PgmamError
 from ..facts import ClusterFacts, ServerFacts, StanzaInfo, gather
 from ..inventory import Host
 from ..remote import HostSession, PasswordSource, ask_password
+from . import restore
 from .schedule import parse_calendar
 
 MAX_PARALLEL = 16
@@ -168,7 +169,7 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
             "label": run.label,
             "seconds": run.seconds,
         }
-        if managed and run.exit_status != 0:
+        if managed and run.exit_status not in (0, 75):  # 75: skipped while a pitr/rollback/verify held the app
             problems.append(f"scheduled {run.type} backup failed at {run.time.isoformat()} (see /var/log/pgmam)")
     drill = next((d for d in reversed(facts.drills) if d.app == cluster.name), None)
     proven = None
@@ -178,8 +179,8 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
             "age_seconds": int((facts.now - drill.time).total_seconds()),
             "ok": drill.ok,
             "backup": drill.backup,
-            "tables": drill.tables,
-            "rows": drill.rows,
+            "tables": int(drill.tables) if drill.tables.isdigit() else None,
+            "rows": int(drill.rows) if drill.rows.isdigit() else None,
             "amcheck": drill.amcheck,
         }
         if managed and not drill.ok:
@@ -194,7 +195,8 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
         }
         for p in facts.preserved_for(cluster.version, cluster.name)
     ]
-    first = stanza.first if stanza else None
+    usable = restore.usable_backups(cluster, stanza.backups) if stanza and cluster.timeline else []
+    first = usable[0] if usable else (stanza.first if stanza else None)
     window = None
     if first is not None:
         end = archiver.last_archived_time if archiver else None
@@ -317,7 +319,7 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
     state.stylize("ok" if c.status == "online" else "warn")
     cluster = Text.assemble(f"{c.version}:{c.port} ", state, f" TL{c.timeline or '-'} {_size(c.size_bytes)}")
     if not c.managed:
-        return [Text(c.app), cluster, "-", "-", "-", "-", Text("not managed by pgmam", style="dim")]
+        return [Text(c.app), cluster, "-", "-", "-", Text("not managed by pgmam", style="dim")]
     backups = f"{c.backup_count}"
     if c.last_backup:
         backups += f", {c.last_backup.type} {_age(c.last_backup.age_seconds)} ago"

@@ -123,23 +123,8 @@ def job_dump(box, server: str, app: str, op: str = "verify") -> str:
     return box.on(server, "sh", "-c", script, "sh", JOBS, op, app, check=False).stdout
 
 
-FOLLOW_RACE = (
-    "product bug, pgmam_remote/job.py _FOLLOW: it prints the journal up to `wc -l`, then greps the whole "
-    "file for the end line and exits; lines appended in between (the last step's ok and the end) are never "
-    "sent, so the client reports a finished job as 'stopped without finishing'"
-)
-
-
 def verify(box, inv, server: str, app: str, *args: str):
-    """`inv verify`. When the client misses the end of a job that did end (a race in the journal
-    follower, see FOLLOW_RACE), the run says nothing about verify: it is an expected failure."""
-    out = inv("verify", "--host", server, "--app", app, *args)
-    if out.returncode != 0 and "the job stopped without finishing (no end in its journal)" in out.stderr:
-        journal = job_dump(box, server, app).split("==> ")
-        ended = re.findall(r"^\S+ end (.*)$", journal[1] if len(journal) > 1 else "", re.M)
-        if ended:
-            pytest.xfail(f"{FOLLOW_RACE} (the server's journal says: end {ended[-1]})")
-    return out
+    return inv("verify", "--host", server, "--app", app, *args)
 
 
 def restores_line(out) -> re.Match[str]:
@@ -377,12 +362,6 @@ def test_schedule_cron_entries_triggered_runs_and_status(box, inv):
     assert cluster["schedule"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug, pgmam_remote/ops/schedule.py RUNNER_SCRIPT (and configs.SNAPSHOT): it calls `runuser` "
-    "(/usr/sbin) by name but neither it nor the cron.d file sets PATH; cron runs jobs with PATH=/usr/bin:/bin, "
-    "so every scheduled backup fails with 'runuser: not found' (rc 127)",
-)
 def test_scheduled_run_works_in_crons_environment(box, inv):
     """cron starts the line with PATH=/usr/bin:/bin, not root's login PATH."""
     app, port = "bl_cronenv", 5635
@@ -492,13 +471,6 @@ def test_verify_fails_loudly_on_a_damaged_repository(box, inv, damaged):
     assert not exists(box, "sbx2", f"{LOCKS}/{app}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug, pgmam_remote/job.py RUNNER step(): a step's undo is registered only after the step "
-    "succeeds, so when verify's step 1 (the restore) fails, its undo (RECORD_FAILURE + rm of the drill dir, "
-    "pgmam_remote/ops/verify.py) never runs: no failure in /var/lib/pgmam/verify, status stays green, and "
-    "the half-restored verify-<app>-<stamp> dir is left under /var/lib/postgresql/15",
-)
 def test_failed_drill_is_recorded_and_cleaned_up(box, inv, damaged):
     app = damaged["app"]
     code, cluster = status_of(inv, "sbx2", app)
