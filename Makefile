@@ -51,6 +51,8 @@ demo-down: python-deps
 
 bench: deps
 	$(SUDO) $(VENV)/bin/python bench/initcluster_status.py
+	$(SUDO) $(VENV)/bin/python bench/pitr.py
+	$(SUDO) $(VENV)/bin/python bench/backup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
