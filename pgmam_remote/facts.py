@@ -47,7 +47,7 @@ PROBE_SCRIPT = (
 cd /
 section() { printf '\n@@%s\n' "$*"; }
 section host; hostname
-section now; date +%s
+section now; date +%s.%N
 section utc-offset; date +%z
 section cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
 section systemd; if [ -d /run/systemd/system ]; then echo yes; else echo no; fi
@@ -626,9 +626,13 @@ def parse_probe(text: str) -> ServerFacts:
             pgbackrest_error = raw_info.splitlines()[-1]
 
     now_text = first("now", "0")
+    try:
+        now = datetime.fromtimestamp(float(now_text), tz=UTC)  # sub-second: "now" can be a restore target
+    except ValueError:
+        now = datetime.fromtimestamp(0, tz=UTC)
     return ServerFacts(
         hostname=first("host"),
-        now=datetime.fromtimestamp(int(now_text) if now_text.isdigit() else 0, tz=UTC),
+        now=now,
         cpu_count=int(first("cpus", "1")) if first("cpus", "1").isdigit() else 1,
         systemd=first("systemd") == "yes",
         tools=tools,

@@ -1,7 +1,7 @@
 """The sandbox for integration tests: real sshd, sudo, PostgreSQL and pgBackRest over SSH.
 
-One sandbox per test session (its network names are fixed, so only one can
-exist); torn down at the end, leaving no process behind. Tests use distinct
+One sandbox per test module (its network names are fixed, so only one can
+exist at a time); torn down after the module, leaving no process behind. Tests use distinct
 app names and ports so they never depend on each other's leftovers.
 """
 
@@ -71,8 +71,9 @@ class Box:
         return json.loads(self.on(name, "sh", "-c", 'cd /tmp && exec "$@"', "sh", *argv).stdout)[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def box() -> Iterator[Box]:
+    """A fresh sandbox per test module: what one module leaves behind never colours another's status."""
     sandbox.down(STATE_DIR, naming=NAMING)
     created = sandbox.up(2, STATE_DIR, naming=NAMING)
     try:
@@ -98,7 +99,7 @@ def run_inv(
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def inv(box: Box):
     def call(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
         kwargs.setdefault("inventory", box.inventory)

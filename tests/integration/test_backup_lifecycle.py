@@ -100,7 +100,7 @@ def cron_entries(text: str) -> dict[str, tuple[str, str]]:
     """A cron.d file -> {backup type: (the five time fields, the command after the user)}."""
     entries = {}
     for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
+        if not line.strip() or line.startswith("#") or line.startswith("PATH="):
             continue
         fields = line.split(None, 6)
         assert fields[5] == "root", line
@@ -400,7 +400,7 @@ def test_verify_proves_a_good_backup_and_leaves_the_live_cluster_alone(box, inv)
 
     _, cluster = status_of(inv, "sbx1", app)
     proven = cluster["last_proven_restorable"]
-    assert proven["ok"] is True and proven["backup"] == newest and proven["rows"] == "1000"
+    assert proven["ok"] is True and proven["backup"] == newest and proven["rows"] == 1000
     assert not cluster["problems"], cluster["problems"]
     # the live cluster: same postmaster, same data, still online; the drill left nothing behind
     assert (started_at(box, "sbx1", port), box.psql("sbx1", port, CHECKSUM_T)) == live
@@ -424,7 +424,7 @@ def test_verify_proves_a_good_backup_and_leaves_the_live_cluster_alone(box, inv)
     assert found[1] == newest and found[3] == "1200"
     _, cluster = status_of(inv, "sbx1", app)
     assert cluster["last_proven_restorable"]["ok"] is True
-    assert cluster["last_proven_restorable"]["rows"] == "1200"
+    assert cluster["last_proven_restorable"]["rows"] == 1200
     assert (started_at(box, "sbx1", port), box.psql("sbx1", port, CHECKSUM_T)) == live
     assert drill_dirs(box, "sbx1", app) == []
 
