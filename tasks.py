@@ -217,23 +217,22 @@ def pitr(
         port=validate.port(port) if into else None,
         keep_failed=keep_failed,
     )
-    summary = run_pitr(host, req, dry_run=dry_run, yes=yes)
-    if summary is not None:
-        get_console().success(f"{summary.app} on {summary.host} restored to {summary.target}")
-        for line in summary.lines():
-            get_console().info(f"  {line}")
+    run_pitr(host, req, dry_run=dry_run, yes=yes, done="{app} on {host} restored to {target}")
 
 
-def run_pitr(host: str, req: pitr_op.PitrRequest, *, dry_run: bool, yes: bool) -> pitr_op.PitrSummary | None:
-    """Plan (or re-attach), print for --dry-run or confirm, run. One SSH connection throughout."""
+def run_pitr(host: str, req: pitr_op.PitrRequest, *, dry_run: bool, yes: bool, done: str) -> None:
+    """Plan (or re-attach), print for --dry-run or confirm, run, summarize. One SSH connection throughout."""
     console = get_console()
     with pitr_op.Pitr(inventory.load().host(host), req, console) as op:
         if op.prepared is not None:
             if dry_run:
                 console.plan(op.prepared.plan.render())
-                return None
+                return
             confirm(op.prepared.words, req.app, yes)
-        return op.run()
+        summary = op.run()
+    console.success(done.format(app=summary.app, host=summary.host, target=summary.target))
+    for line in summary.lines():
+        console.info(f"  {line}")
 
 
 @task(
@@ -470,11 +469,7 @@ def branch(c, host=None, app=None, name=None, port=None, at=None, sync=False, ye
         port=validate.port(port) if port else None,
         branch=True,
     )
-    summary = run_pitr(host, req, dry_run=dry_run, yes=yes)
-    if summary is not None:
-        get_console().success(f"branch {child} of {app} on {host} is ready (as of {summary.target})")
-        for line in summary.lines():
-            get_console().info(f"  {line}")
+    run_pitr(host, req, dry_run=dry_run, yes=yes, done=f"branch {child} of {app} on {host} is ready (as of {{target}})")
 
 
 def sync_branch(host: str, child: str, *, dry_run: bool, yes: bool) -> None:

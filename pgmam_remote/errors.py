@@ -78,6 +78,17 @@ class RemoteCommandError(PgmamError):
         self.stdout = stdout
         self.stderr = stderr
 
+    @classmethod
+    def of(cls, message: str, result: object) -> RemoteCommandError:
+        """From a remote.Result (anything with command, exit_status, stdout and stderr)."""
+        return cls(
+            message,
+            command=result.command,  # type: ignore[attr-defined]
+            exit_status=result.exit_status,  # type: ignore[attr-defined]
+            stdout=result.stdout,  # type: ignore[attr-defined]
+            stderr=result.stderr,  # type: ignore[attr-defined]
+        )
+
     def tail(self, lines: int = 12) -> list[str]:
         """The last lines the command printed, stderr first: what a user needs to see."""
         text = (self.stderr.strip() or self.stdout.strip()).splitlines()

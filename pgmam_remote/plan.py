@@ -119,13 +119,7 @@ def _run_step(step: Step, session: HostSession, console: Console, host: str, ver
     if step.check:
         problem = step.check(result)
         if problem:
-            raise RemoteCommandError(
-                f"{host}: {problem}",
-                command=result.command,
-                exit_status=result.exit_status,
-                stdout=result.stdout,
-                stderr=result.stderr,
-            )
+            raise RemoteCommandError.of(f"{host}: {problem}", result)
     return result
 
 

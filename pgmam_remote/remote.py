@@ -239,12 +239,8 @@ class HostSession:
         if command.user is not None:
             _check_sudo(self.host, result)
         if check and not result.ok:
-            raise RemoteCommandError(
-                f"{self.host.name}: `{_short(result.command)}` exited {result.exit_status}",
-                command=result.command,
-                exit_status=result.exit_status,
-                stdout=result.stdout,
-                stderr=result.stderr,
+            raise RemoteCommandError.of(
+                f"{self.host.name}: `{_short(result.command)}` exited {result.exit_status}", result
             )
         return result
 
