@@ -94,7 +94,8 @@ section jobs
 for d in /var/lib/pgmam/jobs/*; do
   [ -f "$d/info" ] || continue
   end=$(grep -m1 '^[0-9.]* end ' "$d/journal" 2>/dev/null | cut -d' ' -f3)
-  printf '%s %s\n' "${end:-none}" "$(tr '\n' ' ' < "$d/info")"
+  reported=no; [ -f "$d/reported" ] && reported=yes
+  printf '%s %s reported=%s\n' "${end:-none}" "$(tr '\n' ' ' < "$d/info")" "$reported"
 done
 section preserved
 for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-*; do

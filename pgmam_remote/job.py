@@ -176,7 +176,10 @@ while :; do
     tail -n +"$((seen + 1))" "$dir/journal" | head -n "$((total - seen))"
     seen=$total
   fi
-  [ "$ended" = yes ] && exit 0
+  if [ "$ended" = yes ]; then
+    touch "$dir/reported"  # only reached when the client got every line (a dead client's pipe kills us first)
+    exit 0
+  fi
   if ! job_alive "$(cat "$dir/pid" 2>/dev/null)"; then
     sleep 0.3
     if grep -q '^[0-9.]* end ' "$dir/journal" 2>/dev/null; then continue; fi

@@ -107,10 +107,14 @@ class _LineSink:
         return len(data)
 
     def flush(self) -> None:
+        """Invoke flushes after every chunk it reads; a line cut at a chunk boundary must wait."""
+
+    def finish(self) -> None:
+        """The command ended: hand over a last line that had no newline."""
         with self.lock:
             rest, self.buffer = self.buffer, ""
         if rest:
-            self.emit(rest)
+            self.emit(rest.rstrip("\r"))
 
 
 PasswordSource = Callable[[Host], str | None]
@@ -255,9 +259,10 @@ class HostSession:
             )
         line = command.line(flags)
         kwargs: dict[str, object] = {"warn": True, "hide": on_line is None, "pty": False, "watchers": watchers}
+        sinks: list[_LineSink] = []
         if on_line is not None:
-            kwargs["out_stream"] = _LineSink(lambda text: on_line(text, False))
-            kwargs["err_stream"] = _LineSink(lambda text: on_line(text, True))
+            sinks = [_LineSink(lambda text: on_line(text, False)), _LineSink(lambda text: on_line(text, True))]
+            kwargs["out_stream"], kwargs["err_stream"] = sinks
         if command.timeout:
             kwargs["timeout"] = command.timeout
         self.commands_run += 1
@@ -283,6 +288,8 @@ class HostSession:
             res = exc.result
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise ConnectError(f"{self.host.name}: connection lost: {exc}") from None
+        for sink in sinks:
+            sink.finish()
         return Result(line, res.exited if res.exited is not None else -1, res.stdout, res.stderr)
 
     def _sudo_password(self) -> str:

@@ -38,8 +38,10 @@ INTO_RESTORE = """set -e
 source=$1; data=$2; backup=$3; shift 3
 find "$data" -mindepth 1 -delete
 cd /tmp
+# its own spool: a restore empties the stanza's spool dir, where the source's archiving queue lives
+install -d -o postgres -g postgres -m 0700 "/var/lib/pgmam/run/$source-into"
 runuser -u postgres -- pgbackrest --stanza="$source" --pg1-path="$data" --set="$backup" \\
-  --target-action=promote --archive-mode=off "$@" restore
+  --spool-path="/var/lib/pgmam/run/$source-into/spool" --target-action=promote --archive-mode=off "$@" restore
 """
 
 
@@ -363,8 +365,11 @@ class Pitr:
             self.running_job = f"/var/lib/pgmam/jobs/{lock.info['job']}"
             return self
         last = self.facts.last_job(lock_app)
+        # the same pitr finished, but its client never saw the end (the link dropped): show that result
+        # rather than restoring again; once a client has seen the result, the same command runs anew
         same = last is not None and last.op == "pitr" and self._same_request(last.info)
-        if same and last.result == "ok" and lock is None and self._recent(last.job_id):
+        unseen = same and last.info.get("reported") == "no"
+        if unseen and last.result != "none" and lock is None and self._recent(last.job_id):
             self.running_job = last.dir
             return self
         self.prepared = plan_pitr(self.host.name, self.facts, self.req, restore.holder())

@@ -38,7 +38,8 @@ app=$1; staging=$2; backup=$3; run=$4; port=$5; conf=$6; shift 6
 install -d -o postgres -g postgres -m 0700 "$run" "$staging"
 rm -rf "$run/staging.log" "$run/config"
 cd /tmp
-runuser -u postgres -- pgbackrest --stanza="$app" --pg1-path="$staging" --set="$backup" \\
+# its own spool: a restore empties the stanza's spool dir, where the live app's archiving queue lives
+runuser -u postgres -- pgbackrest --stanza="$app" --pg1-path="$staging" --set="$backup" --spool-path="$run/spool" \\
   --target-action=promote "$@" restore
 # the config as it was at that backup, when a snapshot exists (else the live one)
 snapshot="/var/lib/pgbackrest/pgmam-config/$app/$backup.tar.gz"
