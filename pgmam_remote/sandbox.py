@@ -509,6 +509,14 @@ _SUBREAPER = (
 )
 
 
+def _outside_python() -> str:
+    """An interpreter sshd can exec inside the server, where /tmp (and so a venv under it) is private."""
+    real = os.path.realpath(sys.executable)
+    if not any(Path(real).is_relative_to(spec.path) for spec in PRIVATE_DIRS):
+        return real
+    return shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
+
+
 def _spawn_server(server_dir: Path, name: str, netns: str) -> subprocess.Popen[bytes]:
     """Start the server's process tree: private mounts, hostname, then sshd in the foreground.
 
@@ -532,7 +540,7 @@ def _spawn_server(server_dir: Path, name: str, netns: str) -> subprocess.Popen[b
             shlex.join(
                 [
                     "exec",
-                    sys.executable,
+                    _outside_python(),
                     "-c",
                     _SUBREAPER,
                     "/usr/sbin/sshd",

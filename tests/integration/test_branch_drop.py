@@ -90,6 +90,30 @@ def test_branch_at_a_time_has_the_data_as_of_then(box, inv, parent):
     assert count(box, OLD_PORT) == 250
 
 
+def test_sync_replaces_a_branch_with_the_parent_and_preserves_its_old_data(box, inv, parent):
+    dev = f"{parent}_dev"
+    if not any(f" {dev} " in f" {c} " for c in box.clusters("sbx1")):
+        out = inv("branch", "--host", "sbx1", "--app", parent, "--name", "dev", "--port", str(DEV_PORT), "--yes")
+        assert out.returncode == 0, out.stderr
+    box.psql("sbx1", DEV_PORT, "insert into t values (20000, 'branch only, before the sync')")
+    insert(box, PARENT_PORT, 301, 320)
+    expected = box.psql("sbx1", PARENT_PORT, CHECKSUM)
+    before = parent_state(box)
+    kept_before = box.on(
+        "sbx1", "sh", "-c", f"ls -d /var/lib/postgresql/15/old-{dev}-* 2>/dev/null || true"
+    ).stdout.split()
+    out = inv("branch", "--host", "sbx1", "--app", parent, "--name", "dev", "--sync", "--yes")
+    assert out.returncode == 0, out.stderr
+    assert box.psql("sbx1", DEV_PORT, CHECKSUM) == expected  # the parent's current data
+    assert box.psql("sbx1", DEV_PORT, "select count(*) from t where id = 20000") == "0"
+    kept = box.on("sbx1", "sh", "-c", f"ls -d /var/lib/postgresql/15/old-{dev}-* 2>/dev/null || true").stdout.split()
+    assert len(kept) == len(kept_before) + 1  # the branch's old data is preserved, not deleted
+    assert box.psql("sbx1", DEV_PORT, "show work_mem") == "7MB"  # the branch keeps its own config
+    info = box.backup_info("sbx1", dev)
+    assert info["status"]["code"] == 0 and [b["type"] for b in info["backup"]] == ["full"]  # stanza started over
+    assert parent_state(box) == before  # the parent was not restarted or changed
+
+
 def test_drop_refused_while_a_branch_is_not_named(box, inv, parent):
     if not any(f" {parent}_dev " in f" {c} " for c in box.clusters("sbx1")):
         out = inv("branch", "--host", "sbx1", "--app", parent, "--name", "dev", "--port", str(DEV_PORT), "--yes")
