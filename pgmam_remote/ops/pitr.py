@@ -287,7 +287,8 @@ def plan_sync(host: str, facts: ServerFacts, branch: str, who: str) -> PitrPlan:
     steps += restore.staging_steps(parent, paths, backup, target_args, port, keep_failed=False, push_history=False)
     swap = restore.swap_steps(child, paths.staging, paths, already_stopped=not child.running)
     reset = Step(f"start stanza {branch} over (its data now has a new lineage)", sh(restore.RESET_STANZA, branch))
-    steps += [*swap[:-1], reset, swap[-1]]
+    moved = next(i for i, step in enumerate(swap) if step.title.startswith("move ")) + 1
+    steps += [*swap[:moved], reset, *swap[moved:]]  # before it starts: it must not archive into the old stanza
     plan = Plan(host=host, title=f"sync branch {branch} from {parent_name}", steps=tuple(steps), as_job=True)
     words = [
         f"Replace the data of branch {branch} on {host} with {parent_name} as of now (backup {backup.label} + WAL).",

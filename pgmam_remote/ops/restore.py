@@ -149,13 +149,15 @@ rm -rf "$tmp"
 echo "pgmam-note config=$snap"
 """
 
-# A branch replaced by its parent's data starts a new lineage: its stanza starts over.
+# A branch replaced by its parent's data starts a new lineage: its stanza and archive queue start
+# over, while it is stopped (its new WAL may reuse names its old WAL had). $1 the app.
 RESET_STANZA = """set -e
 cd /tmp
 runuser -u postgres -- pgbackrest --stanza="$1" stop
 runuser -u postgres -- pgbackrest --stanza="$1" --force stanza-delete
 runuser -u postgres -- pgbackrest --stanza="$1" start
-runuser -u postgres -- pgbackrest --stanza="$1" stanza-create
+rm -rf "/var/spool/pgbackrest/archive/$1"
+runuser -u postgres -- pgbackrest --stanza="$1" --no-online stanza-create
 """
 
 STOP_LIVE = """runuser -u postgres -- psql -XAtq -p "$3" -d postgres -c checkpoint > /dev/null 2>&1 || true
