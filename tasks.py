@@ -95,7 +95,7 @@ def initcluster(c, host=None, app=None, port=None, pg_version=None, dry_run=Fals
     else:
         console.success(f"{summary.app} on {summary.host} is PITR-ready")
     for line in summary.lines():
-        console.info(f"  {line}")
+        console.plain(f"  {line}")
 
 
 @task(
@@ -150,7 +150,7 @@ def confirm(words: list[str], app: str, yes: bool) -> None:
     """Show the plan in plain words; the user types the app name. --yes skips; no TTY and no --yes refuses."""
     console = get_console()
     for line in words:
-        console.info(f"  {line}")
+        console.plain(f"  {line}")
     if yes:
         return
     if not sys.stdin.isatty():
@@ -232,7 +232,7 @@ def run_pitr(host: str, req: pitr_op.PitrRequest, *, dry_run: bool, yes: bool, d
         summary = op.run()
     console.success(done.format(app=summary.app, host=summary.host, target=summary.target))
     for line in summary.lines():
-        console.info(f"  {line}")
+        console.plain(f"  {line}")
 
 
 @task(

@@ -51,6 +51,10 @@ class Console:
         """A line of pgmam's own words (may contain rich markup)."""
         self.err.print(message, style=style)
 
+    def plain(self, message: str) -> None:
+        """A line that may carry text from a server: printed as is, never parsed as markup."""
+        self.err.print(Text(message))
+
     def plan(self, lines: list[str]) -> None:
         """A rendered plan (--dry-run): on stdout, verbatim, never parsed as markup."""
         for line in lines:
