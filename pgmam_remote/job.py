@@ -173,7 +173,9 @@ while :; do
   total=0
   [ -f "$dir/journal" ] && total=$(wc -l < "$dir/journal")
   if [ "$total" -gt "$seen" ]; then
-    tail -n +"$((seen + 1))" "$dir/journal" | head -n "$((total - seen))"
+    # head writes to the client: if the client is gone it dies of SIGPIPE, and so must we, before
+    # the end is marked as seen (a re-run then shows this job's result instead of restoring again)
+    tail -n +"$((seen + 1))" "$dir/journal" | head -n "$((total - seen))" || exit 1
     seen=$total
   fi
   if [ "$ended" = yes ]; then
