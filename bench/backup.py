@@ -104,9 +104,10 @@ def main() -> None:
             # inside the server's private /var/lib/pgbackrest, beside pgmam's repository
             repo = f"/var/lib/pgbackrest/bench-{name.replace(' ', '').replace('+', '-')}"
             on("install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0750", repo)
-            common = [f"--stanza={APP}", f"--repo1-path={repo}", "--compress-type=gz", "--process-max=1"]
-            as_postgres("pgbackrest", *common, "stanza-create")
-            seconds = timed("pgbackrest", *common, *extra, "--no-archive-check", "--type=full", "backup")
+            where = [f"--stanza={APP}", f"--repo1-path={repo}"]
+            as_postgres("pgbackrest", *where, "stanza-create")
+            defaults = ["--compress-type=gz", "--process-max=1", *extra, "--no-archive-check"]
+            seconds = timed("pgbackrest", *where, *defaults, "--type=full", "backup")
             print(
                 f"{name:22s} full {seconds:6.1f} s   repo {repo_size(APP, repo) / 1e6:7.1f} MB   "
                 f"pgmam is {seconds / full:.1f}x faster"
