@@ -308,8 +308,10 @@ def test_refused_while_another_job_holds_the_lock(box, inv, bystander):
         start_new_session=True,
     )
     try:
-        cmdline = box.on(s, "cat", f"/proc/{fake.pid}/cmdline").stdout
-        assert "pgmam" in cmdline  # the lock is held by what looks like a live job
+        deadline = time.monotonic() + 10  # the process may still be exec'ing right after Popen
+        while "pgmam" not in box.on(s, "cat", f"/proc/{fake.pid}/cmdline", check=False).stdout:
+            assert time.monotonic() < deadline, "the fake job never showed up"
+            time.sleep(0.1)
         info = f"op=pitr\napp={app}\nwho=x\njob=fake\n"
         script = f'mkdir -p {lock} && echo {fake.pid} > {lock}/pid && printf "$1" > {lock}/info'
         box.on(s, "sh", "-c", script, "sh", info)
