@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from invoke import Collection, Exit, task
@@ -388,8 +387,8 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, remove=Fal
         console.success(f"{app} on {host}: backup schedule removed")
         return
     for kind, cal in calendars.items():
-        upcoming = cal.next_after(facts.local_now) - timedelta(minutes=facts.utc_offset_minutes)
-        console.success(f"{app} on {host}: {kind} backups {cal.text}, server time (next {upcoming.isoformat()})")
+        upcoming = schedule_op.next_run(cal, facts).isoformat()
+        console.success(f"{app} on {host}: {kind} backups {cal.text}, server time (next {upcoming})")
 
 
 @task(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from .job import ALIVE_FN, parse_info
 from .remote import Command, HostSession, sh
@@ -345,11 +345,6 @@ class ServerFacts:
     drills: tuple[DrillResult, ...] = ()
     parents: dict[str, str] = field(default_factory=dict)  # branch app -> the app it was branched from
     utc_offset_minutes: int = 0  # the server's local time zone (cron and systemd timers use it)
-
-    @property
-    def local_now(self) -> datetime:
-        """The server's wall clock (as a naive-looking time shifted from UTC), for calendars."""
-        return self.now + timedelta(minutes=self.utc_offset_minutes)
 
     def lock(self, app: str) -> LockInfo | None:
         return next((lock for lock in self.locks if lock.app == app), None)

@@ -102,6 +102,12 @@ class Calendar:
         raise ValueError("no run within a month")
 
 
+def next_run(calendar: Calendar, facts: ServerFacts) -> datetime:
+    """The next run in UTC: cron and systemd read calendars in the server's local time."""
+    offset = timedelta(minutes=facts.utc_offset_minutes)
+    return calendar.next_after(facts.now + offset) - offset
+
+
 def parse_calendar(text: str) -> Calendar:
     """Pure: the calendar language above -> Calendar, or a Refusal with the forms that work."""
     raw = " ".join((text or "").split())

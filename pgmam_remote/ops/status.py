@@ -21,7 +21,7 @@ from ..facts import ClusterFacts, ServerFacts, StanzaInfo, gather
 from ..inventory import Host
 from ..remote import HostSession, PasswordSource, ask_password
 from . import restore
-from .schedule import parse_calendar
+from .schedule import next_run, parse_calendar
 
 MAX_PARALLEL = 16
 BACKUP_MAX_AGE = timedelta(hours=26)
@@ -153,8 +153,7 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
     schedule = []
     for entry in (e for e in facts.schedules if e.app == cluster.name):
         try:
-            local = parse_calendar(entry.calendar).next_after(facts.local_now)  # cron and timers use local time
-            upcoming = (local - timedelta(minutes=facts.utc_offset_minutes)).isoformat()
+            upcoming = next_run(parse_calendar(entry.calendar), facts).isoformat()
         except PgmamError:
             upcoming = None
         schedule.append({"type": entry.type, "calendar": entry.calendar, "next": upcoming})

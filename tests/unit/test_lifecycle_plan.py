@@ -131,3 +131,8 @@ def test_drop_keeps_backups_and_guards_branches(server):
     assert titles[0].startswith("final backup of shop_dev")
     purge = drop.plan_drop("sbx1", server, ["shop"], purge=True)
     assert purge.steps[-1].title == "delete stanza shop, its backups and config snapshots"
+
+
+def test_next_run_is_in_server_local_time_reported_in_utc(server):
+    east = replace(server, now=datetime(2026, 11, 25, 12, 0, tzinfo=UTC), utc_offset_minutes=60)
+    assert schedule.next_run(schedule.parse_calendar("03:00"), east) == datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
