@@ -351,26 +351,29 @@ def backups(c, host=None, app=None, json=False):
         "full": f"when to take full backups (default: '{schedule_op.DEFAULTS['full']}')",
         "diff": f"when to take differential backups (default: '{schedule_op.DEFAULTS['diff']}')",
         "incr": "when to take incremental backups (default: none)",
-        "remove": "remove the app's schedule",
+        "verify": "when to run a restore drill of the newest backup, as `inv verify` does (default: none)",
+        "remove": "remove the app's schedule (backups and drills)",
         "dry_run": DRY_RUN,
     },
 )
 @edge
-def schedule(c, host=None, app=None, full=None, diff=None, incr=None, remove=False, dry_run=False):
-    """Schedule an app's backups: systemd timers, or /etc/cron.d where systemd is not PID 1.
+def schedule(c, host=None, app=None, full=None, diff=None, incr=None, verify=None, remove=False, dry_run=False):
+    """Schedule an app's backups and restore drills: systemd timers, or /etc/cron.d where systemd is not PID 1.
 
     Times use the server's clock: 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM',
     'Sun 03:00', 'Mon..Fri 02:30', 'Sat,Sun 04:00'. Re-running replaces the schedule.
-    A failing scheduled backup turns `inv status` red.
+    Each run takes the app's lock (it is skipped while a pitr, rollback or verify holds the app).
+    A failing scheduled backup or drill turns `inv status` red.
 
     Examples:
       inv schedule --host prod1 --app shop
       inv schedule --host prod1 --app shop --full "Sun 02:00" --diff "Mon..Sat 02:00" --incr hourly
+      inv schedule --host prod1 --app shop --verify "Sun 05:00"
       inv schedule --host prod1 --app shop --remove
     """
     require(host=host, app=app)
     app = validate.app_name(app)
-    asked = {"full": full, "diff": diff, "incr": incr}
+    asked = {"full": full, "diff": diff, "incr": incr, "verify": verify}
     if remove and any(asked.values()):
         raise UsageError("--remove takes no calendars")
     chosen = {**schedule_op.DEFAULTS, **{k: v for k, v in asked.items() if v}}
@@ -384,11 +387,11 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, remove=Fal
             return
         execute(plan, session, console)
     if remove:
-        console.success(f"{app} on {host}: backup schedule removed")
+        console.success(f"{app} on {host}: schedule removed")
         return
     for kind, cal in calendars.items():
         upcoming = schedule_op.next_run(cal, facts).isoformat()
-        console.success(f"{app} on {host}: {kind} backups {cal.text}, server time (next {upcoming})")
+        console.success(f"{app} on {host}: {schedule_op.what(kind)}s {cal.text}, server time (next {upcoming})")
 
 
 @task(

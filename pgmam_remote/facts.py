@@ -102,7 +102,7 @@ for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-*; do
   [ -d "$d" ] && printf '%s %s %s\n' "$(du -sb "$d" 2>/dev/null | cut -f1)" "$(stat -c %Y "$d")" "$d"
 done
 section schedules
-grep -h '^# pgmam-schedule ' /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-backup-*.timer 2>/dev/null
+grep -h '^# pgmam-schedule ' /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-schedule-*.timer 2>/dev/null
 section scheduled-runs
 for f in /var/lib/pgmam/scheduled/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
 section drills

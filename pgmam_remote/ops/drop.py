@@ -12,17 +12,7 @@ from ..errors import Refusal
 from ..facts import ServerFacts
 from ..plan import Plan, Step
 from ..remote import Command, sh
-from . import restore
-
-REMOVE_SCHEDULE = """rm -f "/etc/cron.d/pgmam-$1"
-for kind in full diff incr; do
-  u="pgmam-backup-$1-$kind"
-  if [ -f "/etc/systemd/system/$u.timer" ]; then
-    systemctl disable --now "$u.timer" 2> /dev/null || true
-    rm -f "/etc/systemd/system/$u.timer" "/etc/systemd/system/$u.service"
-  fi
-done
-"""
+from . import restore, schedule
 
 PURGE = """set -e
 cd /tmp
@@ -63,7 +53,7 @@ def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool) -> Pl
                     hint="fix the backup first (inv status), or stop the app to drop it without a final backup",
                 )
             )
-        steps.append(Step(f"remove {app}'s backup schedule", sh(REMOVE_SCHEDULE, app)))
+        steps.append(Step(f"remove {app}'s backup schedule", schedule.remove_command(app)))
         steps.append(Step(f"drop cluster {v}/{app}", Command.of("pg_dropcluster", "--stop", v, app)))
         if purge:
             steps.append(Step(f"delete stanza {app}, its backups and config snapshots", sh(PURGE, app)))

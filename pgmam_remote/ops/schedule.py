@@ -15,54 +15,100 @@ from datetime import datetime, timedelta
 
 from .. import configs
 from ..errors import Refusal
-from ..facts import ServerFacts
+from ..facts import ClusterFacts, ServerFacts
+from ..job import JobSpec, render_script
 from ..plan import Plan, Step
 from ..remote import Command, sh
-from . import restore
+from . import backup, restore, verify
 
 BIN_DIR = "/var/lib/pgmam/bin"
-RUNNER = f"{BIN_DIR}/scheduled-backup"
-SNAPSHOT_BIN = f"{BIN_DIR}/snapshot"
+RUNNER = f"{BIN_DIR}/scheduled-run"
+JOBS_DIR = "/var/lib/pgmam/schedules"  # per app: <kind>.job and <kind>.info, templates of a job
 RESULTS_DIR = "/var/lib/pgmam/scheduled"
+KINDS = ("full", "diff", "incr", "verify")
 DEFAULTS = {"full": "Sun 03:00", "diff": "Mon..Sat 03:00"}
+KEEP_JOB_DIRS = 20  # scheduled job dirs kept per app and kind (the audit log keeps a line for every run)
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 CALENDAR_HINT = "use 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM', 'Sun 03:00', 'Mon..Fri 02:30' or 'Sat,Sun 04:00'"
 
-# Runs one backup (as postgres), snapshots the config, records "<epoch> <rc> <type> <label>".
-RUNNER_SCRIPT = f"""#!/bin/sh
+# The one entry point of cron lines and systemd services: `scheduled-run APP KIND`. It fills the
+# run-time facts into the job `inv schedule` rendered (the stamp; for a drill the newest backup and
+# a free port, after checking there is room for a restored copy), then runs it in the foreground
+# through pgmam's job runner, which takes the app's lock, journals, undoes on failure and writes
+# the audit line. The result goes where `inv status` reads it.
+RUNNER_SCRIPT = rf"""#!/bin/sh
 {configs.MARKER}
-# Runs one scheduled backup of an app and records the result for `inv status`:
-# "<start epoch> <exit status> <type> <label> <seconds>" (75: skipped, a pitr/rollback/verify held the app).
+# Runs one scheduled job of an app (a backup or a restore drill) and records the result for
+# `inv status`: "<start epoch> <exit status> <kind> <label> <seconds>" (75: skipped, the app was busy).
 # cron's PATH has no sbin (runuser lives there)
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
-app=$1; version=$2; type=$3
-mkdir -p {RESULTS_DIR} /var/log/pgmam
-# one scheduled backup of an app at a time: a second one waits instead of failing on pgBackRest's lock
-exec 9> "{RESULTS_DIR}/$app.lock"
+app=$1; kind=$2
+templates={JOBS_DIR}/$app
+results={RESULTS_DIR}
+log=/var/log/pgmam/scheduled-$app.log
+mkdir -p "$results" /var/log/pgmam /var/lib/pgmam/jobs
+# one scheduled run of an app at a time: a second one waits instead of being skipped
+exec 9> "$results/$app.lock"
 flock 9
 started=$(date +%s)
-run_log=$(mktemp)
-lock=/var/lib/pgmam/locks/$app
-holder=$(cat "$lock/pid" 2> /dev/null)
-if [ -n "$holder" ] && [ -d "/proc/$holder" ]; then
-  echo "skipped: $(tr '\\n' ' ' < "$lock/info")" > "$run_log"
-  rc=75
-else
-  {{
-    cd /tmp && runuser -u postgres -- pgbackrest --stanza="$app" --type="$type" backup \\
-      && sh {SNAPSHOT_BIN} "$app" "$version"
-  }} > "$run_log" 2>&1
-  rc=$?
+op=backup; [ "$kind" = verify ] && op=verify
+backup=-; port=-; rc=1; label=-
+record() {{
+  {{ echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) scheduled $kind of $app: exit $rc"; [ -n "$1" ] && echo "$1"; }} >> "$log"
+  printf '%s %s %s %s %s\n' "$started" "$rc" "$kind" "$label" "$(( $(date +%s) - started ))" >> "$results/$app"
+  exit "$rc"
+}}
+record_drill_failure() {{
+{verify.RECORD_FAILURE}}}
+drill_failed() {{
+  record_drill_failure "$app" "$backup" latest
+  record "$1"
+}}
+[ -f "$templates/$kind.job" ] || record "no scheduled $kind job for $app: run inv schedule again"
+if [ "$op" = verify ]; then
+  backup=$(cd /tmp && runuser -u postgres -- pgbackrest --stanza="$app" --output=json info \
+    | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
+  [ -n "$backup" ] || {{ backup=-; drill_failed "no backup to verify"; }}
+  label=$backup
+  data=$(pg_lsclusters -h | awk -v a="$app" '$2 == a {{ print $6; exit }}')
+  live=$(pg_lsclusters -h | awk -v a="$app" '$2 == a {{ print $3; exit }}')
+  [ -n "$data" ] || drill_failed "no cluster named $app"
+  # room for a restored copy: a drill must never fill the disk the live cluster writes WAL to
+  need=$(( $(du -sb "$data" | cut -f1) * {int(restore.SPACE_MARGIN * 100)} / 100 + {restore.SPACE_SLACK_BYTES} ))
+  free=$(df -B1 --output=avail "$(dirname "$data")" | tail -n 1 | tr -d ' ')
+  [ "$free" -ge "$need" ] || drill_failed "not enough free space beside $data: $free bytes free, $need needed"
+  port=$(( 30000 + live % 10000 ))
+  while ss -Hltn 2> /dev/null | awk '{{print $4}}' | grep -q ":$port\$" \
+    || pg_lsclusters -h | awk '{{print $3}}' | grep -qx "$port"; do
+    port=$(( port + 1 ))
+  done
 fi
-label=$(sed -n 's/^pgmam-note backup=//p' "$run_log" | tail -n 1)
-[ "$rc" = 0 ] || label=-
-{{ echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) $type backup of $app: exit $rc"; cat "$run_log"; }} \\
-  >> "/var/log/pgmam/scheduled-$app.log"
-rm -f "$run_log"
-printf '%s %s %s %s %s\\n' "$started" "$rc" "$type" "${{label:--}}" "$(( $(date +%s) - started ))" \\
-  >> "{RESULTS_DIR}/$app"
-exit $rc
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+while ! mkdir -m 0700 "/var/lib/pgmam/jobs/$op-$app-$stamp" 2> /dev/null; do
+  sleep 1; stamp=$(date -u +%Y%m%dT%H%M%SZ)
+done
+job=/var/lib/pgmam/jobs/$op-$app-$stamp
+fill() {{
+  sed -e "s/{verify.STAMP_SLOT}/$stamp/g" -e "s/{verify.BACKUP_SLOT}/$backup/g" -e "s/{verify.PORT_SLOT}/$port/g" "$1"
+}}
+fill "$templates/$kind.info" > "$job/info"
+fill "$templates/$kind.job" > "$job/job.sh"
+touch "$job/scheduled" "$job/reported"  # nobody follows it live; status reads its result
+sh "$job/job.sh" "$job" "$app" > "$job/runner.log" 2>&1
+result=$(sed -n 's/^[0-9.]* end \([a-z-]*\).*/\1/p' "$job/journal" | tail -n 1)
+case $result in
+  ok) rc=0 ;;
+  locked) rc=75 ;;
+  *) rc=1 ;;
+esac
+[ "$op" = backup ] && label=$(sed -n 's/^backup=//p' "$job/notes" 2> /dev/null | tail -n 1)
+[ "$rc" = 0 ] || [ "$op" = verify ] || label=-
+[ -n "$label" ] || label=-
+# keep the newest scheduled job dirs of this app and kind; older ones only fill the disk
+for d in $(ls -1d "/var/lib/pgmam/jobs/$op-$app-"* 2> /dev/null); do [ -f "$d/scheduled" ] && echo "$d"; done \
+  | head -n -{KEEP_JOB_DIRS} | xargs -r rm -rf --
+record "$(cut -d' ' -f2- "$job/journal")"
 """
 
 
@@ -146,77 +192,121 @@ def cron_path(app: str) -> str:
 
 
 def unit_name(app: str, kind: str) -> str:
-    return f"pgmam-backup-{app}-{kind}"
+    return f"pgmam-schedule-{app}-{kind}"
+
+
+# $1 app; then the unit names. Removes whatever schedule an app has, cron or systemd.
+_REMOVE = f"""rm -f "/etc/cron.d/pgmam-$1"
+rm -rf "{JOBS_DIR}/$1"
+shift
+reload=no
+for u in "$@"; do
+  if [ -f "/etc/systemd/system/$u.timer" ]; then
+    systemctl disable --now "$u.timer" 2> /dev/null || true
+    rm -f "/etc/systemd/system/$u.timer" "/etc/systemd/system/$u.service"
+    reload=yes
+  fi
+done
+if [ "$reload" = yes ]; then systemctl daemon-reload; fi
+"""
+
+
+def remove_command(app: str) -> Command:
+    """Remove an app's schedule: cron file or timers, and the job templates (dropcluster uses it too)."""
+    return sh(_REMOVE, app, *(unit_name(app, kind) for kind in KINDS))
+
+
+def job_spec(host: str, cluster: ClusterFacts, kind: str) -> JobSpec:
+    """Pure: the job a scheduled run of ``kind`` runs, with placeholders for run-time facts."""
+    if kind == "verify":
+        return verify.scheduled_drill_spec(host, cluster)
+    app = cluster.name
+    step = Step(f"{kind} backup of {app} and its config snapshot", backup.backup_command(cluster, kind))
+    plan = Plan(host=host, title=f"scheduled {kind} backup of {app}", steps=(step,), as_job=True)
+    return JobSpec(
+        op="backup",
+        app=app,
+        job_id=f"backup-{app}-{verify.STAMP_SLOT}",
+        holder="schedule",
+        info={"type": kind, "mode": "scheduled"},
+        plan=plan,
+    )
+
+
+def what(kind: str) -> str:
+    """'full backup', 'restore drill': how a scheduled kind reads in messages and status."""
+    return "restore drill" if kind == "verify" else f"{kind} backup"
 
 
 def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, Calendar], remove: bool) -> Plan:
+    """Pure: replace the app's schedule (or remove it). Each kind gets a job template and a timer or cron line."""
     cluster = restore.managed_cluster(host, facts, app)
-    v = cluster.version
-    steps: list[Step] = []
-    if facts.systemd:
-        units = [unit_name(app, kind) for kind in ("full", "diff", "incr")]
-        remove_units = sh(
-            'for u in "$@"; do systemctl disable --now "$u.timer" 2> /dev/null || true; '
-            'rm -f "/etc/systemd/system/$u.timer" "/etc/systemd/system/$u.service"; done; systemctl daemon-reload',
-            *units,
+    if remove:
+        return Plan(
+            host=host,
+            title=f"remove the schedule of {app}",
+            steps=(Step(f"remove {app}'s schedule", remove_command(app)),),
         )
-        steps.append(Step(f"remove {app}'s backup timers", remove_units))
-        if not remove:
-            steps.append(_install_runner())
-            for kind, cal in calendars.items():
-                name = unit_name(app, kind)
-                service = (
-                    f"{configs.MARKER}\n[Unit]\nDescription=pgmam {kind} backup of {app}\n\n[Service]\nType=oneshot\n"
-                    f"ExecStart=/bin/sh {RUNNER} {app} {v} {kind}\n"
-                )
-                timer = (
-                    f"{configs.MARKER}\n# pgmam-schedule app={app} type={kind} calendar={cal.text.replace(' ', '_')}\n"
-                    f"[Unit]\nDescription=pgmam {kind} backup of {app}: {cal.text}\n\n"
-                    f"[Timer]\nOnCalendar={cal.systemd()}\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n"
-                )
-                steps.append(
-                    Step(f"write {name}.service", configs.write_file(f"/etc/systemd/system/{name}.service", service))
-                )
-                steps.append(
-                    Step(
-                        f"write {name}.timer ({cal.text})",
-                        configs.write_file(f"/etc/systemd/system/{name}.timer", timer),
-                    )
-                )
-            timers = [f"{unit_name(app, kind)}.timer" for kind in calendars]
+    if not facts.systemd and not facts.tools.get("cron", False):
+        raise Refusal(
+            f"{host}: systemd is not PID 1 and cron is not installed, so nothing would run the schedule",
+            hint="apt-get install cron",
+        )
+    steps = [Step(f"remove {app}'s current schedule", remove_command(app)), _install_runner()]
+    for kind in calendars:
+        spec = job_spec(host, cluster, kind)
+        steps.append(
+            Step(
+                f"write the scheduled {what(kind)} job of {app} ({spec.plan.title}: {len(spec.plan.steps)} steps)",
+                configs.write_file(f"{JOBS_DIR}/{app}/{kind}.job", render_script(spec), mode="0600"),
+            )
+        )
+        steps.append(
+            Step("write its info", configs.write_file(f"{JOBS_DIR}/{app}/{kind}.info", spec.info_text(), mode="0600"))
+        )
+    if facts.systemd:
+        for kind, cal in calendars.items():
+            name = unit_name(app, kind)
+            service = (
+                f"{configs.MARKER}\n[Unit]\nDescription=pgmam {what(kind)} of {app}\n\n[Service]\nType=oneshot\n"
+                f"ExecStart=/bin/sh {RUNNER} {app} {kind}\n"
+            )
+            timer = (
+                f"{configs.MARKER}\n{_marker(app, kind, cal)}\n"
+                f"[Unit]\nDescription=pgmam {what(kind)} of {app}: {cal.text}\n\n"
+                f"[Timer]\nOnCalendar={cal.systemd()}\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n"
+            )
             steps.append(
-                Step("enable the timers", sh('systemctl daemon-reload && systemctl enable --now "$@"', *timers))
+                Step(f"write {name}.service", configs.write_file(f"/etc/systemd/system/{name}.service", service))
             )
+            steps.append(
+                Step(f"write {name}.timer ({cal.text})", configs.write_file(f"/etc/systemd/system/{name}.timer", timer))
+            )
+        timers = [f"{unit_name(app, kind)}.timer" for kind in calendars]
+        steps.append(Step("enable the timers", sh('systemctl daemon-reload && systemctl enable --now "$@"', *timers)))
     else:
-        if not facts.tools.get("cron", False) and not remove:
-            raise Refusal(
-                f"{host}: systemd is not PID 1 and cron is not installed, so nothing would run the schedule",
-                hint="apt-get install cron",
-            )
-        if remove:
-            steps.append(Step(f"remove {cron_path(app)}", Command.of("rm", "-f", "--", cron_path(app))))
-        else:
-            steps.append(_install_runner())
-            lines = [
-                configs.MARKER,
-                f"# Scheduled backups of {app}; run by cron, results in {RESULTS_DIR}/{app}.",
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            ]
-            for kind, cal in calendars.items():
-                lines.append(f"# pgmam-schedule app={app} type={kind} calendar={cal.text.replace(' ', '_')}")
-                lines.append(f"{cal.cron()} root /bin/sh {RUNNER} {app} {v} {kind}")
-            steps.append(Step(f"write {cron_path(app)}", configs.write_file(cron_path(app), "\n".join(lines) + "\n")))
-    title = f"remove the backup schedule of {app}" if remove else f"schedule backups of {app}"
-    return Plan(host=host, title=title, steps=tuple(steps))
+        lines = [
+            configs.MARKER,
+            f"# Scheduled backups and restore drills of {app}; run by cron, results in {RESULTS_DIR}/{app}.",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ]
+        for kind, cal in calendars.items():
+            lines.append(_marker(app, kind, cal))
+            lines.append(f"{cal.cron()} root /bin/sh {RUNNER} {app} {kind}")
+        steps.append(Step(f"write {cron_path(app)}", configs.write_file(cron_path(app), "\n".join(lines) + "\n")))
+    return Plan(host=host, title=f"schedule backups of {app}", steps=tuple(steps))
+
+
+def _marker(app: str, kind: str, cal: Calendar) -> str:
+    """The line `inv status` reads the schedule from (see facts)."""
+    return f"# pgmam-schedule app={app} type={kind} calendar={cal.text.replace(' ', '_')}"
 
 
 def _install_runner() -> Step:
     install = sh(
-        'set -e; mkdir -p "$1"; printf "%s" "$2" > "$1/scheduled-backup.tmp"; printf "%s" "$3" > "$1/snapshot.tmp"; '
-        'chmod 0755 "$1/scheduled-backup.tmp" "$1/snapshot.tmp"; '
-        'mv -f "$1/scheduled-backup.tmp" "$1/scheduled-backup"; mv -f "$1/snapshot.tmp" "$1/snapshot"',
+        'set -e; mkdir -p "$1"; printf "%s" "$2" > "$1/scheduled-run.tmp"; chmod 0755 "$1/scheduled-run.tmp"; '
+        'mv -f "$1/scheduled-run.tmp" "$1/scheduled-run"',
         BIN_DIR,
         RUNNER_SCRIPT,
-        configs.SNAPSHOT,
     )
-    return Step(f"install the scheduled-backup runner in {BIN_DIR}", install)
+    return Step(f"install the scheduled-run runner in {BIN_DIR}", install)

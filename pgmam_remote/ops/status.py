@@ -21,7 +21,7 @@ from ..facts import ClusterFacts, ServerFacts, StanzaInfo, gather
 from ..inventory import Host
 from ..remote import HostSession, PasswordSource, ask_password
 from . import restore
-from .schedule import next_run, parse_calendar
+from .schedule import next_run, parse_calendar, what
 
 MAX_PARALLEL = 16
 BACKUP_MAX_AGE = timedelta(hours=26)
@@ -168,8 +168,8 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
             "label": run.label,
             "seconds": run.seconds,
         }
-        if managed and run.exit_status not in (0, 75):  # 75: skipped while a pitr/rollback/verify held the app
-            problems.append(f"scheduled {run.type} backup failed at {run.time.isoformat()} (see /var/log/pgmam)")
+        if managed and run.exit_status not in (0, 75):  # 75: skipped, another job held the app
+            problems.append(f"scheduled {what(run.type)} failed at {run.time.isoformat()} (see /var/log/pgmam)")
     drill = next((d for d in reversed(facts.drills) if d.app == cluster.name), None)
     proven = None
     if drill is not None:

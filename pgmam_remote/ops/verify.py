@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..errors import Refusal
-from ..facts import ServerFacts
+from ..facts import ClusterFacts, ServerFacts
 from ..job import JobSpec
 from ..plan import Plan, Step
 from ..remote import Command, sh
@@ -66,9 +66,12 @@ printf '%s failed %s - - - %s\\n' "$(date +%s)" "$2" "$3" >> "{RESULTS_DIR}/$1"
 
 @dataclass(frozen=True)
 class VerifyPlan:
-    plan: Plan
     spec: JobSpec
     backup: str
+
+    @property
+    def plan(self) -> Plan:
+        return self.spec.plan
 
 
 def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, who: str) -> VerifyPlan:
@@ -94,16 +97,25 @@ def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, wh
         target = "latest"
     restore.check_space(host, facts, cluster, backup)
     stamp = restore.stamp(facts.now)
-    paths = Paths(app, cluster.data_dir, stamp)
     port = restore.free_port(facts, 30000 + cluster.port % 10000)
-    v = cluster.version
+    steps = drill_steps(cluster, backup.label, stamp, port, target_args, target)
+    return VerifyPlan(drill_spec(host, cluster, steps, target, backup.label, stamp, who), backup.label)
+
+
+def drill_steps(
+    cluster: ClusterFacts, backup: str, stamp: str, port: int | str, target_args: list[str], target: str
+) -> list[Step]:
+    """The drill itself: restore, start, prove, examine, tear down. Shared by `inv verify` and the
+    scheduled drill, whose backup, stamp and port are placeholders the server fills in at run time."""
+    app, v = cluster.name, cluster.version
+    paths = Paths(app, cluster.data_dir, stamp)
     conf = f"{cluster.config_dir}/postgresql.conf"
-    steps = [
+    return [
         Step(
-            f"restore backup {backup.label} into {paths.drill}",
-            sh(restore.RESTORE_STAGING, app, paths.drill, backup.label, paths.run, port, conf, *target_args),
+            f"restore backup {backup} into {paths.drill}",
+            sh(restore.RESTORE_STAGING, app, paths.drill, backup, paths.run, port, conf, *target_args),
             long=True,
-            undo=sh(RECORD_FAILURE + 'rm -rf -- "$4"\n', app, backup.label, target, paths.drill),
+            undo=sh(RECORD_FAILURE + 'rm -rf -- "$4"\n', app, backup, target, paths.drill),
             undo_if_failed=True,
         ),
         Step(
@@ -119,19 +131,46 @@ def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, wh
         ),
         Step(
             "examine it: every database connects, pg_amcheck (heap + btree), row counts per table",
-            sh(DRILL, paths.run, port, v, app, backup.label, target),
+            sh(DRILL, paths.run, port, v, app, backup, target),
             long=True,
         ),
         Step("stop the throwaway instance", sh(restore.STOP_INSTANCE, v, paths.drill, "fast")),
         Step(f"remove {paths.drill}", Command.of("rm", "-rf", "--", paths.drill)),
     ]
-    plan = Plan(host=host, title=f"verify {app} ({target}, backup {backup.label})", steps=tuple(steps), as_job=True)
-    spec = JobSpec(
+
+
+def drill_spec(
+    host: str,
+    cluster: ClusterFacts,
+    steps: list[Step],
+    target: str,
+    backup: str,
+    stamp: str,
+    who: str,
+    mode: str = "drill",
+) -> JobSpec:
+    app = cluster.name
+    plan = Plan(host=host, title=f"verify {app} ({target}, backup {backup})", steps=tuple(steps), as_job=True)
+    return JobSpec(
         op="verify",
         app=app,
         job_id=f"verify-{app}-{stamp}",
         holder=who,
-        info={"target": target, "mode": "drill"},
+        info={"target": target, "mode": mode},
         plan=plan,
     )
-    return VerifyPlan(plan, spec, backup.label)
+
+
+# -- the scheduled drill: rendered once by `inv schedule --verify`, filled in by the server ----------
+
+# Placeholders in a scheduled job's script, replaced by the server's scheduled runner when it fires.
+STAMP_SLOT, BACKUP_SLOT, PORT_SLOT = "@PGMAM_STAMP@", "@PGMAM_BACKUP@", "@PGMAM_PORT@"
+
+
+def scheduled_drill_spec(host: str, cluster: ClusterFacts) -> JobSpec:
+    """Pure: the scheduled drill of the newest backup, with placeholders for run-time facts.
+
+    The scheduled runner does the preflight that `plan_verify` does here (a backup exists, free
+    space for a restored copy, a free port) before it starts the job."""
+    steps = drill_steps(cluster, BACKUP_SLOT, STAMP_SLOT, PORT_SLOT, ["--type=immediate"], "latest")
+    return drill_spec(host, cluster, steps, "latest", BACKUP_SLOT, STAMP_SLOT, "schedule", mode="scheduled")

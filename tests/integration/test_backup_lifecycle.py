@@ -10,13 +10,19 @@ damaged one, and uses the config the backup was taken with.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 from datetime import datetime, timedelta
 
 import pytest
+
+from pgmam_remote import sandbox
 
 PG = "/var/lib/postgresql/15"
 SNAPSHOTS = "/var/lib/pgbackrest/pgmam-config"
@@ -377,6 +383,133 @@ def test_scheduled_run_works_in_crons_environment(box, inv):
     assert last_result(box, "sbx1", app)[1] == "0"
 
 
+@contextlib.contextmanager
+def fake_job(box, server: str, app: str, op: str = "pitr"):
+    """The app's lock held by a live process whose command line says pgmam, as a running job's is."""
+    lock = f"{LOCKS}/{app}"
+    fake = subprocess.Popen(
+        sandbox.netns_exec_argv(box.server(server), ["sh", "-c", "sleep 60; true", "pgmam-fake-job"]),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10  # the process may still be exec'ing right after Popen
+        while "pgmam" not in box.on(server, "cat", f"/proc/{fake.pid}/cmdline", check=False).stdout:
+            assert time.monotonic() < deadline, "the fake job never showed up"
+            time.sleep(0.1)
+        script = f'mkdir -p {lock} && echo {fake.pid} > {lock}/pid && printf "$1" > {lock}/info'
+        box.on(server, "sh", "-c", script, "sh", f"op={op}\napp={app}\nwho=x\njob=fake\n")
+        yield fake.pid
+    finally:
+        os.killpg(fake.pid, signal.SIGKILL)
+        fake.wait()
+        box.on(server, "rm", "-rf", lock)
+
+
+def lock_info(box, server: str, app: str) -> dict[str, str]:
+    text = box.on(server, "sh", "-c", 'cat "$1/info" "$1/pid" 2>/dev/null || true', "sh", f"{LOCKS}/{app}").stdout
+    lines = text.splitlines()
+    info = dict(line.split("=", 1) for line in lines if "=" in line)
+    if lines and lines[-1].isdigit():
+        info["pid"] = lines[-1]
+    return info
+
+
+def test_scheduled_runs_skip_a_busy_app_and_hold_its_lock_themselves(box, inv):
+    app, port = "bl_busy", 5639
+    make_app(box, inv, "sbx1", app, port, rows=10)
+    out = inv("schedule", "--host", "sbx1", "--app", app, "--incr", "hourly")
+    assert out.returncode == 0, out.stderr
+    incr = cron_entries(cat(box, "sbx1", f"/etc/cron.d/pgmam-{app}"))["incr"][1]
+    before = labels(box, "sbx1", app)
+
+    # a pitr (here: a stand-in) holds the app: the scheduled backup is skipped, the lock left alone
+    with fake_job(box, "sbx1", app) as holder:
+        run = box.on("sbx1", *CRON_ENV, incr, check=False)
+        assert run.returncode == 75, run.stdout + run.stderr
+        assert lock_info(box, "sbx1", app)["pid"] == str(holder)
+    assert labels(box, "sbx1", app) == before
+    assert last_result(box, "sbx1", app)[1:4] == ["75", "incr", "-"]
+    _, cluster = status_of(inv, "sbx1", app)
+    assert not any("scheduled" in p for p in cluster["problems"]), cluster["problems"]
+
+    # the scheduled backup holds the lock while it runs (frozen here): pitr and backup are refused
+    runner = subprocess.Popen(sandbox.netns_exec_argv(box.server("sbx1"), [*CRON_ENV, incr]), start_new_session=True)
+    frozen = None
+    try:
+        deadline = time.monotonic() + 60
+        while lock_info(box, "sbx1", app).get("op") != "backup" or "pid" not in lock_info(box, "sbx1", app):
+            assert time.monotonic() < deadline and runner.poll() is None, "the scheduled run never took the lock"
+            time.sleep(0.05)
+        frozen = lock_info(box, "sbx1", app)["pid"]
+        box.on("sbx1", "kill", "-STOP", frozen)
+        assert lock_info(box, "sbx1", app).get("who") == "schedule"
+        live = (started_at(box, "sbx1", port), box.psql("sbx1", port, CHECKSUM_T))
+        out = inv("pitr", "--host", "sbx1", "--app", app, "--to", server_now(box, "sbx1", port).isoformat(), "--yes")
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert f"{app} is busy: backup of {app} by schedule" in out.stderr, out.stderr
+        out = inv("backup", "--host", "sbx1", "--app", app)
+        assert out.returncode == 1 and "busy" in out.stderr, out.stderr
+        assert (started_at(box, "sbx1", port), box.psql("sbx1", port, CHECKSUM_T)) == live
+    finally:
+        if frozen:
+            box.on("sbx1", "kill", "-CONT", frozen)
+        runner.wait(timeout=120)
+    assert runner.returncode == 0, cat(box, "sbx1", f"/var/log/pgmam/scheduled-{app}.log")
+    assert len(labels(box, "sbx1", app)) == len(before) + 1
+    assert last_result(box, "sbx1", app)[1:3] == ["0", "incr"]
+    assert not exists(box, "sbx1", f"{LOCKS}/{app}")
+    audit = cat(box, "sbx1", "/var/log/pgmam/audit.log")
+    assert re.search(rf"op=backup app={app} who=schedule .*type=incr mode=scheduled result=ok", audit), audit
+
+
+def test_scheduled_drill_proves_the_newest_backup_and_leaves_live_alone(box, inv):
+    app, port = "bl_drill", 5637
+    cron = f"/etc/cron.d/pgmam-{app}"
+    make_app(box, inv, "sbx1", app, port, rows=500)
+    out = inv("schedule", "--host", "sbx1", "--app", app, "--verify", "Sun 05:00")
+    assert out.returncode == 0, out.stderr
+    assert "restore drills Sun 05:00" in out.stderr
+    entries = cron_entries(cat(box, "sbx1", cron))
+    assert {kind: when for kind, (when, _) in entries.items()} == {
+        "full": "0 3 * * 0",
+        "diff": "0 3 * * 1,2,3,4,5,6",
+        "verify": "0 5 * * 0",
+    }
+    _, cluster = status_of(inv, "sbx1", app)
+    assert {"type": "verify", "calendar": "Sun 05:00"}.items() <= next(
+        s for s in cluster["schedule"] if s["type"] == "verify"
+    ).items()
+    out = inv("backup", "--host", "sbx1", "--app", app)
+    assert out.returncode == 0, out.stderr
+    newest = labels(box, "sbx1", app)[-1]
+    insert(box, "sbx1", port, 501, 600)  # after the newest backup: not in the drill
+    live = (started_at(box, "sbx1", port), box.psql("sbx1", port, CHECKSUM_T))
+
+    run = box.on("sbx1", *CRON_ENV, entries["verify"][1], check=False)
+    assert run.returncode == 0, job_dump(box, "sbx1", app) + cat(box, "sbx1", f"/var/log/pgmam/scheduled-{app}.log")
+    assert last_result(box, "sbx1", app)[1:4] == ["0", "verify", newest]
+    code, cluster = status_of(inv, "sbx1", app)
+    proven = cluster["last_proven_restorable"]
+    assert proven["ok"] is True and proven["backup"] == newest and proven["rows"] == 500, proven
+    assert proven["amcheck"] == "ok"
+    assert cluster["last_scheduled"]["type"] == "verify" and cluster["last_scheduled"]["ok"] is True
+    assert code == 0 and not cluster["problems"], cluster["problems"]
+    # the live cluster: same postmaster, same data; nothing left behind
+    assert (started_at(box, "sbx1", port), box.psql("sbx1", port, CHECKSUM_T)) == live
+    assert drill_dirs(box, "sbx1", app) == []
+    assert not exists(box, "sbx1", f"{LOCKS}/{app}")
+    assert labels(box, "sbx1", app)[-1] == newest
+    jobs = [j for j in ls(box, "sbx1", JOBS) if j.startswith(f"verify-{app}-")]
+    assert len(jobs) == 1 and exists(box, "sbx1", f"{JOBS}/{jobs[0]}/scheduled")
+    audit = cat(box, "sbx1", "/var/log/pgmam/audit.log")
+    assert re.search(rf"op=verify app={app} who=schedule job={jobs[0]} .*mode=scheduled result=ok", audit), audit
+
+    # --remove takes the drill's cron line and job away too
+    out = inv("schedule", "--host", "sbx1", "--app", app, "--remove")
+    assert out.returncode == 0, out.stderr
+    assert not exists(box, "sbx1", cron) and not exists(box, "sbx1", f"/var/lib/pgmam/schedules/{app}")
+
+
 # -- 4. verify: a restore drill ----------------------------------------------------------------
 
 
@@ -480,6 +613,28 @@ def test_failed_drill_is_recorded_and_cleaned_up(box, inv, damaged):
     assert proven["backup"] == damaged["label"]
     assert any("restore drill" in p and "FAILED" in p for p in cluster["problems"]), cluster["problems"]
     assert drill_dirs(box, "sbx2", app) == []
+
+
+def test_scheduled_drill_of_a_damaged_repository_turns_status_red(box, inv, damaged):
+    app, port = damaged["app"], damaged["port"]
+    out = inv("schedule", "--host", "sbx2", "--app", app, "--verify", "daily")
+    assert out.returncode == 0, out.stderr
+    command = cron_entries(cat(box, "sbx2", f"/etc/cron.d/pgmam-{app}"))["verify"][1]
+    drills = cat(box, "sbx2", f"{VERIFIED}/{app}").splitlines()
+    run = box.on("sbx2", *CRON_ENV, command, check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert last_result(box, "sbx2", app)[1:4] == ["1", "verify", damaged["label"]]
+    now = cat(box, "sbx2", f"{VERIFIED}/{app}").splitlines()
+    assert now[: len(drills)] == drills and len(now) == len(drills) + 1
+    assert now[-1].split()[1:3] == ["failed", damaged["label"]]
+    assert "does not match expected checksum" in cat(box, "sbx2", f"/var/log/pgmam/scheduled-{app}.log")
+    code, cluster = status_of(inv, "sbx2", app)
+    assert code == 1 and cluster["healthy"] is False
+    assert any("scheduled restore drill failed" in p for p in cluster["problems"]), cluster["problems"]
+    assert f"15 {app} {port} online" in box.clusters("sbx2")
+    assert (started_at(box, "sbx2", port), box.psql("sbx2", port, CHECKSUM_T)) == damaged["live"]
+    assert drill_dirs(box, "sbx2", app) == []
+    assert not exists(box, "sbx2", f"{LOCKS}/{app}")
 
 
 # -- 5. the drill uses the config snapshot of the backup -------------------------------------

@@ -1,5 +1,7 @@
 """Backup lifecycle planning: calendars, schedules, drops, the backup list and the drill (pure)."""
 
+import shlex
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -7,7 +9,9 @@ import pytest
 
 from pgmam_remote import facts
 from pgmam_remote.errors import Refusal
+from pgmam_remote.job import render_script
 from pgmam_remote.ops import backup, drop, schedule, verify
+from pgmam_remote.remote import job_line
 
 from .conftest import load
 
@@ -54,17 +58,48 @@ def test_schedule_without_systemd_writes_one_cron_file(server):
     cals = {k: schedule.parse_calendar(v) for k, v in schedule.DEFAULTS.items()}
     plan = schedule.plan_schedule("sbx1", replace(server, tools={**server.tools, "cron": True}), "shop", cals, False)
     cron = plan.steps[-1].command.argv[4]  # the file content handed to write_file
-    assert "0 3 * * 0 root /bin/sh /var/lib/pgmam/bin/scheduled-backup shop 15 full" in cron
-    assert "0 3 * * 1,2,3,4,5,6 root /bin/sh /var/lib/pgmam/bin/scheduled-backup shop 15 diff" in cron
+    assert "0 3 * * 0 root /bin/sh /var/lib/pgmam/bin/scheduled-run shop full" in cron
+    assert "0 3 * * 1,2,3,4,5,6 root /bin/sh /var/lib/pgmam/bin/scheduled-run shop diff" in cron
     assert "# pgmam-schedule app=shop type=full calendar=Sun_03:00" in cron
+    # each kind's job is written beside it, after the old schedule is removed
+    written = [s.command.argv[-3] for s in plan.steps if s.command.argv[-3].startswith("/var/lib/pgmam/schedules/")]
+    assert written == [f"/var/lib/pgmam/schedules/shop/{k}.{e}" for k in ("full", "diff") for e in ("job", "info")]
+    assert plan.steps[0].title == "remove shop's current schedule"
 
 
 def test_schedule_with_systemd_writes_timers(server):
     cals = {"incr": schedule.parse_calendar("hourly")}
     plan = schedule.plan_schedule("h", replace(server, systemd=True), "shop", cals, False)
     titles = [s.title for s in plan.steps]
-    assert "write pgmam-backup-shop-incr.timer (hourly)" in titles
-    assert plan.steps[-1].command.argv[-1] == "pgmam-backup-shop-incr.timer"
+    assert "write pgmam-schedule-shop-incr.timer (hourly)" in titles
+    assert plan.steps[-1].command.argv[-1] == "pgmam-schedule-shop-incr.timer"
+
+
+def test_scheduled_drill_is_the_verify_drill_with_run_time_slots(server):
+    """The template differs from `inv verify`'s plan only where the server fills in run-time facts."""
+    shop = server.cluster("shop")
+    scheduled = schedule.job_spec("sbx1", shop, "verify")
+    assert scheduled.op == "verify" and scheduled.job_id == "verify-shop-@PGMAM_STAMP@"
+    assert scheduled.info["mode"] == "scheduled" and scheduled.holder == "schedule"
+    script = render_script(scheduled)
+    for slot in (verify.STAMP_SLOT, verify.BACKUP_SLOT, verify.PORT_SLOT):
+        assert slot in script
+    filled = script.replace(verify.STAMP_SLOT, "20261124T010000Z").replace(verify.BACKUP_SLOT, "20261124-004929F")
+    filled = filled.replace(verify.PORT_SLOT, "35432")
+    on_demand = verify.plan_verify("sbx1", server, "shop", None, "me").plan
+    on_demand_steps = [job_line(s.command) for s in on_demand.steps]
+    stamp = on_demand.steps[-1].command.argv[-1].rsplit("-", 1)[-1]
+    port = on_demand.steps[1].title.split("port ")[1].split(",")[0]
+    expected = [line.replace(stamp, "20261124T010000Z").replace(port, "35432") for line in on_demand_steps]
+    assert [line for line in expected if shlex.quote(line) not in filled] == []
+    assert "/var/lib/postgresql/15/shop " not in filled and "pg_ctlcluster" not in filled
+    assert subprocess.run(["sh", "-n"], input=filled, text=True, check=False).returncode == 0
+
+
+def test_scheduled_backup_job_is_the_backup_command(server):
+    spec = schedule.job_spec("sbx1", server.cluster("shop"), "full")
+    assert spec.op == "backup" and spec.job_id == "backup-shop-@PGMAM_STAMP@"
+    assert [s.command for s in spec.plan.steps] == [backup.backup_command(server.cluster("shop"), "full")]
 
 
 def test_schedule_refused_without_cron_or_systemd(server):
