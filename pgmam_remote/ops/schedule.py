@@ -211,6 +211,17 @@ if [ "$reload" = yes ]; then systemctl daemon-reload; fi
 """
 
 
+# $1 dir, $2 kind, $3 the job's script, $4 its info (both with the slots the runner fills in)
+_WRITE_JOB = """set -e
+umask 077
+mkdir -p "$1"
+printf '%s' "$3" > "$1/$2.job.tmp"
+printf '%s' "$4" > "$1/$2.info.tmp"
+mv -f "$1/$2.job.tmp" "$1/$2.job"
+mv -f "$1/$2.info.tmp" "$1/$2.info"
+"""
+
+
 def remove_command(app: str) -> Command:
     """Remove an app's schedule: cron file or timers, and the job templates (dropcluster uses it too)."""
     return sh(_REMOVE, app, *(unit_name(app, kind) for kind in KINDS))
@@ -255,14 +266,12 @@ def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, 
     steps = [Step(f"remove {app}'s current schedule", remove_command(app)), _install_runner()]
     for kind in calendars:
         spec = job_spec(host, cluster, kind)
+        n = len(spec.plan.steps)
         steps.append(
             Step(
-                f"write the scheduled {what(kind)} job of {app} ({spec.plan.title}: {len(spec.plan.steps)} steps)",
-                configs.write_file(f"{JOBS_DIR}/{app}/{kind}.job", render_script(spec), mode="0600"),
+                f"write the job of scheduled {what(kind)}s ({JOBS_DIR}/{app}/{kind}.job, {n} step{'s'[: n - 1]})",
+                sh(_WRITE_JOB, f"{JOBS_DIR}/{app}", kind, render_script(spec), spec.info_text()),
             )
-        )
-        steps.append(
-            Step("write its info", configs.write_file(f"{JOBS_DIR}/{app}/{kind}.info", spec.info_text(), mode="0600"))
         )
     if facts.systemd:
         for kind, cal in calendars.items():

@@ -303,6 +303,12 @@ def _size(n: int | None) -> str:
     return f"{value:.1f} TB"
 
 
+def _next(c: ClusterStatus, backups: bool) -> str | None:
+    """The next scheduled backup (or drill) as 'MM-DD HH:MM' UTC, or None."""
+    upcoming = sorted(str(s["next"]) for s in c.schedule if s.get("next") and (s["type"] != "verify") == backups)
+    return upcoming[0][5:16].replace("T", " ") if upcoming else None
+
+
 def _age(seconds: int | float | None) -> str:
     if seconds is None:
         return "-"
@@ -324,8 +330,7 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
         backups += f", {c.last_backup.type} {_age(c.last_backup.age_seconds)} ago"
     if c.last_full and c.last_backup and c.last_full.label != c.last_backup.label:
         backups += f", full {_age(c.last_full.age_seconds)} ago"
-    upcoming = sorted(str(s["next"]) for s in c.schedule if s.get("next"))
-    backups += f"\nnext {upcoming[0][5:16].replace('T', ' ')}" if upcoming else "\nnot scheduled"
+    backups += f"\nnext {_next(c, backups=True)}" if _next(c, backups=True) else "\nnot scheduled"
     if c.archiving is None:
         wal = Text("-")
     elif c.archiving.ok:
@@ -340,6 +345,8 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
         restore = Text(f"proven {_age(proven['age_seconds'])} ago", style="ok")  # type: ignore[arg-type]
     else:
         restore = Text("drill FAILED", style="bad")
+    if _next(c, backups=False):
+        restore.append(f"\nnext {_next(c, backups=False)}", style="dim")
     if c.preserved:
         total = sum(int(p["size_bytes"]) for p in c.preserved)  # type: ignore[call-overload]
         restore.append(f"\n{len(c.preserved)} kept ({_size(total)})", style="dim")

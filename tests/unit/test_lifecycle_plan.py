@@ -62,8 +62,8 @@ def test_schedule_without_systemd_writes_one_cron_file(server):
     assert "0 3 * * 1,2,3,4,5,6 root /bin/sh /var/lib/pgmam/bin/scheduled-run shop diff" in cron
     assert "# pgmam-schedule app=shop type=full calendar=Sun_03:00" in cron
     # each kind's job is written beside it, after the old schedule is removed
-    written = [s.command.argv[-3] for s in plan.steps if s.command.argv[-3].startswith("/var/lib/pgmam/schedules/")]
-    assert written == [f"/var/lib/pgmam/schedules/shop/{k}.{e}" for k in ("full", "diff") for e in ("job", "info")]
+    written = [list(s.command.argv[4:6]) for s in plan.steps if "/var/lib/pgmam/schedules/shop" in s.command.argv]
+    assert written == [["/var/lib/pgmam/schedules/shop", "full"], ["/var/lib/pgmam/schedules/shop", "diff"]]
     assert plan.steps[0].title == "remove shop's current schedule"
 
 
