@@ -54,7 +54,7 @@ repo1-path=/var/lib/pgbackrest
 repo1-retention-full={RETENTION_DAYS}
 repo1-retention-full-type=time
 compress-type=zst
-compress-level=3
+compress-level=1
 start-fast=y
 process-max={procs}
 archive-async=y
@@ -103,8 +103,10 @@ SNAPSHOT = """set -e
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 app=$1; version=$2
 cd /tmp
-label=$(runuser -u postgres -- pgbackrest --stanza="$app" --output=json info \\
-  | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
+# the newest backup: pgBackRest's "latest" link in the repository (no second pgbackrest run)
+label=$(readlink "/var/lib/pgbackrest/backup/$app/latest" 2> /dev/null) || label=$(
+  runuser -u postgres -- pgbackrest --stanza="$app" --output=json info \\
+    | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
 [ -n "$label" ] || { echo "no backup to attach the config snapshot to"; exit 1; }
 dir=/var/lib/pgbackrest/pgmam-config/$app
 install -d -o postgres -g postgres -m 0750 /var/lib/pgbackrest/pgmam-config "$dir"

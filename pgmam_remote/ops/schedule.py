@@ -267,9 +267,10 @@ def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, 
     for kind in calendars:
         spec = job_spec(host, cluster, kind)
         n = len(spec.plan.steps)
+        count = "1 step" if n == 1 else f"{n} steps"
         steps.append(
             Step(
-                f"write the job of scheduled {what(kind)}s ({JOBS_DIR}/{app}/{kind}.job, {n} step{'s'[: n - 1]})",
+                f"write the job of scheduled {what(kind)}s ({JOBS_DIR}/{app}/{kind}.job, {count})",
                 sh(_WRITE_JOB, f"{JOBS_DIR}/{app}", kind, render_script(spec), spec.info_text()),
             )
         )
