@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -14,6 +13,8 @@ from ..console import Console
 from ..errors import Refusal
 from ..facts import BackupInfo, ClusterFacts, ServerFacts, gather
 from ..inventory import Host
+from ..job import JobSpec
+from ..plan import Plan, Step
 from ..remote import Command, HostSession, sh
 from . import restore
 
@@ -49,32 +50,34 @@ class BackupDone:
     seconds: float
 
 
+def backup_spec(host: str, cluster: ClusterFacts, kind: str, stamp: str, who: str, mode: str) -> JobSpec:
+    """Pure: one backup as a server-side job (the app's lock, a journal, an audit line)."""
+    app = cluster.name
+    step = Step(f"{kind} backup of {app} and its config snapshot", backup_command(cluster, kind), long=True)
+    plan = Plan(host=host, title=f"{kind} backup of {app}", steps=(step,), as_job=True)
+    return JobSpec(
+        op="backup", app=app, job_id=f"backup-{app}-{stamp}", holder=who, info={"type": kind, "mode": mode}, plan=plan
+    )
+
+
 def run_backups(host: Host, apps: list[str] | None, backup_type: str | None, console: Console) -> list[BackupDone]:
-    """Back up the named apps (None: every pgmam app on the host), one after another."""
+    """Back up the named apps (None: every pgmam app on the host), one after another, each as a job."""
     done = []
     with HostSession(host) as session:
         facts, _ = gather(session)
         names = apps if apps is not None else sorted(facts.managed_stanzas & {c.name for c in facts.clusters})
         if not names:
             raise Refusal(f"{host.name}: no pgmam apps to back up", hint="create one with inv initcluster")
-        clusters = []
+        specs = []
         for app in names:
             cluster = restore.managed_cluster(host.name, facts, app)
             restore.require_running(host.name, cluster)
-            lock = facts.lock(app)
-            if lock is not None and lock.alive:
-                raise Refusal(f"{host.name}: {app} is busy: {lock.info.get('op')} (job {lock.info.get('job')})")
-            clusters.append((cluster, default_type(facts, app, backup_type)))
-        for cluster, kind in clusters:
-            started = time.monotonic()
-            with console.spinner(f"{host.name}: {kind} backup of {cluster.name}"):
-                result = session.run(backup_command(cluster, kind))
-            notes = dict(
-                line.removeprefix("pgmam-note ").split("=", 1)
-                for line in result.stdout.splitlines()
-                if line.startswith("pgmam-note ")
-            )
-            done.append(BackupDone(cluster.name, kind, notes.get("backup", "?"), time.monotonic() - started))
+            restore.check_app_free(host.name, facts, app)
+            kind = default_type(facts, app, backup_type)
+            specs.append(backup_spec(host.name, cluster, kind, restore.stamp(facts.now), restore.holder(), "on-demand"))
+        for spec in specs:
+            state = restore.run_job(session, spec, facts, console)
+            done.append(BackupDone(spec.app, spec.info["type"], state.notes.get("backup", "?"), state.seconds or 0.0))
     return done
 
 

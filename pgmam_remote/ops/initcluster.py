@@ -17,6 +17,7 @@ from ..facts import PGBACKREST_CONF, ServerFacts, StanzaInfo, gather, parse_pgba
 from ..inventory import Host
 from ..plan import Plan, Step, execute
 from ..remote import POSTGRES, Command, HostSession, PasswordSource, Result, ask_password
+from . import restore
 
 BACKUP_TIMEOUT_S = 4 * 3600
 
@@ -77,13 +78,7 @@ def preflight(host: str, facts: ServerFacts, req: InitClusterRequest) -> int:
             hint=f"apt-get install postgresql-{version}, or pass --pg-version {facts.newest_pg}",
         )
 
-    lock = facts.lock(req.app)
-    if lock is not None and lock.alive:
-        raise Refusal(
-            f"{host}: {req.app} is busy: {lock.info.get('op', '?')} by {lock.info.get('who', '?')} "
-            f"(job {lock.info.get('job', '?')})",
-            hint="wait for it to finish (inv status shows it), then re-run",
-        )
+    restore.check_app_free(host, facts, req.app)
     existing = facts.cluster(req.app)
     if existing is not None:
         if req.app not in facts.managed_stanzas:

@@ -17,7 +17,7 @@ from datetime import datetime
 from .. import configs
 from ..console import Console
 from ..errors import ConnectError, PgmamError, Refusal
-from ..facts import BackupInfo, ClusterFacts, ServerFacts, parse_lsn
+from ..facts import BackupInfo, ClusterFacts, LockInfo, ServerFacts, parse_lsn
 from ..job import RUN_DIR, JobSpec, JobState, follow_command, launch_command
 from ..plan import Step
 from ..remote import Command, HostSession, sh
@@ -292,16 +292,25 @@ def check_space(host: str, facts: ServerFacts, cluster: ClusterFacts, backup: Ba
     return need
 
 
+def _holder(lock: LockInfo) -> str:
+    info = lock.info
+    return f"{info.get('op', '?')} of {lock.app} by {info.get('who', '?')} (job {info.get('job', '?')})"
+
+
+def check_app_free(host: str, facts: ServerFacts, app: str) -> None:
+    """No live job holds the app's lock."""
+    lock = facts.lock(app)
+    if lock is not None and lock.alive:
+        raise Refusal(f"{host}: {app} is busy: {_holder(lock)}", hint="wait for it (inv status shows it), then re-run")
+
+
 def check_no_conflict(host: str, facts: ServerFacts, app: str) -> None:
     """The per-app lock is free and no other restore runs on this host (one at a time)."""
+    check_app_free(host, facts, app)
     for lock in facts.locks:
-        if not lock.alive:
-            continue
-        info = lock.info
-        what = f"{info.get('op', '?')} of {lock.app} by {info.get('who', '?')} (job {info.get('job', '?')})"
-        if lock.app == app:
-            raise Refusal(f"{host}: {app} is busy: {what}", hint="wait for it (inv status shows it), then re-run")
-        raise Refusal(f"{host}: another restore is running on this server: {what}", hint="wait for it, then re-run")
+        if lock.alive:
+            what = _holder(lock)
+            raise Refusal(f"{host}: another restore is running on this server: {what}", hint="wait for it, then re-run")
     recovering = [c for c in facts.clusters if c.recovering]
     if recovering:
         names = ", ".join(f"{c.version}/{c.name}" for c in recovering)

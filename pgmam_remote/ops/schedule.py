@@ -231,17 +231,7 @@ def job_spec(host: str, cluster: ClusterFacts, kind: str) -> JobSpec:
     """Pure: the job a scheduled run of ``kind`` runs, with placeholders for run-time facts."""
     if kind == "verify":
         return verify.scheduled_drill_spec(host, cluster)
-    app = cluster.name
-    step = Step(f"{kind} backup of {app} and its config snapshot", backup.backup_command(cluster, kind))
-    plan = Plan(host=host, title=f"scheduled {kind} backup of {app}", steps=(step,), as_job=True)
-    return JobSpec(
-        op="backup",
-        app=app,
-        job_id=f"backup-{app}-{verify.STAMP_SLOT}",
-        holder="schedule",
-        info={"type": kind, "mode": "scheduled"},
-        plan=plan,
-    )
+    return backup.backup_spec(host, cluster, kind, verify.STAMP_SLOT, "schedule", "scheduled")
 
 
 def what(kind: str) -> str:

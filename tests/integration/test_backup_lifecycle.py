@@ -154,6 +154,10 @@ def test_backup_types_list_window_and_snapshots(box, inv):
         assert f"{app}: {kind} backup {label}" in out.stderr
         assert box.backup_info("sbx1", app)["backup"][-1]["type"] == kind
         taken.append(label)
+        # a job like any other: it held the app's lock, released it, and left an audit line
+        assert not exists(box, "sbx1", f"{LOCKS}/{app}")
+        audit = cat(box, "sbx1", "/var/log/pgmam/audit.log").splitlines()[-1]
+        assert f"op=backup app={app} " in audit and f"type={kind} mode=on-demand result=ok" in audit, audit
         insert(box, "sbx1", port, 1000 * len(taken), 1000 * len(taken) + 99)
 
     before = backups_json(inv, "sbx1", app)

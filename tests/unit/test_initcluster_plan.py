@@ -154,7 +154,7 @@ def test_finished_app_is_a_no_op(foreign):
 
 def test_busy_app_is_refused(foreign):
     locked = replace(foreign, locks=(facts.LockInfo("shop", True, {"op": "pitr", "who": "bob", "job": "j1"}),))
-    with pytest.raises(Refusal, match="shop is busy: pitr by bob"):
+    with pytest.raises(Refusal, match="shop is busy: pitr of shop by bob"):
         plan_initcluster("prod1", locked, InitClusterRequest("shop", 5433))
     stale = replace(foreign, locks=(facts.LockInfo("shop", False, {"op": "pitr"}),))
     assert plan_initcluster("prod1", stale, InitClusterRequest("shop", 5433)).steps
