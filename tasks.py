@@ -362,7 +362,7 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, verify=Non
 
     Times use the server's clock: 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM',
     'Sun 03:00', 'Mon..Fri 02:30', 'Sat,Sun 04:00'. Re-running replaces the schedule.
-    Each run takes the app's lock (it is skipped while a pitr, rollback or verify holds the app).
+    Each run takes the app's lock, and is skipped while another job (a pitr, a backup...) holds it.
     A failing scheduled backup or drill turns `inv status` red.
 
     Examples:

@@ -10,7 +10,7 @@ from .facts import MARKER, PGBACKREST_CONF_D
 from .remote import Command, sh
 
 # Full backups (and the WAL they need) are kept this many days, whatever number of backups that is:
-# a pitr or rollback takes a full backup, and must not push the older ones out.
+# every extra full backup (`inv backup --type full`) would otherwise push the oldest one out.
 RETENTION_DAYS = 14
 ARCHIVE_QUEUE_MAX = "4GiB"
 ARCHIVE_TIMEOUT_S = 60

@@ -305,10 +305,11 @@ def check_app_free(host: str, facts: ServerFacts, app: str) -> None:
 
 
 def check_no_conflict(host: str, facts: ServerFacts, app: str) -> None:
-    """The per-app lock is free and no other restore runs on this host (one at a time)."""
+    """The per-app lock is free and no other restore or drill runs on this host (one at a time)."""
     check_app_free(host, facts, app)
     for lock in facts.locks:
-        if lock.alive:
+        # another app's backup is no reason to wait; its restore or drill is (disk space, I/O)
+        if lock.alive and lock.info.get("op") != "backup":
             what = _holder(lock)
             raise Refusal(f"{host}: another restore is running on this server: {what}", hint="wait for it, then re-run")
     recovering = [c for c in facts.clusters if c.recovering]

@@ -94,6 +94,14 @@ def test_to_point_uses_the_recorded_point(server):
     assert "--target=before-migration" in plan.plan.steps[1].command.argv
 
 
+def test_another_apps_backup_does_not_block_a_pitr_but_its_own_does(server):
+    busy = replace(server, locks=(LockInfo("blog", True, {"op": "backup", "who": "schedule", "job": "j"}),))
+    assert plan_pitr("sbx1", busy, PitrRequest("shop", to=at(server, 1)), "me").plan.steps
+    own = replace(server, locks=(LockInfo("shop", True, {"op": "backup", "who": "schedule", "job": "j"}),))
+    with pytest.raises(Refusal, match="shop is busy: backup of shop by schedule"):
+        plan_pitr("sbx1", own, PitrRequest("shop", to=at(server, 1)), "me")
+
+
 def test_a_point_older_than_every_usable_backup_is_refused(server):
     with pytest.raises(Refusal, match="before the earliest restorable point"):
         plan_pitr("sbx1", server, PitrRequest("shop", point="before-migration"), "me")
