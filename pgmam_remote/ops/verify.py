@@ -99,7 +99,7 @@ def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, wh
     stamp = restore.stamp(facts.now)
     port = restore.free_port(facts, 30000 + cluster.port % 10000)
     steps = drill_steps(cluster, backup.label, stamp, port, target_args, target)
-    return VerifyPlan(drill_spec(host, cluster, steps, target, backup.label, stamp, who), backup.label)
+    return VerifyPlan(drill_spec(host, app, steps, target, backup.label, stamp, who), backup.label)
 
 
 def drill_steps(
@@ -140,16 +140,8 @@ def drill_steps(
 
 
 def drill_spec(
-    host: str,
-    cluster: ClusterFacts,
-    steps: list[Step],
-    target: str,
-    backup: str,
-    stamp: str,
-    who: str,
-    mode: str = "drill",
+    host: str, app: str, steps: list[Step], target: str, backup: str, stamp: str, who: str, mode: str = "drill"
 ) -> JobSpec:
-    app = cluster.name
     plan = Plan(host=host, title=f"verify {app} ({target}, backup {backup})", steps=tuple(steps), as_job=True)
     return JobSpec(
         op="verify",
@@ -173,4 +165,4 @@ def scheduled_drill_spec(host: str, cluster: ClusterFacts) -> JobSpec:
     The scheduled runner does the preflight that `plan_verify` does here (a backup exists, free
     space for a restored copy, a free port) before it starts the job."""
     steps = drill_steps(cluster, BACKUP_SLOT, STAMP_SLOT, PORT_SLOT, ["--type=immediate"], "latest")
-    return drill_spec(host, cluster, steps, "latest", BACKUP_SLOT, STAMP_SLOT, "schedule", mode="scheduled")
+    return drill_spec(host, cluster.name, steps, "latest", BACKUP_SLOT, STAMP_SLOT, "schedule", mode="scheduled")

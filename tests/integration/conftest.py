@@ -7,10 +7,13 @@ app names and ports so they never depend on each other's leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +68,29 @@ class Box:
     def psql(self, name: str, port: int, sql: str, db: str = "postgres") -> str:
         argv = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", db]
         return self.on(name, *argv, "-c", sql).stdout.strip()
+
+    @contextlib.contextmanager
+    def fake_job(self, name: str, app: str, op: str = "pitr") -> Iterator[int]:
+        """The app's lock held by a live process whose command line says pgmam, as a running job's is.
+
+        Yields the holder's pid; on exit the process is killed and the lock removed."""
+        lock = f"/var/lib/pgmam/locks/{app}"
+        fake = subprocess.Popen(
+            sandbox.netns_exec_argv(self.server(name), ["sh", "-c", "sleep 60; true", "pgmam-fake-job"]),
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 10  # the process may still be exec'ing right after Popen
+            while "pgmam" not in self.on(name, "cat", f"/proc/{fake.pid}/cmdline", check=False).stdout:
+                assert time.monotonic() < deadline, "the fake job never showed up"
+                time.sleep(0.1)
+            script = f'mkdir -p {lock} && echo {fake.pid} > {lock}/pid && printf "$1" > {lock}/info'
+            self.on(name, "sh", "-c", script, "sh", f"op={op}\napp={app}\nwho=x\njob=fake\n")
+            yield fake.pid
+        finally:
+            os.killpg(fake.pid, signal.SIGKILL)
+            fake.wait()
+            self.on(name, "rm", "-rf", lock)
 
     def backup_info(self, name: str, app: str) -> dict:
         argv = ["runuser", "-u", "postgres", "--", "pgbackrest", f"--stanza={app}", "--output=json", "info"]

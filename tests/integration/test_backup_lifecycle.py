@@ -10,12 +10,9 @@ damaged one, and uses the config the backup was taken with.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 from datetime import datetime, timedelta
@@ -387,28 +384,6 @@ def test_scheduled_run_works_in_crons_environment(box, inv):
     assert last_result(box, "sbx1", app)[1] == "0"
 
 
-@contextlib.contextmanager
-def fake_job(box, server: str, app: str, op: str = "pitr"):
-    """The app's lock held by a live process whose command line says pgmam, as a running job's is."""
-    lock = f"{LOCKS}/{app}"
-    fake = subprocess.Popen(
-        sandbox.netns_exec_argv(box.server(server), ["sh", "-c", "sleep 60; true", "pgmam-fake-job"]),
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 10  # the process may still be exec'ing right after Popen
-        while "pgmam" not in box.on(server, "cat", f"/proc/{fake.pid}/cmdline", check=False).stdout:
-            assert time.monotonic() < deadline, "the fake job never showed up"
-            time.sleep(0.1)
-        script = f'mkdir -p {lock} && echo {fake.pid} > {lock}/pid && printf "$1" > {lock}/info'
-        box.on(server, "sh", "-c", script, "sh", f"op={op}\napp={app}\nwho=x\njob=fake\n")
-        yield fake.pid
-    finally:
-        os.killpg(fake.pid, signal.SIGKILL)
-        fake.wait()
-        box.on(server, "rm", "-rf", lock)
-
-
 def lock_info(box, server: str, app: str) -> dict[str, str]:
     text = box.on(server, "sh", "-c", 'cat "$1/info" "$1/pid" 2>/dev/null || true', "sh", f"{LOCKS}/{app}").stdout
     lines = text.splitlines()
@@ -427,7 +402,7 @@ def test_scheduled_runs_skip_a_busy_app_and_hold_its_lock_themselves(box, inv):
     before = labels(box, "sbx1", app)
 
     # a pitr (here: a stand-in) holds the app: the scheduled backup is skipped, the lock left alone
-    with fake_job(box, "sbx1", app) as holder:
+    with box.fake_job("sbx1", app) as holder:
         run = box.on("sbx1", *CRON_ENV, incr, check=False)
         assert run.returncode == 75, run.stdout + run.stderr
         assert lock_info(box, "sbx1", app)["pid"] == str(holder)

@@ -19,8 +19,6 @@ import time
 
 import pytest
 
-from pgmam_remote import sandbox
-
 from .conftest import REPO
 
 PG = "/var/lib/postgresql/15"
@@ -302,29 +300,13 @@ def test_refusals_change_nothing(box, inv, bystander, case, code, message):
 
 def test_refused_while_another_job_holds_the_lock(box, inv, bystander):
     s, app, port = bystander
-    lock = f"{LOCKS}/{app}"
-    fake = subprocess.Popen(
-        sandbox.netns_exec_argv(box.server(s), ["sh", "-c", "sleep 60; true", "pgmam-fake-job"]),
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 10  # the process may still be exec'ing right after Popen
-        while "pgmam" not in box.on(s, "cat", f"/proc/{fake.pid}/cmdline", check=False).stdout:
-            assert time.monotonic() < deadline, "the fake job never showed up"
-            time.sleep(0.1)
-        info = f"op=pitr\napp={app}\nwho=x\njob=fake\n"
-        script = f'mkdir -p {lock} && echo {fake.pid} > {lock}/pid && printf "$1" > {lock}/info'
-        box.on(s, "sh", "-c", script, "sh", info)
+    with box.fake_job(s, app) as holder:
         before = snapshot(box, s, app, port)
         out = pitr(inv, s, app, "--to", server_now(box, s, port))
         assert out.returncode == 1, out.stdout + out.stderr
         assert "busy" in out.stderr and "job fake" in out.stderr
         assert snapshot(box, s, app, port) == before
-        assert box.on(s, "cat", f"{lock}/pid").stdout.strip() == str(fake.pid)  # the holder's lock is not touched
-    finally:
-        os.killpg(fake.pid, signal.SIGKILL)
-        fake.wait()
-        box.on(s, "rm", "-rf", lock)
+        assert box.on(s, "cat", f"{LOCKS}/{app}/pid").stdout.strip() == str(holder)  # the holder's lock is untouched
 
 
 # -- 4. failures before and after the swap -----------------------------------------------------
