@@ -224,7 +224,9 @@ mv -f "$1/$2.info.tmp" "$1/$2.info"
 
 def remove_command(app: str) -> Command:
     """Remove an app's schedule: cron file or timers, and the job templates (dropcluster uses it too)."""
-    return sh(_REMOVE, app, *(unit_name(app, kind) for kind in KINDS))
+    units = [unit_name(app, kind) for kind in KINDS]
+    legacy = [f"pgmam-backup-{app}-{kind}" for kind in ("full", "diff", "incr")]  # before drills were scheduled
+    return sh(_REMOVE, app, *units, *legacy)
 
 
 def job_spec(host: str, cluster: ClusterFacts, kind: str) -> JobSpec:
