@@ -129,7 +129,7 @@ audit() {
     downtime=$(awk -v a="$down" -v b="$up" 'BEGIN { printf "%.2fs", b - a }')
   fi
   duration=$(awk -v a="$STARTED" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }')
-  printf '%s %s result=%s duration=%s downtime=%s job=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  printf '%s %s result=%s duration=%s downtime=%s dir=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     "$(tr '\n' ' ' < "$JOB_DIR/info" | sed 's/ $//')" "$1" "$duration" "$downtime" "$JOB_DIR" \
     >> "$log_dir/audit.log"
 }
