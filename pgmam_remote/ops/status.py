@@ -330,7 +330,8 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
         backups += f", {c.last_backup.type} {_age(c.last_backup.age_seconds)} ago"
     if c.last_full and c.last_backup and c.last_full.label != c.last_backup.label:
         backups += f", full {_age(c.last_full.age_seconds)} ago"
-    backups += f"\nnext {_next(c, backups=True)}" if _next(c, backups=True) else "\nnot scheduled"
+    next_backup, next_drill = _next(c, backups=True), _next(c, backups=False)
+    backups += f"\nnext {next_backup}" if next_backup else "\nnot scheduled"
     if c.archiving is None:
         wal = Text("-")
     elif c.archiving.ok:
@@ -345,8 +346,8 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
         restore = Text(f"proven {_age(proven['age_seconds'])} ago", style="ok")  # type: ignore[arg-type]
     else:
         restore = Text("drill FAILED", style="bad")
-    if _next(c, backups=False):
-        restore.append(f"\nnext {_next(c, backups=False)}", style="dim")
+    if next_drill:
+        restore.append(f"\nnext {next_drill}", style="dim")
     if c.preserved:
         total = sum(int(p["size_bytes"]) for p in c.preserved)  # type: ignore[call-overload]
         restore.append(f"\n{len(c.preserved)} kept ({_size(total)})", style="dim")
