@@ -24,6 +24,7 @@ LOCK_DIR = f"{STATE_DIR}/locks"
 JOBS_DIR = f"{STATE_DIR}/jobs"
 RUN_DIR = f"{STATE_DIR}/run"
 AUDIT_LOG = "/var/log/pgmam/audit.log"
+KEEP_JOBS = 20  # finished job dirs kept per operation and app
 
 # Is a pid a live pgmam job? (kill -0 alone is fooled by zombies and recycled pids)
 ALIVE_FN = r"""
@@ -133,6 +134,15 @@ audit() {
     "$(tr '\n' ' ' < "$JOB_DIR/info" | sed 's/ $//')" "$1" "$duration" "$downtime" "$JOB_DIR" \
     >> "$log_dir/audit.log"
 }
+prune() {
+  # keep the newest finished jobs of this op and app (the audit log keeps a line for every one)
+  op=$(sed -n 's/^op=//p' "$JOB_DIR/info" | head -n 1)
+  ls -1d "${JOB_DIR%/*}/$op-$APP-"* 2>/dev/null | head -n -"""
+    + str(KEEP_JOBS)
+    + r""" | while IFS= read -r d; do
+    if grep -q '^[0-9.]* end ' "$d/journal" 2>/dev/null; then rm -rf -- "$d"; fi
+  done
+}
 finish() {
   if [ "$FAILED" = 0 ]; then result=ok
   elif [ "$UNDO_FAILED" = 1 ]; then result=rollback-failed
@@ -142,6 +152,7 @@ finish() {
   audit "$result"
   rm -rf "$LOCK"
   journal "end $result"
+  prune
 }
 acquire
 """

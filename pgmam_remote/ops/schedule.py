@@ -27,7 +27,6 @@ JOBS_DIR = "/var/lib/pgmam/schedules"  # per app: <kind>.job and <kind>.info, te
 RESULTS_DIR = "/var/lib/pgmam/scheduled"
 KINDS = ("full", "diff", "incr", "verify")
 DEFAULTS = {"full": "Sun 03:00", "diff": "Mon..Sat 03:00"}
-KEEP_JOB_DIRS = 20  # scheduled job dirs kept per app and kind (the audit log keeps a line for every run)
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 CALENDAR_HINT = "use 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM', 'Sun 03:00', 'Mon..Fri 02:30' or 'Sat,Sun 04:00'"
 
@@ -94,7 +93,7 @@ fill() {{
 }}
 fill "$templates/$kind.info" > "$job/info"
 fill "$templates/$kind.job" > "$job/job.sh"
-touch "$job/scheduled" "$job/reported"  # nobody follows it live; status reads its result
+touch "$job/reported"  # nobody follows it live; status reads its result
 sh "$job/job.sh" "$job" "$app" > "$job/runner.log" 2>&1
 result=$(sed -n 's/^[0-9.]* end \([a-z-]*\).*/\1/p' "$job/journal" | tail -n 1)
 case $result in
@@ -105,9 +104,6 @@ esac
 [ "$op" = backup ] && label=$(sed -n 's/^backup=//p' "$job/notes" 2> /dev/null | tail -n 1)
 [ "$rc" = 0 ] || [ "$op" = verify ] || label=-
 [ -n "$label" ] || label=-
-# keep the newest scheduled job dirs of this app and kind; older ones only fill the disk
-for d in $(ls -1d "/var/lib/pgmam/jobs/$op-$app-"* 2> /dev/null); do [ -f "$d/scheduled" ] && echo "$d"; done \
-  | head -n -{KEEP_JOB_DIRS} | xargs -r rm -rf --
 record "$(cut -d' ' -f2- "$job/journal")"
 """
 

@@ -127,3 +127,24 @@ def test_journal_parser_tolerates_noise():
     state = parse_journal("garbage\n1.0 begin 2 title here\n1.5 start 1 first\n2.0 ok 1\n0 lost the job stopped\n")
     assert state.total == 2 and state.title == "title here" and state.steps[1].status == "ok"
     assert state.result == "lost"
+
+
+def test_finished_jobs_of_the_same_op_and_app_are_pruned_to_the_newest(tmp_path):
+    """Job dirs would pile up (an hourly backup makes 24 a day); running ones and other apps stay."""
+    from pgmam_remote.job import KEEP_JOBS
+
+    def job_dir(name: str, ended: bool) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "journal").write_text("1.0 begin 1 t\n" + ("2.0 end ok\n" if ended else ""))
+
+    old = [f"pitr-shop-20250101T0000{i:02d}Z" for i in range(KEEP_JOBS + 3)]
+    for name in old:
+        job_dir(name, ended=True)
+    job_dir("pitr-shop-20240101T000000Z", ended=False)  # oldest, but never finished: left alone
+    job_dir("pitr-shop_dev-20240101T000000Z", ended=True)  # another app
+    job_dir("backup-shop-20240101T000000Z", ended=True)  # another op
+    journal, _ = run_job(tmp_path, [Step("a", sh("true"))])
+    assert parse_journal(journal).result == "ok"
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("pitr-", "backup-")))
+    others = ["pitr-shop-20240101T000000Z", "pitr-shop_dev-20240101T000000Z", "backup-shop-20240101T000000Z"]
+    assert left == sorted([*others, *old[-KEEP_JOBS:]])
