@@ -44,7 +44,11 @@ say "Point-in-time restore: shop keeps serving while its backup is replayed besi
 run inv pitr --host sbx1 --app shop --to "$T" --yes
 echo "orders back: $(sql sbx1 5433 'select count(*) from orders')"
 
-say "The fleet again: shop is on a new timeline, its old data preserved beside it"
+say "Prove shop's newest backup restores (a drill in a throwaway instance), and do it every Sunday"
+run inv verify --host sbx1 --app shop
+run inv schedule --host sbx1 --app shop --verify "Sun 05:00"
+
+say "The fleet again: shop is on a new timeline, proven restorable, its old data preserved beside it"
 run inv status --all-hosts
 
 say "Done. The sandbox is still up:"
