@@ -1,6 +1,9 @@
 """Backup lifecycle planning: calendars, schedules, drops, the backup list and the drill (pure)."""
 
+import os
+import re
 import shlex
+import shutil
 import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -38,6 +41,42 @@ def server() -> facts.ServerFacts:
 def test_calendars_render_for_cron_and_systemd(text, cron, systemd):
     cal = schedule.parse_calendar(text)
     assert cal.cron() == cron and cal.systemd() == systemd
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize(
+    "text", ["Sun 03:00", "Mon..Sat 03:00", "Fri..Mon 23:59", "hourly", "weekly", "monthly", "02:30"]
+)
+def test_systemd_parses_our_timers_and_agrees_on_the_next_run(text, tmp_path):
+    """The systemd path cannot run in the sandbox (PID 1 is not systemd): systemd's own tools check it."""
+    cal = schedule.parse_calendar(text)
+    base = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
+    out = subprocess.run(
+        ["systemd-analyze", "calendar", "--base-time=2026-11-25 12:30:00 UTC", cal.systemd()],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TZ": "UTC"},
+        check=True,
+    ).stdout
+    elapse = re.search(r"Next elapse: \w+ (\S+ \S+) UTC", out)
+    assert elapse, out
+    assert datetime.fromisoformat(elapse[1] + "+00:00") == cal.next_after(base)
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_the_unit_files(server, tmp_path):
+    cals = {"full": schedule.parse_calendar("Sun 03:00"), "verify": schedule.parse_calendar("Sun 05:00")}
+    plan = schedule.plan_schedule("h", replace(server, systemd=True), "shop", cals, False)
+    units = []
+    for step in plan.steps:
+        path = step.command.argv[-3] if len(step.command.argv) > 3 else ""
+        if path.startswith("/etc/systemd/system/"):
+            unit = tmp_path / path.rsplit("/", 1)[1]
+            unit.write_text(step.command.argv[-4])
+            units.append(str(unit))
+    assert len(units) == 4
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("text", ["someday", "25:00", "Sun", "Funday 03:00", "03:60", "", "0 3 * * *"])
