@@ -268,6 +268,8 @@ def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, 
             service = (
                 f"{configs.MARKER}\n[Unit]\nDescription=pgmam {what(kind)} of {app}\n\n[Service]\nType=oneshot\n"
                 f"ExecStart=/bin/sh {RUNNER} {app} {kind}\n"
+                "# 75: skipped because another job held the app, which is not a failure\n"
+                "SuccessExitStatus=75\n"
             )
             timer = (
                 f"{configs.MARKER}\n{_marker(app, kind, cal)}\n"
