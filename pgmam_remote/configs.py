@@ -96,17 +96,23 @@ archive_timeout = {ARCHIVE_TIMEOUT_S}
 
 SNAPSHOT_DIR = "/var/lib/pgbackrest/pgmam-config"
 
+# Shell: the label of $app's newest backup, from pgBackRest's "latest" link in the repository
+# (no pgbackrest run), else from `pgbackrest info`; empty when there is none.
+NEWEST_LABEL = """$(readlink "/var/lib/pgbackrest/backup/$app/latest" 2> /dev/null || (cd /tmp \\
+  && runuser -u postgres -- pgbackrest --stanza="$app" --output=json info \\
+  | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d'"' -f4))"""
+
 # Config snapshot: pgBackRest does not back up /etc/postgresql/<ver>/<app>/, so with every backup
 # pgmam stores it in the repository, named after the newest backup label, and drops the snapshots
 # of expired backups. $1 app, $2 version. Prints "pgmam-note snapshot=<file>".
-SNAPSHOT = """set -e
+SNAPSHOT = (
+    """set -e
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 app=$1; version=$2
 cd /tmp
-# the newest backup: pgBackRest's "latest" link in the repository (no second pgbackrest run)
-label=$(readlink "/var/lib/pgbackrest/backup/$app/latest" 2> /dev/null) || label=$(
-  runuser -u postgres -- pgbackrest --stanza="$app" --output=json info \\
-    | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
+label="""
+    + NEWEST_LABEL
+    + """
 [ -n "$label" ] || { echo "no backup to attach the config snapshot to"; exit 1; }
 dir=/var/lib/pgbackrest/pgmam-config/$app
 install -d -o postgres -g postgres -m 0750 /var/lib/pgbackrest/pgmam-config "$dir"
@@ -119,6 +125,7 @@ done
 echo "pgmam-note backup=$label"
 echo "pgmam-note snapshot=$dir/$label.tar.gz"
 """
+)
 
 
 def snapshot(app: str, version: int) -> Command:

@@ -66,8 +66,7 @@ drill_failed() {{
 }}
 [ -f "$templates/$kind.job" ] || record "no scheduled $kind job for $app: run inv schedule again"
 if [ "$op" = verify ]; then
-  backup=$(cd /tmp && runuser -u postgres -- pgbackrest --stanza="$app" --output=json info \
-    | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d'"' -f4)
+  backup={configs.NEWEST_LABEL}
   [ -n "$backup" ] || {{ backup=-; drill_failed "no backup to verify"; }}
   label=$backup
   data=$(pg_lsclusters -h | awk -v a="$app" '$2 == a {{ print $6; exit }}')

@@ -483,6 +483,21 @@ def test_scheduled_drill_proves_the_newest_backup_and_leaves_live_alone(box, inv
     audit = cat(box, "sbx1", "/var/log/pgmam/audit.log")
     assert re.search(rf"op=verify app={app} who=schedule job={jobs[0]} .*mode=scheduled result=ok", audit), audit
 
+    # no backup to drill (the stanza's backups moved away for a moment): a failed drill, nothing started
+    repo, aside = f"/var/lib/pgbackrest/backup/{app}", f"/var/lib/pgbackrest/aside-{app}"
+    box.on("sbx1", "mv", repo, aside)
+    try:
+        run = box.on("sbx1", *CRON_ENV, entries["verify"][1], check=False)
+    finally:
+        box.on("sbx1", "mv", aside, repo)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert last_result(box, "sbx1", app)[1:4] == ["1", "verify", "-"]
+    assert "no backup to verify" in cat(box, "sbx1", f"/var/log/pgmam/scheduled-{app}.log")
+    code, cluster = status_of(inv, "sbx1", app)
+    assert code == 1 and cluster["last_proven_restorable"]["ok"] is False
+    assert [j for j in ls(box, "sbx1", JOBS) if j.startswith(f"verify-{app}-")] == jobs  # no job was started
+    assert (started_at(box, "sbx1", port), box.psql("sbx1", port, CHECKSUM_T)) == live
+
     # --remove takes the drill's cron line and job away too
     out = inv("schedule", "--host", "sbx1", "--app", app, "--remove")
     assert out.returncode == 0, out.stderr
