@@ -1,11 +1,20 @@
 """Local sandbox servers for tests, the demo and user rehearsals.
 
-This module owns everything needed to fake N Debian servers on this one machine: per server a
-network namespace (reached through a veth pair on one bridge), a private mount + UTS namespace
-whose PostgreSQL/pgBackRest directories, /tmp and /etc/hosts are bind-mounted from the sandbox
-state dir, and its own sshd.  It also owns the shared login users, their sudoers file, the client
-key, known_hosts and the ``hosts.toml`` inventory that the rest of pgmam reads.  ``down()`` removes
-all of it, including leftovers of a crashed run found by name.
+This module owns the N Debian servers a sandbox fakes on this one machine, each in a network
+namespace of its own (reached through a veth pair on one bridge) and answering on SSH. There are
+two kinds:
+
+- **systemd servers** (the default): Debian 12 booted by systemd-nspawn with systemd as PID 1,
+  as production servers run (``sandbox_machine``, on the image of ``sandbox_image``). Their login
+  users, host keys and sudoers live inside them.
+- **plain servers** (``systemd=False``): a private mount + UTS namespace around this machine's own
+  binaries, whose PostgreSQL/pgBackRest directories, /tmp and /etc/hosts are bind-mounted from
+  the state dir, with an sshd of their own and login users made on this machine. Nothing there
+  is PID 1, so schedules fall back to cron: this is the lane for servers without systemd.
+
+It also owns the client key, known_hosts and the ``hosts.toml`` inventory that the rest of pgmam
+reads. ``down()`` removes all of it, including leftovers of a crashed run found by name, but never
+a user, file or process it did not create.
 
 Must run as root.  Nothing here prints or exits: progress goes to an optional ``log`` callback and
 failures raise ``SandboxError``.
@@ -31,16 +40,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from . import sandbox_image, sandbox_machine
 from .errors import SandboxError
 
 Log = Callable[[str], None] | None
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-# Used instead of the checkout when the checkout lives where a server sees another directory (/tmp).
-FALLBACK_STATE_ROOT = Path("/var/lib/pgmam-sandbox")
+# Outside any checkout: servers must not depend on where (or how privately) the clone lives.
+STATE_ROOT = Path("/var/lib/pgmam-sandbox")
 DEFAULT_SUBNET = "10.213.0.0/24"
 SSH_PORT = 22
 SSHD_START_TIMEOUT_S = 10.0
+BOOT_TIMEOUT_S = 90.0  # a systemd server's boot, until its sshd answers
 TERM_GRACE_S = 5.0
 KILL_GRACE_S = 2.0
 
@@ -64,6 +75,9 @@ REQUIRED_BINARIES = (
     "cron",
 )
 APT_PACKAGES = ("postgresql", "pgbackrest", "openssh-server", "sudo", "iproute2", "cron")
+# systemd servers: booted by nspawn from an image mmdebstrap builds
+SYSTEMD_BINARIES = ("systemd-nspawn", "mmdebstrap", "chroot")
+SYSTEMD_APT_PACKAGES = ("systemd-container", "mmdebstrap")
 # root's PATH normally has these, but be explicit so a trimmed PATH does not trigger apt-get.
 SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
@@ -101,17 +115,14 @@ HOSTS_FILE = "/etc/hosts"
 
 
 def state_dir_for(name: str) -> Path:
-    """Where a sandbox named ``name`` keeps its files: ``<checkout>/<name>``.
+    """Where a sandbox named ``name`` keeps its files: ``/var/lib/pgmam-sandbox/<name>-<hash>``.
 
-    sshd reads those files from inside the server, so they must not sit under a
-    directory the server replaces; a checkout under /tmp (CI does that) gets
-    ``/var/lib/pgmam-sandbox/<name>-<hash of the checkout path>`` instead.
+    Never inside the checkout: a clone under /root (mode 700) or /tmp (private inside a plain
+    server) must work as well as any other. The hash of the checkout's path keeps two clones'
+    sandboxes apart.
     """
-    candidate = REPO_DIR / name
-    if any(candidate.is_relative_to(spec.path) for spec in PRIVATE_DIRS):
-        digest = hashlib.sha256(str(REPO_DIR).encode()).hexdigest()[:8]
-        return FALLBACK_STATE_ROOT / f"{name.lstrip('.')}-{digest}"
-    return candidate
+    digest = hashlib.sha256(str(REPO_DIR).encode()).hexdigest()[:8]
+    return STATE_ROOT / f"{name.lstrip('.')}-{digest}"
 
 
 DEFAULT_STATE_DIR = state_dir_for(".sandbox")
@@ -194,8 +205,13 @@ class SandboxServer:
     name: str
     address: str
     netns: str
-    sshd_pid: int
+    sshd_pid: int  # plain servers: sshd, which pins the namespaces; 0 on systemd servers
     root: Path
+    machine: str = ""  # systemd servers: the nspawn machine (its cgroups are named after it)
+
+    @property
+    def systemd(self) -> bool:
+        return bool(self.machine)
 
 
 @dataclass(frozen=True)
@@ -211,19 +227,27 @@ class Sandbox:
 
 
 def up(
-    servers: int = 2, state_dir: Path | None = None, log: Log = None, *, naming: SandboxNaming = DEFAULT_NAMING
+    servers: int = 2,
+    state_dir: Path | None = None,
+    log: Log = None,
+    *,
+    naming: SandboxNaming = DEFAULT_NAMING,
+    systemd: bool = True,
 ) -> Sandbox:
-    """Create a fresh sandbox of ``servers`` servers, tearing down any previous one first."""
+    """Create a fresh sandbox of ``servers`` servers, tearing down any previous one first.
+
+    ``systemd`` picks the kind: systemd servers (the default) or plain ones (no systemd, cron).
+    """
     if not 1 <= servers <= 99:
         raise SandboxError(f"servers must be between 1 and 99, not {servers}")
     _require_root()
     state_dir = _resolve_state_dir(state_dir)
-    _ensure_packages(log)
+    _ensure_packages(log, systemd)
     down(state_dir, log, naming=naming)
     _check_state_dir_usable(state_dir)
     _check_subnet_free(naming)
     try:
-        return _build(servers, state_dir, naming, log)
+        return _build(servers, state_dir, naming, log, systemd)
     except BaseException:
         # Leave nothing half-built behind; the error already carries what went wrong.
         _say(log, "sandbox: up failed, cleaning up")
@@ -239,6 +263,7 @@ def down(state_dir: Path | None = None, log: Log = None, *, naming: SandboxNamin
     namings = _namings_to_clean(state, naming)
     removed: list[str] = []
     problems: list[str] = []
+    removed += _stop_machines(namings, state, state_dir, problems, log)
     netns_names = _sandbox_netns(namings, state)
     removed += _kill_netns_processes(netns_names, problems, log)
     for ns in netns_names:
@@ -253,7 +278,10 @@ def down(state_dir: Path | None = None, log: Log = None, *, naming: SandboxNamin
     for user in _sandbox_users(namings, state):
         if _user_exists(user):
             _remove(removed, problems, f"user {user}", ["userdel", "-r", user], log, ok_codes=(0, 6, 12))
-    removed += _remove_state_dir(state_dir, state is not None, log)
+    if sandbox_machine.mounts_under(state_dir):
+        problems.append(f"{state_dir} still has mounts; left in place")
+    else:
+        removed += _remove_state_dir(state_dir, state is not None, log)
     if problems:
         raise SandboxError("sandbox down left pieces behind:\n" + "\n".join(problems))
     return removed
@@ -272,13 +300,17 @@ def current(state_dir: Path | None = None) -> Sandbox | None:
 
 
 def netns_exec_argv(server: SandboxServer, argv: list[str]) -> list[str]:
-    """argv running ``argv`` as root inside the server's net, mount and UTS namespaces."""
+    """argv running ``argv`` as root inside the server (its namespaces; all of them on systemd servers)."""
+    if server.systemd:
+        return sandbox_machine.exec_argv(server.machine, argv)
     return ["nsenter", "-t", str(server.sshd_pid), "-n", "-m", "-u", "--", *argv]
 
 
 def stop_sshd(server: SandboxServer, log: Log = None) -> None:
     """Stop the server's sshd so its port refuses connections (open sessions stay)."""
-    if _pid_in_netns(server.sshd_pid, server.netns):
+    if server.systemd:
+        _run(netns_exec_argv(server, ["systemctl", "stop", "ssh.service"]))
+    elif _pid_in_netns(server.sshd_pid, server.netns):
         os.kill(server.sshd_pid, signal.SIGTERM)
         leftover = _wait_gone([server.sshd_pid], TERM_GRACE_S)
         for pid in leftover:
@@ -293,6 +325,10 @@ def start_sshd(server: SandboxServer, log: Log = None) -> SandboxServer:
     The new sshd gets a fresh mount namespace built from the same private directories, so the
     server's files are unchanged; use the returned value for ``netns_exec_argv``.
     """
+    if server.systemd:
+        _run(netns_exec_argv(server, ["systemctl", "start", "ssh.service"]))
+        _wait_for_port(server.address, SSHD_START_TIMEOUT_S, server.root.parent / "boot.log")
+        return server
     if _pid_in_netns(server.sshd_pid, server.netns) and _port_open(server.address):
         return server
     proc = _spawn_server(server.root.parent, server.name, server.netns)
@@ -301,6 +337,25 @@ def start_sshd(server: SandboxServer, log: Log = None) -> SandboxServer:
     _update_state_server(_state_dir_of(server), restarted)
     _say(log, f"sandbox: sshd of {server.name} started (pid {proc.pid})")
     return restarted
+
+
+def reboot(server: SandboxServer, log: Log = None, *, power_cut: bool = False) -> SandboxServer:
+    """Reboot a systemd server and wait until it has booted; ``power_cut`` kills it first instead.
+
+    A power cut kills every process of the server at once (no service stops, no shutdown), then
+    boots it again: /run and /tmp start empty, and systemd starts what is enabled, as after a real
+    power loss. Files on disk stay as they were written (the page cache is not lost)."""
+    if not server.systemd:
+        raise SandboxError(f"{server.name} is a plain server: only systemd servers boot")
+    server_dir = server.root.parent
+    if power_cut:
+        sandbox_machine.power_cut(server.machine, server.name, server_dir, server.netns)
+    else:
+        sandbox_machine.reboot(server.machine)
+    _wait_for_port(server.address, BOOT_TIMEOUT_S, server_dir / "boot.log")
+    state = sandbox_machine.wait_booted(server.machine)
+    _say(log, f"sandbox: {server.name} {'lost power and ' if power_cut else ''}rebooted ({state})")
+    return server
 
 
 # --------------------------------------------------------------------------- building
@@ -316,20 +371,58 @@ class _Plan:
     netns: str
     host_veth: str
     server_dir: Path
+    machine: str
 
     @property
     def root(self) -> Path:
         return self.server_dir / "root"
 
 
-def _build(count: int, state_dir: Path, naming: SandboxNaming, log: Log) -> Sandbox:
+def _build(count: int, state_dir: Path, naming: SandboxNaming, log: Log, systemd: bool) -> Sandbox:
     started = time.monotonic()
-    plans = [_plan(i, state_dir, naming) for i in range(1, count + 1)]
+    plans = [_plan(i, state_dir, naming, systemd) for i in range(1, count + 1)]
+    image = sandbox_image.rootfs(log) if systemd else None
     state_dir.mkdir(parents=True, exist_ok=True)
     # StrictModes refuses authorized_keys under a group/world-writable directory.
     state_dir.chmod(0o755)
     # Written first so a crash at any later point can still be cleaned up by down().
     _write_state(state_dir, naming, plans, sshd_pids={})
+    if image is not None:
+        _build_systemd(image, state_dir, naming, plans, log)
+    else:
+        _build_plain(state_dir, naming, plans, log)
+    _write_inventory(state_dir, naming, plans)
+    kind = "systemd" if systemd else "plain"
+    _say(
+        log,
+        f"sandbox: {count} {kind} server(s) up in {time.monotonic() - started:.1f}s ({state_dir / 'hosts.toml'})",
+    )
+    sandbox = current(state_dir)
+    assert sandbox is not None  # just written above
+    return sandbox
+
+
+def _build_systemd(image: Path, state_dir: Path, naming: SandboxNaming, plans: list[_Plan], log: Log) -> None:
+    """Overlay, per-server files, then boot every server at once and wait for their sshd."""
+    keygen = _start_keygens(state_dir, plans)
+    _create_network(naming, plans, log)
+    _finish(keygen)
+    password = secrets.token_hex(16)
+    _write_file(state_dir / "sudo_password", password + "\n", 0o600)
+    _write_key_files(state_dir, naming, plans)
+    client_key = (state_dir / "id_ed25519.pub").read_text().strip()
+    for plan in plans:
+        root = sandbox_machine.mount_overlay(image, plan.server_dir)
+        host_key = plan.server_dir / "ssh_host_ed25519_key"
+        sandbox_machine.prepare_root(root, plan.name, plan.address, host_key, naming.users, password, client_key)
+    for plan in plans:
+        sandbox_machine.boot(plan.name, plan.machine, plan.server_dir, plan.netns)
+    for plan in plans:
+        _wait_for_port(plan.address, BOOT_TIMEOUT_S, plan.server_dir / "boot.log")
+    _say(log, f"sandbox: booted {', '.join(p.name for p in plans)} (systemd-nspawn, users {' and '.join(naming.users)})")
+
+
+def _build_plain(state_dir: Path, naming: SandboxNaming, plans: list[_Plan], log: Log) -> None:
     keygen = _start_keygens(state_dir, plans)
     _create_users(state_dir, naming, log)
     for plan in plans:
@@ -343,14 +436,9 @@ def _build(count: int, state_dir: Path, naming: SandboxNaming, log: Log) -> Sand
     _write_state(state_dir, naming, plans, sshd_pids)
     for plan in plans:
         _wait_for_sshd(plan.address, plan.server_dir, procs[plan.name])
-    _write_inventory(state_dir, naming, plans)
-    _say(log, f"sandbox: {count} server(s) up in {time.monotonic() - started:.1f}s ({state_dir / 'hosts.toml'})")
-    sandbox = current(state_dir)
-    assert sandbox is not None  # just written above
-    return sandbox
 
 
-def _plan(index: int, state_dir: Path, naming: SandboxNaming) -> _Plan:
+def _plan(index: int, state_dir: Path, naming: SandboxNaming, systemd: bool) -> _Plan:
     name = f"sbx{index}"
     return _Plan(
         index=index,
@@ -359,6 +447,8 @@ def _plan(index: int, state_dir: Path, naming: SandboxNaming) -> _Plan:
         netns=naming.netns(index),
         host_veth=naming.host_veth(index),
         server_dir=state_dir / "servers" / name,
+        # unique on the machine, like the netns: nspawn and the cgroups know machines by this name
+        machine=naming.netns(index) if systemd else "",
     )
 
 
@@ -387,11 +477,18 @@ def _finish(procs: Iterable[subprocess.Popen[bytes]]) -> None:
 
 
 def _create_users(state_dir: Path, naming: SandboxNaming, log: Log) -> None:
-    """Create both login users and the sudoers file granting them sudo."""
+    """Create both login users and the sudoers file granting them sudo.
+
+    A user that already exists is someone else's: refuse rather than take it over (and down()
+    removes only the users recorded here as created)."""
+    taken = [user for user in naming.users if _user_exists(user)]
+    if taken:
+        raise SandboxError(f"user {', '.join(taken)} already exists on this machine and is not the sandbox's")
     # '*' rather than a locked '!' password: with UsePAM no, sshd refuses locked accounts even
     # for key logins.
-    _run(["useradd", "--create-home", "--shell", "/bin/bash", "-p", "*", naming.login_user])
-    _run(["useradd", "--create-home", "--shell", "/bin/bash", naming.sudo_password_user])
+    for user in naming.users:
+        _run(["useradd", "--create-home", "--shell", "/bin/bash", "-p", "*", user])
+        _record_created_user(state_dir, user)
     password = secrets.token_hex(16)
     # Through stdin so the password never shows up in a process list.
     _run(["chpasswd"], input_text=f"{naming.sudo_password_user}:{password}\n")
@@ -472,7 +569,8 @@ def _write_key_files(state_dir: Path, naming: SandboxNaming, plans: list[_Plan])
         lines.append(f"{plan.address} {key_type} {key}\n")
     _write_file(state_dir / "known_hosts", "".join(lines), 0o644)
     for plan in plans:
-        _write_file(plan.server_dir / "sshd_config", _sshd_config(state_dir, naming, plan), 0o644)
+        if not plan.machine:  # a systemd server runs its own sshd with its own config
+            _write_file(plan.server_dir / "sshd_config", _sshd_config(state_dir, naming, plan), 0o644)
 
 
 def _sshd_config(state_dir: Path, naming: SandboxNaming, plan: _Plan) -> str:
@@ -578,6 +676,14 @@ def _spawn_server(server_dir: Path, name: str, netns: str) -> subprocess.Popen[b
         )
 
 
+def _wait_for_port(address: str, timeout: float, log_file: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not _port_open(address):
+        if time.monotonic() > deadline:
+            raise SandboxError(f"{address}: no sshd after {timeout:.0f}s:\n{_tail(log_file)}")
+        time.sleep(0.05)
+
+
 def _wait_for_sshd(address: str, server_dir: Path, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + SSHD_START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -642,11 +748,20 @@ def _write_state(state_dir: Path, naming: SandboxNaming, plans: list[_Plan], ssh
                 "host_veth": p.host_veth,
                 "sshd_pid": sshd_pids.get(p.name, 0),
                 "root": str(p.root),
+                "machine": p.machine,
             }
             for p in plans
         ],
+        "created_users": [],
     }
     _write_json(state_dir / "state.json", state)
+
+
+def _record_created_user(state_dir: Path, user: str) -> None:
+    path = state_dir / "state.json"
+    state = json.loads(path.read_text())
+    state["created_users"].append(user)
+    _write_json(path, state)
 
 
 def _update_state_server(state_dir: Path, server: SandboxServer) -> None:
@@ -674,7 +789,12 @@ def _read_state_tolerant(state_dir: Path) -> dict | None:
 def _sandbox_from_state(state_dir: Path, state: dict) -> Sandbox:
     servers = tuple(
         SandboxServer(
-            name=s["name"], address=s["address"], netns=s["netns"], sshd_pid=int(s["sshd_pid"]), root=Path(s["root"])
+            name=s["name"],
+            address=s["address"],
+            netns=s["netns"],
+            sshd_pid=int(s["sshd_pid"]),
+            root=Path(s["root"]),
+            machine=s.get("machine", ""),
         )
         for s in state["servers"]
     )
@@ -720,10 +840,34 @@ def _sandbox_links(namings: list[SandboxNaming], state: dict | None) -> list[str
 
 
 def _sandbox_users(namings: list[SandboxNaming], state: dict | None) -> list[str]:
-    users = [user for n in namings for user in n.users]
-    if state:
-        users += [u for u in state.get("naming_users", []) if isinstance(u, str)]
-    return list(dict.fromkeys(users))
+    """Only the users up() recorded as created: a same-named user of someone else's stays."""
+    created = state.get("created_users", []) if state else []
+    return [user for user in created if isinstance(user, str)]
+
+
+def _stop_machines(
+    namings: list[SandboxNaming], state: dict | None, state_dir: Path, problems: list[str], log: Log
+) -> list[str]:
+    """Power off the systemd servers (recorded, or found by name), unmount their roots, drop their cgroups."""
+    recorded = [s["machine"] for s in _state_servers(state) if s.get("machine")]
+    found = sandbox_machine.machines_with_prefix([n.netns_prefix for n in namings])
+    removed = []
+    for machine in dict.fromkeys(recorded + found):
+        try:
+            if sandbox_machine.running(machine):
+                sandbox_machine.shutdown(machine)
+                removed.append(f"machine {machine}")
+                _say(log, f"sandbox: stopped machine {machine}")
+            removed += sandbox_machine.remove_cgroups(machine)
+        except (OSError, SandboxError) as exc:
+            problems.append(f"machine {machine}: {exc}")
+    for mount in sorted(sandbox_machine.mounts_under(state_dir / "servers"), reverse=True):
+        try:
+            sandbox_machine.unmount(mount)
+            removed.append(f"mount {mount}")
+        except SandboxError as exc:
+            problems.append(f"mount {mount}: {exc}")
+    return removed
 
 
 def _kill_netns_processes(netns_names: list[str], problems: list[str], log: Log) -> list[str]:
@@ -863,15 +1007,17 @@ def _check_state_dir_usable(state_dir: Path) -> None:
             raise SandboxError(f"state dir {state_dir} must not be under {bound}")
 
 
-def _ensure_packages(log: Log) -> None:
-    missing = [b for b in REQUIRED_BINARIES if shutil.which(b, path=SEARCH_PATH) is None]
+def _ensure_packages(log: Log, systemd: bool) -> None:
+    required = REQUIRED_BINARIES + (SYSTEMD_BINARIES if systemd else ())
+    missing = [b for b in required if shutil.which(b, path=SEARCH_PATH) is None]
     if not missing:
         return
-    _say(log, f"sandbox: missing {', '.join(missing)}; installing {' '.join(APT_PACKAGES)}")
+    packages = APT_PACKAGES + (SYSTEMD_APT_PACKAGES if systemd else ())
+    _say(log, f"sandbox: missing {', '.join(missing)}; installing {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run(["apt-get", "update"], env=env)
-    _run(["apt-get", "install", "-y", *APT_PACKAGES], env=env)
-    still = [b for b in REQUIRED_BINARIES if shutil.which(b, path=SEARCH_PATH) is None]
+    _run(["apt-get", "install", "-y", *packages], env=env)
+    still = [b for b in required if shutil.which(b, path=SEARCH_PATH) is None]
     if still:
         raise SandboxError(f"still missing after apt-get install: {', '.join(still)}")
 
