@@ -3,9 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := postgresql postgresql-contrib pgbackrest openssh-server openssh-client sudo iproute2 util-linux procps cron
+# The sandbox's systemd servers boot with systemd-nspawn from an image mmdebstrap builds; its plain
+# servers (the no-systemd lane) use this machine's own PostgreSQL, pgBackRest, sshd and cron.
+APT_PACKAGES := postgresql postgresql-contrib pgbackrest openssh-server openssh-client sudo iproute2 util-linux procps cron \
+	systemd-container mmdebstrap shellcheck
 # a binary per package: apt runs only when one is missing
-NEEDED_BINARIES := /usr/sbin/cron /usr/bin/pg_createcluster /usr/bin/pgbackrest /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/sudo /usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter
+NEEDED_BINARIES := /usr/sbin/cron /usr/bin/pg_createcluster /usr/bin/pgbackrest /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/sudo \
+	/usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter /usr/bin/systemd-nspawn /usr/bin/mmdebstrap /usr/bin/shellcheck
 
 .PHONY: all deps system-deps python-deps test unit integration lint demo demo-down bench clean
 
@@ -31,8 +35,11 @@ python-deps: $(VENV)/.installed
 
 deps: system-deps python-deps
 
-lint: python-deps
+SHELL_FILES := $(wildcard pgmam_remote/*_sh/*.sh scripts/*.sh .ci/run)
+
+lint: deps
 	$(VENV)/bin/ruff check .
+	shellcheck $(SHELL_FILES)
 
 unit: python-deps
 	$(VENV)/bin/python -m pytest -q tests/unit

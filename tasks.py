@@ -122,17 +122,28 @@ def status(c, host=None, group=None, all_hosts=False, json=False):
         raise Exit(code=1)
 
 
-@task(name="up", auto_shortflags=False, help={"servers": "how many local servers to create (default 2)"})
+@task(
+    name="up",
+    auto_shortflags=False,
+    help={
+        "servers": "how many local servers to create (default 2)",
+        "plain": "servers without systemd (schedules run from cron), instead of systemd-booted Debian 12",
+    },
+)
 @edge
-def sandbox_up(c, servers=2):
-    """Create local sandbox servers (namespaces + sshd + sudo) and their inventory. Needs root.
+def sandbox_up(c, servers=2, plain=False):
+    """Create local Debian 12 servers, booted with systemd as PID 1, and their inventory. Needs root.
 
-    Example: sudo inv sandbox.up --servers 2 && export PGMAM_HOSTS=.sandbox/hosts.toml
+    Each server is a systemd-nspawn machine with its own network address, sshd, sudo users,
+    PostgreSQL 15 and pgBackRest. The first run builds the server image (about a minute).
+
+    Example: sudo inv sandbox.up --servers 2 && export PGMAM_HOSTS=/var/lib/pgmam-sandbox/sandbox-<id>/hosts.toml
     """
     console = get_console()
-    box = sandbox.up(int(servers), log=console.info)
+    box = sandbox.up(int(servers), log=console.info, systemd=not plain)
     for server in box.servers:
-        console.success(f"{server.name}: ssh {server.address} (namespace {server.netns})")
+        kind = f"machine {server.machine}" if server.systemd else f"namespace {server.netns}"
+        console.success(f"{server.name}: ssh {server.address} ({kind})")
     console.info(f"inventory: {box.inventory}")
     console.info(f"use it:    export PGMAM_HOSTS={box.inventory}")
 
@@ -140,9 +151,36 @@ def sandbox_up(c, servers=2):
 @task(name="down", auto_shortflags=False)
 @edge
 def sandbox_down(c):
-    """Remove the sandbox servers: their processes, namespaces, links, users and files."""
+    """Remove the sandbox servers: their machines, processes, namespaces, links, users and files."""
     removed = sandbox.down(log=get_console().info)
     get_console().success(f"sandbox removed ({len(removed)} item(s))")
+
+
+@task(
+    name="reboot",
+    auto_shortflags=False,
+    help={
+        "host": "sandbox server to reboot (e.g. sbx1)",
+        "power_cut": "kill every process at once instead of a clean shutdown",
+    },
+)
+@edge
+def sandbox_reboot(c, host=None, power_cut=False):
+    """Reboot a sandbox server, or cut its power, to rehearse what a real server does after one.
+
+    A clean reboot stops every service in order. A power cut kills every process at once, with no
+    shutdown; /run and /tmp come back empty. Either way systemd boots the server again and starts
+    what is enabled, its PostgreSQL clusters included.
+
+    Example: sudo inv sandbox.reboot --host sbx1 --power-cut
+    """
+    require(host=host)
+    box = sandbox.current()
+    server = next((s for s in box.servers if s.name == host), None) if box else None
+    if server is None:
+        raise UsageError(f"no sandbox server {host!r}", hint="`inv sandbox.up` lists the servers it creates")
+    sandbox.reboot(server, log=get_console().info, power_cut=power_cut)
+    get_console().success(f"{host} is back up")
 
 
 def confirm(words: list[str], app: str, yes: bool) -> None:
@@ -531,4 +569,4 @@ def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=
 ns = Collection(
     initcluster, status, pitr, rollback, restore_point, backup, backups, schedule, verify, branch, dropcluster
 )
-ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down))
+ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_reboot))

@@ -419,7 +419,9 @@ def _build_systemd(image: Path, state_dir: Path, naming: SandboxNaming, plans: l
         sandbox_machine.boot(plan.name, plan.machine, plan.server_dir, plan.netns)
     for plan in plans:
         _wait_for_port(plan.address, BOOT_TIMEOUT_S, plan.server_dir / "boot.log")
-    _say(log, f"sandbox: booted {', '.join(p.name for p in plans)} (systemd-nspawn, users {' and '.join(naming.users)})")
+        sandbox_machine.wait_booted(plan.machine)
+    names = ", ".join(p.name for p in plans)
+    _say(log, f"sandbox: booted {names} (systemd-nspawn; users {' and '.join(naming.users)} inside)")
 
 
 def _build_plain(state_dir: Path, naming: SandboxNaming, plans: list[_Plan], log: Log) -> None:

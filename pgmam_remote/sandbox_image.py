@@ -68,7 +68,9 @@ def rootfs(log=None) -> Path:
 
 def _build(target: Path, log) -> None:
     if shutil.which("mmdebstrap") is None or shutil.which("systemd-nspawn") is None:
-        raise SandboxError("the systemd sandbox needs mmdebstrap and systemd-nspawn: apt-get install mmdebstrap systemd-container")
+        raise SandboxError(
+            "the systemd sandbox needs mmdebstrap and systemd-nspawn: apt-get install mmdebstrap systemd-container"
+        )
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -78,7 +80,7 @@ def _build(target: Path, log) -> None:
         "--variant=apt",
         "--format=directory",
         f"--include={','.join(PACKAGES)}",
-        f"--customize-hook=sh {shlex.quote(str(CUSTOMIZE))} \"$1\"",
+        f'--customize-hook=sh {shlex.quote(str(CUSTOMIZE))} "$1"',
         *_host_apt_options(),
         SUITE,
         str(partial),

@@ -304,4 +304,6 @@ def _write(path: Path, text: str, mode: int) -> None:
 def _run(argv: list[str], input_text: str | None = None) -> None:
     result = subprocess.run(argv, input=input_text, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise SandboxError(f"{shlex.join(argv)} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}")
+        raise SandboxError(
+            f"{shlex.join(argv)} failed ({result.returncode}): {(result.stderr or result.stdout).strip()}"
+        )

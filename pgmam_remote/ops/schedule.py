@@ -273,7 +273,9 @@ def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, 
             timer = (
                 f"{configs.MARKER}\n{_marker(app, kind, cal)}\n"
                 f"[Unit]\nDescription=pgmam {what(kind)} of {app}: {cal.text}\n\n"
-                f"[Timer]\nOnCalendar={cal.systemd()}\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n"
+                # AccuracySec: systemd's default lets a timer fire up to a minute late
+                f"[Timer]\nOnCalendar={cal.systemd()}\nAccuracySec=1s\nPersistent=true\n\n"
+                "[Install]\nWantedBy=timers.target\n"
             )
             steps.append(
                 Step(f"write {name}.service", configs.write_file(f"/etc/systemd/system/{name}.service", service))

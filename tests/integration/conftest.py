@@ -3,6 +3,10 @@
 One sandbox per test module (its network names are fixed, so only one can
 exist at a time); torn down after the module, leaving no process behind. Tests use distinct
 app names and ports so they never depend on each other's leftovers.
+
+Servers boot systemd (systemd-nspawn), as production servers do. A module that sets
+``SYSTEMD_SERVERS = False`` gets plain servers instead: no systemd, so schedules run from cron.
+That is the lane for servers without systemd.
 """
 
 from __future__ import annotations
@@ -73,20 +77,22 @@ class Box:
     def fake_job(self, name: str, app: str, op: str = "pitr") -> Iterator[int]:
         """The app's lock held by a live process whose command line says pgmam, as a running job's is.
 
-        Yields the holder's pid; on exit the process is killed and the lock removed."""
+        Yields the holder's pid (as the server sees it); on exit the process is killed and the lock removed."""
         lock = f"/var/lib/pgmam/locks/{app}"
+        # The holder writes its own pid: on a systemd server pids inside differ from ours.
+        script = f'mkdir -p {lock} && printf "$1" > {lock}/info && echo $$ > {lock}/pid.new && sleep 60; true'
+        info = f"op={op}\napp={app}\nwho=x\njob=fake\n"
         fake = subprocess.Popen(
-            sandbox.netns_exec_argv(self.server(name), ["sh", "-c", "sleep 60; true", "pgmam-fake-job"]),
+            sandbox.netns_exec_argv(self.server(name), ["sh", "-c", script, "pgmam-fake-job", info]),
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 10  # the process may still be exec'ing right after Popen
-            while "pgmam" not in self.on(name, "cat", f"/proc/{fake.pid}/cmdline", check=False).stdout:
+            deadline = time.monotonic() + 10
+            while not (holder := self.on(name, "cat", f"{lock}/pid.new", check=False).stdout.strip()):
                 assert time.monotonic() < deadline, "the fake job never showed up"
                 time.sleep(0.1)
-            script = f'mkdir -p {lock} && echo {fake.pid} > {lock}/pid && printf "$1" > {lock}/info'
-            self.on(name, "sh", "-c", script, "sh", f"op={op}\napp={app}\nwho=x\njob=fake\n")
-            yield fake.pid
+            self.on(name, "mv", f"{lock}/pid.new", f"{lock}/pid")
+            yield int(holder)
         finally:
             os.killpg(fake.pid, signal.SIGKILL)
             fake.wait()
@@ -98,10 +104,10 @@ class Box:
 
 
 @pytest.fixture(scope="module")
-def box() -> Iterator[Box]:
+def box(request: pytest.FixtureRequest) -> Iterator[Box]:
     """A fresh sandbox per test module: what one module leaves behind never colours another's status."""
     sandbox.down(STATE_DIR, naming=NAMING)
-    created = sandbox.up(2, STATE_DIR, naming=NAMING)
+    created = sandbox.up(2, STATE_DIR, naming=NAMING, systemd=getattr(request.module, "SYSTEMD_SERVERS", True))
     try:
         yield Box(created)
     finally:

@@ -21,6 +21,10 @@ import pytest
 
 from pgmam_remote import sandbox
 
+# The lane for servers without systemd: schedules are cron lines, run here in cron's environment.
+# The systemd path (timers that really fire) is in test_systemd.py.
+SYSTEMD_SERVERS = False
+
 PG = "/var/lib/postgresql/15"
 SNAPSHOTS = "/var/lib/pgbackrest/pgmam-config"
 SCHEDULED = "/var/lib/pgmam/scheduled"
