@@ -754,7 +754,8 @@ def _write_state(state_dir: Path, naming: SandboxNaming, plans: list[_Plan], ssh
             }
             for p in plans
         ],
-        "created_users": [],
+        # kept across rewrites: down() removes exactly these users
+        "created_users": (_read_state_tolerant(state_dir) or {}).get("created_users", []),
     }
     _write_json(state_dir / "state.json", state)
 

@@ -246,7 +246,7 @@ def _plan_into(
             "archive the copy's timeline history into its stanza",
             sh(restore.PUSH_HISTORY, new, data),
         ),
-        Step(f"verify {new} accepts writes", sh(restore.VERIFY_LIVE, port, log, "any")),
+        Step(f"verify {new} accepts writes", sh(restore.VERIFY_LIVE, port, "any")),
         Step("prove archiving and take its first full backup", sh(restore.BACKUP_NOW, new, v, "full"), long=True),
     ]
     plan = Plan(host=host, title=f"pitr {req.app} to {req.target_text} into {new}", steps=tuple(steps), as_job=True)

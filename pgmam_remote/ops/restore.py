@@ -60,6 +60,13 @@ listen_addresses = ''
 unix_socket_directories = '$run'
 cluster_name = '$app-staging'
 archive_mode = off
+# its own safe settings, whatever the app's: messages in C to a log pgmam chooses, and never a
+# second copy of the app's memory
+lc_messages = 'C'
+logging_collector = off
+log_destination = 'stderr'
+shared_buffers = '128MB'
+huge_pages = off
 PGMAM_CONF
 chown postgres:postgres "$staging/postgresql.conf"
 """
@@ -86,21 +93,25 @@ while :; do
   fi
   sleep 0.2
 done
-stop=$(grep -E 'recovery stopping (before|after|at restore point)' "$log" | tail -n 1)
-if [ -z "$stop" ]; then
-  echo "recovery did not stop at the target:"
-  tail -n 15 "$log"
-  exit 1
-fi
 tl=$(q "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
 if [ -z "$tl" ] || [ "$tl" -le "$old_tl" ]; then
   echo "the restored instance is not on a new timeline (timeline ${tl:-unknown}, live is on $old_tl)"
   exit 1
 fi
+# Why recovery stopped, from the new timeline's history file (never translated, whatever the
+# server's language or logging): "before/after <commit>", "at restore point", "reached consistency".
+history="$data/pg_wal/$(printf '%08X' "$tl").history"
+stop=$(awk -F '\t' 'NF >= 3 { reason = $3 } END { print reason }' "$history" 2> /dev/null)
+case $stop in
+  "" | "no recovery target specified")
+    echo "recovery did not stop at the target (timeline $tl history says: ${stop:-nothing})"
+    tail -n 15 "$log"
+    exit 1 ;;
+esac
 echo "pgmam-note timeline=$tl"
-echo "pgmam-note stop=$(printf '%s' "${stop#*recovery stopping }" | tr ' ' '_')"
-last=$(grep 'last completed transaction was at log time' "$log" | tail -n 1)
-[ -n "$last" ] && echo "pgmam-note last_tx=$(printf '%s' "${last#*log time }" | tr ' ' '_')"
+echo "pgmam-note stop=$(printf '%s' "$stop" | tr ' ' '_')"
+last=$(q "select to_char(pg_last_xact_replay_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+[ -n "$last" ] && echo "pgmam-note last_tx=$(printf '%s' "$last" | tr ' ' '_')"
 cp "$log" "$JOB_DIR/recovery.log" 2> /dev/null || true
 """
 
@@ -169,8 +180,13 @@ MOVE = """if [ -e "$2" ]; then echo "$2 already exists"; exit 1; fi
 exec mv -T "$1" "$2"
 """
 
+# Starts a cluster and notes when it accepts connections (pg_ctlcluster returns once it does).
+START_LIVE = """pg_ctlcluster "$1" "$2" start || exit
+echo "pgmam-note up_at=$(date +%s.%N)"
+"""
+
 VERIFY_LIVE = """set -u
-port=$1; log=$2; want=$3
+port=$1; want=$2
 tl="('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
 q() { runuser -u postgres -- psql -XAtq -F ' ' -v ON_ERROR_STOP=1 -p "$port" -d postgres -c "$1" 2>&1; }
 i=0
@@ -187,8 +203,6 @@ case "$want" in
   new) before=$(sed -n 's/^from_timeline=//p' "$JOB_DIR/notes" | tail -n 1)
     [ "$1" -gt "$before" ] || { echo "the cluster is on timeline $1, not on a new one after $before"; exit 1; } ;;
 esac
-ready=$(grep 'database system is ready to accept connections' "$log" | tail -n 1 | cut -d' ' -f1-3)
-[ -n "$ready" ] && echo "pgmam-note up_at=$(date -d "$ready" +%s.%N)"
 echo "pgmam-note live_timeline=$1"
 """
 
@@ -477,12 +491,12 @@ def swap_steps(
     steps += [
         Step(
             f"start {app}",
-            Command.of("pg_ctlcluster", v, app, "start"),
+            sh(START_LIVE, v, app),
             undo=Command.of("pg_ctlcluster", "--mode", "fast", v, app, "stop"),
         ),
         Step(
             f"verify {app} accepts writes on its new timeline",
-            sh(VERIFY_LIVE, cluster.port, cluster.log_file, "new" if rollback_to else "noted"),
+            sh(VERIFY_LIVE, cluster.port, "new" if rollback_to else "noted"),
         ),
     ]
     if rollback_to:

@@ -87,10 +87,12 @@ def test_refused_when_port_has_a_listener_or_name_is_foreign(box, inv):
         box_exec(
             box,
             "sbx2",
+            # perl: a stock server has it (perl-base), not necessarily python3
             [
-                "python3",
-                "-c",
-                "import socket,time;s=socket.socket();s.bind(('127.0.0.1',5491));s.listen();time.sleep(60)",
+                "perl",
+                "-MIO::Socket::INET",
+                "-e",
+                "my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1:5491', Listen => 1) or die; sleep 60",
             ],
         )
     )

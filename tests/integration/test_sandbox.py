@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pgmam_remote import sandbox
+from pgmam_remote import sandbox, sandbox_machine
 from pgmam_remote.sandbox import Sandbox, SandboxError, SandboxNaming, SandboxServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,14 +35,15 @@ PW_USER = TEST_NAMING.sudo_password_user
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox needs root")
 
 
-@pytest.fixture(scope="module")
-def box() -> Iterator[Sandbox]:
+@pytest.fixture(scope="module", params=["systemd", "plain"])
+def box(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """Both kinds of server, one after the other: systemd-booted machines and plain namespaces."""
     # Only one sandbox per naming can exist: clear what a crashed earlier run left behind.
     parent = sandbox.state_dir_for(".sandbox-test").parent
     for stale in parent.glob("*sandbox-test-*"):
         sandbox.down(stale, naming=TEST_NAMING)
     state_dir = sandbox.state_dir_for(f".sandbox-test-{secrets.token_hex(4)}")
-    created = sandbox.up(2, state_dir, naming=TEST_NAMING)
+    created = sandbox.up(2, state_dir, naming=TEST_NAMING, systemd=request.param == "systemd")
     try:
         yield created
     finally:
@@ -95,8 +96,24 @@ def test_inventory_and_state_files(box: Sandbox) -> None:
     assert sandbox.current(box.state_dir) == box
     assert (box.state_dir / "sudo_password").stat().st_mode & 0o777 == 0o600
     assert (box.state_dir / "authorized_keys").stat().st_mode & 0o777 == 0o644
-    assert TEST_NAMING.sudoers_file.stat().st_mode & 0o777 == 0o440
     assert len((box.state_dir / "known_hosts").read_text().splitlines()) == 2
+    # nothing a server needs lives in the checkout (a clone under /root or /tmp must work)
+    assert not box.state_dir.is_relative_to(REPO)
+    if box.servers[0].systemd:
+        # users and sudoers live inside the servers; this machine gets none
+        assert not TEST_NAMING.sudoers_file.exists()
+        for user in (LOGIN, PW_USER):
+            with pytest.raises(KeyError):
+                pwd.getpwnam(user)
+        mode = inside(box, "sbx1", "stat", "-c", "%a %U", "/etc/sudoers.d/pgmam-sandbox")
+        assert mode == "440 root"
+    else:
+        assert TEST_NAMING.sudoers_file.stat().st_mode & 0o777 == 0o440
+
+
+def inside(box: Sandbox, name: str, *argv: str) -> str:
+    argv_in = sandbox.netns_exec_argv(by_name(box, name), list(argv))
+    return subprocess.run(argv_in, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
 
 
 @pytest.mark.parametrize("name", ["sbx1", "sbx2"])
@@ -146,7 +163,8 @@ def test_stop_and_start_sshd(box: Sandbox) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((sbx2.address, 22), timeout=5).close()
     restarted = sandbox.start_sshd(sbx2)
-    assert restarted.sshd_pid != sbx2.sshd_pid
+    if not sbx2.systemd:  # a plain server's sshd pins its namespaces: a new one is a new server process
+        assert restarted.sshd_pid != sbx2.sshd_pid
     assert by_name(sandbox.current(box.state_dir), "sbx2") == restarted
     result = ssh(box, restarted, "sudo -n true && hostname")
     assert result.returncode == 0, result.stderr
@@ -191,7 +209,7 @@ def test_down_removes_everything(box: Sandbox) -> None:
 
     removed = sandbox.down(box.state_dir)
 
-    assert any(item.startswith("process") for item in removed)
+    assert any(item.startswith("machine" if box.servers[0].systemd else "process") for item in removed)
     assert not [pid for pid, ident in before.items() if ident is not None and _process_identity(pid) == ident]
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert TEST_NAMING.netns_prefix not in netns
@@ -204,3 +222,33 @@ def test_down_removes_everything(box: Sandbox) -> None:
     assert not box.state_dir.exists()
     assert sandbox.current(box.state_dir) is None
     assert sandbox.down(box.state_dir, naming=TEST_NAMING) == []
+    for server in box.servers:
+        if server.systemd:
+            assert not any(d.exists() for d in sandbox_machine.cgroup_dirs(server.machine))
+    assert not sandbox_machine.mounts_under(box.state_dir.parent / box.state_dir.name)
+
+
+def test_an_existing_user_of_the_same_name_is_refused_and_kept() -> None:
+    """A plain sandbox makes users on this machine: never one that is someone else's, never deleting it."""
+    naming = SandboxNaming(
+        netns_prefix="pgmamu-sbx",
+        link_prefix="pgmusbx",
+        subnet="10.213.2.0/24",
+        login_user="pgmamu",
+        sudo_password_user="pgmamupw",
+    )
+    subprocess.run(["useradd", "--create-home", naming.login_user], check=True)  # someone else's user
+    home = Path(pwd.getpwnam(naming.login_user).pw_dir)
+    (home / "precious").write_text("mine\n")
+    state_dir = sandbox.state_dir_for(f".sandbox-test-{secrets.token_hex(4)}")
+    try:
+        with pytest.raises(SandboxError, match="pgmamu already exists"):
+            sandbox.up(1, state_dir, naming=naming, systemd=False)
+        sandbox.down(state_dir, naming=naming)
+        assert (home / "precious").read_text() == "mine\n"
+        with pytest.raises(KeyError):
+            pwd.getpwnam(naming.sudo_password_user)
+        assert not naming.sudoers_file.exists()
+        assert not state_dir.exists()
+    finally:
+        subprocess.run(["userdel", "-r", naming.login_user], check=False, capture_output=True)
