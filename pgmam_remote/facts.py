@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from .job import ALIVE_FN, parse_info
+from .job import parse_info
 from .remote import Command, HostSession, sh
 
 MARKER = "# managed by pgmam"
@@ -41,9 +41,7 @@ CLUSTER_SQL = """select json_build_object(
 from pg_stat_archiver a"""
 
 # Runs as root. Constant text: nothing user-supplied is ever inside it.
-PROBE_SCRIPT = (
-    ALIVE_FN
-    + r"""
+PROBE_SCRIPT = r"""
 cd /
 section() { printf '\n@@%s\n' "$*"; }
 section host; hostname
@@ -87,7 +85,8 @@ done
 section locks
 for l in /var/lib/pgmam/locks/*; do
   [ -d "$l" ] || continue
-  if job_alive "$(cat "$l/pid" 2>/dev/null)"; then alive=yes; else alive=no; fi
+  # held (flock) by a live job; the kernel released it if the holder died
+  if [ -e "$l.lock" ] && ! flock -n "$l.lock" true; then alive=yes; else alive=no; fi
   printf '%s %s\n' "$alive" "$(tr '\n' ' ' < "$l/info" 2>/dev/null)"
 done
 section jobs
@@ -121,7 +120,6 @@ printf '%s\n' "$clusters" | while read -r ver name port status rest; do
 done
 section end
 """
-)
 
 
 def probe_command() -> Command:

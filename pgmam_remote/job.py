@@ -15,166 +15,60 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .plan import Plan
+from .plan import Plan, Step
 from .remote import Command, job_line, sh
 
 STATE_DIR = "/var/lib/pgmam"
 LOCK_DIR = f"{STATE_DIR}/locks"
 JOBS_DIR = f"{STATE_DIR}/jobs"
 RUN_DIR = f"{STATE_DIR}/run"
+BIN_DIR = f"{STATE_DIR}/bin"
+RECOVER_JOBS = f"{BIN_DIR}/recover-jobs"
 AUDIT_LOG = "/var/log/pgmam/audit.log"
-KEEP_JOBS = 20  # finished job dirs kept per operation and app
+KEEP_JOBS = 20  # finished job dirs kept per operation and app (the runner's KEEP_JOBS)
+STEP_DEADLINE_S = 600  # a step's limit unless its command says otherwise
+LONG_STEP_DEADLINE_S = 6 * 3600  # restores, replays and backups of big apps
+RECOVER_UNIT = "pgmam-recover.service"
 
-# Is a pid a live pgmam job? (kill -0 alone is fooled by zombies and recycled pids)
-ALIVE_FN = r"""
-job_alive() {
-  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 1
-  [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" != Z ] || return 1
-  tr '\0' ' ' < "/proc/$1/cmdline" | grep -q 'pgmam' || return 1
-}
-"""
+SERVER_DIR = Path(__file__).resolve().parent / "server"
+RUNNER = (SERVER_DIR / "job-runner.sh").read_text()
+RECOVER_SCRIPT = (SERVER_DIR / "recover-jobs.sh").read_text()
+LAUNCH = (SERVER_DIR / "launch-job.sh").read_text()
 
-RUNNER = (
-    r"""# pgmam job: runs steps, journals them, undoes completed steps on failure.
-set -u
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH
-JOB_DIR=$1
-APP=$2
-export JOB_DIR
-STATE=${PGMAM_STATE_DIR:-/var/lib/pgmam}
-LOCK=$STATE/locks/$APP
-cd /
-trap '' HUP
-echo $$ > "$JOB_DIR/pid"
-now() { date +%s.%N; }
-journal() { printf '%s %s\n' "$(now)" "$*" >> "$JOB_DIR/journal"; }
-STARTED=$(now)
-FAILED=0
-UNDO_FAILED=0
-DONE=""
-"""
-    + ALIVE_FN
-    + r"""
-acquire() {
-  mkdir -p "$STATE/locks"
-  if ! mkdir "$LOCK" 2>/dev/null; then
-    holder=$(tr '\n' ' ' < "$LOCK/info" 2>/dev/null)
-    if job_alive "$(cat "$LOCK/pid" 2>/dev/null)"; then
-      journal "end locked $holder"
-      exit 75
-    fi
-    journal "note stale_lock=$(printf '%s' "$holder" | tr ' ' ',')"
-    rm -rf "$LOCK"
-    mkdir "$LOCK" || { journal "end locked"; exit 75; }
-  fi
-  echo $$ > "$LOCK/pid"
-  cp "$JOB_DIR/info" "$LOCK/info"
-  echo "$JOB_DIR" > "$LOCK/job"
-}
-notes() {
-  grep '^pgmam-note ' "$1" 2>/dev/null | while IFS= read -r line; do
-    kv=${line#pgmam-note }
-    echo "$kv" >> "$JOB_DIR/notes"
-    journal "note $kv"
-  done
-}
-quote_log() {
-  tail -n "$2" "$1" 2>/dev/null | while IFS= read -r line; do journal "log $line"; done
-}
-rollback() {
-  for n in $DONE; do
-    journal "undo $n"
-    if sh -c "$(cat "$JOB_DIR/undo-$n")" > "$JOB_DIR/undo-$n.log" 2>&1 < /dev/null; then
-      journal "undone $n"
-    else
-      UNDO_FAILED=1
-      journal "undo-failed $n"
-      quote_log "$JOB_DIR/undo-$n.log" 10
-    fi
-  done
-}
-step() {
-  [ "$FAILED" = 0 ] || return 0
-  n=$1; title=$2; cmd=$3; undo=$4; own=$5
-  journal "start $n $title"
-  if sh -c "$cmd" > "$JOB_DIR/step-$n.log" 2>&1 < /dev/null; then
-    notes "$JOB_DIR/step-$n.log"
-    journal "ok $n"
-    if [ -n "$undo" ]; then
-      printf '%s' "$undo" > "$JOB_DIR/undo-$n"
-      DONE="$n $DONE"
-    fi
-  else
-    rc=$?
-    notes "$JOB_DIR/step-$n.log"
-    journal "fail $n $rc"
-    quote_log "$JOB_DIR/step-$n.log" 20
-    FAILED=$n
-    if [ "$own" = 1 ] && [ -n "$undo" ]; then
-      # this step's undo also cleans up what a failed run of it left behind
-      printf '%s' "$undo" > "$JOB_DIR/undo-$n"
-      DONE="$n $DONE"
-    fi
-    rollback
-  fi
-}
-audit() {
-  log_dir=${PGMAM_LOG_DIR:-/var/log/pgmam}
-  mkdir -p "$log_dir"
-  down=$(sed -n 's/^down_at=//p' "$JOB_DIR/notes" 2>/dev/null | tail -n 1)
-  up=$(sed -n 's/^up_at=//p' "$JOB_DIR/notes" 2>/dev/null | tail -n 1)
-  downtime=-
-  if [ -n "$down" ] && [ -n "$up" ]; then
-    downtime=$(awk -v a="$down" -v b="$up" 'BEGIN { printf "%.2fs", b - a }')
-  fi
-  duration=$(awk -v a="$STARTED" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }')
-  printf '%s %s result=%s duration=%s downtime=%s dir=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    "$(tr '\n' ' ' < "$JOB_DIR/info" | sed 's/ $//')" "$1" "$duration" "$downtime" "$JOB_DIR" \
-    >> "$log_dir/audit.log"
-}
-prune() {
-  # keep the newest finished jobs of this op and app (the audit log keeps a line for every one)
-  op=$(sed -n 's/^op=//p' "$JOB_DIR/info" | head -n 1)
-  ls -1d "${JOB_DIR%/*}/$op-$APP-"* 2>/dev/null | head -n -"""
-    + str(KEEP_JOBS)
-    + r""" | while IFS= read -r d; do
-    if grep -q '^[0-9.]* end ' "$d/journal" 2>/dev/null; then rm -rf -- "$d"; fi
-  done
-}
-finish() {
-  if [ "$FAILED" = 0 ]; then result=ok
-  elif [ "$UNDO_FAILED" = 1 ]; then result=rollback-failed
-  elif [ -n "$DONE" ]; then result=rolled-back
-  else result=failed
-  fi
-  audit "$result"
-  rm -rf "$LOCK"
-  journal "end $result"
-  prune
-}
-acquire
-"""
-)
+# Interrupted jobs are finished or undone at boot, before any cluster starts (their data dirs may
+# be mid-swap).
+RECOVER_SERVICE = f"""# managed by pgmam
+[Unit]
+Description=pgmam: finish or undo jobs a crash or power cut interrupted
+Before=postgresql.service
 
-_LAUNCH = """set -e
-dir=$1; app=$2; use_systemd=$3
-mkdir -p /var/lib/pgmam/jobs
-mkdir -m 0700 "$dir"
-printf '%s' "$4" > "$dir/job.sh"
-printf '%s' "$5" > "$dir/info"
-if [ "$use_systemd" = yes ]; then
-  systemd-run --quiet --collect --unit="pgmam-$(basename "$dir")" /bin/sh "$dir/job.sh" "$dir" "$app"
-else
-  setsid -f /bin/sh "$dir/job.sh" "$dir" "$app" < /dev/null > "$dir/runner.log" 2>&1
-fi
-i=0
-while [ ! -s "$dir/pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+# the clusters wait for this unit: an undo must not ask systemd to start one (systemd does, next)
+Environment=PGMAM_AT_BOOT=1
+ExecStart=/bin/sh {RECOVER_JOBS}
+TimeoutStartSec=2h
+
+[Install]
+WantedBy=multi-user.target
+"""
+CLUSTERS_AFTER_RECOVERY = f"""# managed by pgmam: clusters start once interrupted pgmam jobs are finished or undone
+[Unit]
+Wants={RECOVER_UNIT}
+After={RECOVER_UNIT}
+"""
+CRON_RECOVER = f"# managed by pgmam\n@reboot root /bin/sh {RECOVER_JOBS}\n"
+
+# true while the job's runner lives: it holds this flock for its whole life
+JOB_RUNNING_FN = r"""
+job_running() { [ -e "$1/running" ] && ! flock -n "$1/running" true; }
 """
 
 _FOLLOW = (
-    ALIVE_FN
+    JOB_RUNNING_FN
     + r"""
 dir=$1; seen=0
 while :; do
@@ -193,7 +87,7 @@ while :; do
     touch "$dir/reported"  # only reached when the client got every line (a dead client's pipe kills us first)
     exit 0
   fi
-  if ! job_alive "$(cat "$dir/pid" 2>/dev/null)"; then
+  if ! job_running "$dir"; then
     sleep 0.3
     if grep -q '^[0-9.]* end ' "$dir/journal" 2>/dev/null; then continue; fi
     echo "0 lost the job stopped without finishing its journal"
@@ -225,22 +119,45 @@ class JobSpec:
         return "".join(f"{k}={v.replace(' ', '_')}\n" for k, v in fields.items())
 
 
+def step_deadline(step: Step) -> int:
+    """Seconds a step may run in a job before it is stopped and the job undone."""
+    limit = int(step.command.timeout or STEP_DEADLINE_S)
+    return max(limit, LONG_STEP_DEADLINE_S) if step.long else limit
+
+
 def render_script(spec: JobSpec) -> str:
     """Pure: the plan as a shell job. Each step's command and undo are single quoted words."""
-    lines = [RUNNER, f"journal {shlex.quote(f'begin {len(spec.plan.steps)} {spec.plan.title}')}"]
+    begin = shlex.quote(f"begin {len(spec.plan.steps)} {spec.plan.title}")
+    lines = [RUNNER, f'[ "$MODE" = recover ] || journal {begin}']
     for n, step in enumerate(spec.plan.steps, 1):
-        undo = job_line(step.undo) if step.undo else ""
-        own = "1" if step.undo_if_failed else "0"
-        lines.append(
-            f"step {n} {shlex.quote(step.title)} {shlex.quote(job_line(step.command))} {shlex.quote(undo)} {own}"
-        )
+        words = [
+            str(n),
+            step.title,
+            job_line(step.command),
+            job_line(step.undo) if step.undo else "",
+            "1" if step.undo_if_failed else "0",
+            "1" if step.commit else "0",
+            str(step_deadline(step)),
+        ]
+        lines.append("step " + " ".join(shlex.quote(word) for word in words))
     lines.append("finish")
     return "\n".join(lines) + "\n"
 
 
 def launch_command(spec: JobSpec, systemd: bool) -> Command:
+    """Installs the recovery, undoes this app's interrupted jobs, then starts the job detached."""
     return sh(
-        _LAUNCH, spec.dir, spec.app, "yes" if systemd else "no", render_script(spec), spec.info_text(), timeout=60
+        LAUNCH,
+        spec.dir,
+        spec.app,
+        "yes" if systemd else "no",
+        render_script(spec),
+        spec.info_text(),
+        RECOVER_SCRIPT,
+        RECOVER_SERVICE,
+        CLUSTERS_AFTER_RECOVERY,
+        CRON_RECOVER,
+        timeout=None,  # an interrupted job of this app is undone first: as long as that takes
     )
 
 

@@ -28,6 +28,7 @@ class Step:
     check: Check | None = None  # verifies the output beyond the exit status
     hint: str | None = None  # what to do if this step fails
     undo_if_failed: bool = False  # in a job, run the undo also when this very step fails (cleans partial work)
+    commit: bool = False  # in a job: once done, the app runs on its new data; recovering keeps it
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from .. import configs
 from ..console import Console
 from ..errors import ConnectError, PgmamError, Refusal
 from ..facts import BackupInfo, ClusterFacts, LockInfo, ServerFacts, parse_lsn
-from ..job import RUN_DIR, JobSpec, JobState, follow_command, launch_command
+from ..job import LONG_STEP_DEADLINE_S, RUN_DIR, JobSpec, JobState, follow_command, launch_command
 from ..plan import Step
 from ..remote import Command, HostSession, sh
 
@@ -71,12 +71,15 @@ PGMAM_CONF
 chown postgres:postgres "$staging/postgresql.conf"
 """
 
+# $4: how long it may take to become consistent (the step's deadline)
 START_STAGING = """exec runuser -u postgres -- "/usr/lib/postgresql/$1/bin/pg_ctl" -D "$2" -l "$3/staging.log" \\
-  -w -t 86400 start
+  -w -t "$4" start
 """
 
+# Only a postmaster of THIS data dir: after a crash or a reboot the pid in its pid file may belong
+# to any other process by now.
 STOP_INSTANCE = """pid=$(head -n 1 "$2/postmaster.pid" 2> /dev/null) || exit 0
-kill -0 "$pid" 2> /dev/null || exit 0
+[ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2> /dev/null)" = "$2" ] || exit 0
 exec runuser -u postgres -- "/usr/lib/postgresql/$1/bin/pg_ctl" -D "$2" -m "$3" -w -t 600 stop
 """
 
@@ -171,9 +174,30 @@ rm -rf "/var/spool/pgbackrest/archive/$1"
 runuser -u postgres -- pgbackrest --stanza="$1" --no-online stanza-create
 """
 
+# Undo of stopping a cluster. At boot (pgmam-recover.service) the clusters wait for the recovery,
+# and systemd starts them right after it: asking for a start then would wait forever.
+START_UNLESS_BOOTING = """if [ -n "${PGMAM_AT_BOOT:-}" ]; then echo "at boot: systemd starts $1/$2 next"; exit 0; fi
+exec pg_ctlcluster "$1" "$2" start
+"""
+
+# Undo of starting a cluster: stop it if it runs (after a power cut it does not).
+STOP_IF_RUNNING = """pg_ctlcluster "$1" "$2" status > /dev/null 2>&1 || exit 0
+exec pg_ctlcluster --mode fast "$1" "$2" stop
+"""
+
 STOP_LIVE = """runuser -u postgres -- psql -XAtq -p "$3" -d postgres -c checkpoint > /dev/null 2>&1 || true
 echo "pgmam-note down_at=$(date +%s.%N)"
 exec pg_ctlcluster --mode fast "$1" "$2" stop
+"""
+
+# Undo of a move: put the dir back (or aside) if it had moved; nothing if the move never happened
+# (a crash can come just before or just after a rename). $3 = discard: a restored copy, removed
+# instead of kept aside when a crash is being recovered: nobody will look at it, and the backups
+# can make it again.
+MOVE_BACK = """[ -e "$1" ] || exit 0
+if [ "${3:-}" = discard ] && [ -n "${PGMAM_RECOVERING:-}" ]; then exec rm -rf -- "$1"; fi
+if [ -e "$2" ]; then echo "$2 already exists"; exit 1; fi
+exec mv -T "$1" "$2"
 """
 
 MOVE = """if [ -e "$2" ]; then echo "$2 already exists"; exit 1; fi
@@ -407,7 +431,7 @@ def stop_live_step(cluster: ClusterFacts) -> Step:
     return Step(
         f"stop {app} (downtime starts)",
         sh(STOP_LIVE, v, app, cluster.port),
-        undo=Command.of("pg_ctlcluster", v, app, "start"),
+        undo=sh(START_UNLESS_BOOTING, v, app),
     )
 
 
@@ -437,7 +461,7 @@ def staging_steps(
         ),
         Step(
             f"start a temporary local-only instance on the restored copy (port {port}, no TCP)",
-            sh(START_STAGING, v, paths.staging, paths.run),
+            sh(START_STAGING, v, paths.staging, paths.run, LONG_STEP_DEADLINE_S),
             long=True,
             undo=sh(STOP_INSTANCE, v, paths.staging, "immediate"),
         ),
@@ -472,12 +496,14 @@ def swap_steps(
         Step(
             f"preserve the current data as {paths.preserved}",
             sh(MOVE, paths.data, paths.preserved),
-            undo=sh(MOVE, paths.preserved, paths.data),
+            undo=sh(MOVE_BACK, paths.preserved, paths.data),
+            undo_if_failed=True,
         ),
         Step(
             f"move {incoming} into place",
             sh(MOVE, incoming, paths.data),
-            undo=sh(MOVE, paths.data, rollback_to or paths.failed),
+            undo=sh(MOVE_BACK, paths.data, rollback_to or paths.failed, "keep" if rollback_to else "discard"),
+            undo_if_failed=True,
         ),
     ]
     if rollback_to:
@@ -492,11 +518,12 @@ def swap_steps(
         Step(
             f"start {app}",
             sh(START_LIVE, v, app),
-            undo=Command.of("pg_ctlcluster", "--mode", "fast", v, app, "stop"),
+            undo=sh(STOP_IF_RUNNING, v, app),
         ),
         Step(
             f"verify {app} accepts writes on its new timeline",
             sh(VERIFY_LIVE, cluster.port, "new" if rollback_to else "noted"),
+            commit=True,
         ),
     ]
     if rollback_to:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from ..errors import Refusal
 from ..facts import ClusterFacts, ServerFacts
-from ..job import JobSpec
+from ..job import LONG_STEP_DEADLINE_S, JobSpec
 from ..plan import Plan, Step
 from ..remote import Command, sh
 from . import restore
@@ -120,7 +120,7 @@ def drill_steps(
         ),
         Step(
             f"start a throwaway local-only instance on it (port {port}, no TCP, archiving off)",
-            sh(restore.START_STAGING, v, paths.drill, paths.run),
+            sh(restore.START_STAGING, v, paths.drill, paths.run, LONG_STEP_DEADLINE_S),
             long=True,
             undo=sh(restore.STOP_INSTANCE, v, paths.drill, "immediate"),
         ),

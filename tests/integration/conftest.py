@@ -71,7 +71,9 @@ class Box:
 
     def psql(self, name: str, port: int, sql: str, db: str = "postgres") -> str:
         argv = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-p", str(port), "-d", db]
-        return self.on(name, *argv, "-c", sql).stdout.strip()
+        done = self.on(name, *argv, "-c", sql, check=False)
+        assert done.returncode == 0, f"psql on {name}:{port} failed ({done.returncode}): {done.stderr.strip()}"
+        return done.stdout.strip()
 
     @contextlib.contextmanager
     def fake_job(self, name: str, app: str, op: str = "pitr") -> Iterator[int]:
@@ -79,8 +81,12 @@ class Box:
 
         Yields the holder's pid (as the server sees it); on exit the process is killed and the lock removed."""
         lock = f"/var/lib/pgmam/locks/{app}"
-        # The holder writes its own pid: on a systemd server pids inside differ from ours.
-        script = f'mkdir -p {lock} && printf "$1" > {lock}/info && echo $$ > {lock}/pid.new && sleep 60; true'
+        # It holds the app's flock, as a job does. It writes its own pid: on a systemd server pids
+        # inside differ from ours.
+        script = (
+            f'mkdir -p {lock} && exec 8> {lock}.lock && flock 8 && printf "$1" > {lock}/info && '
+            f"echo $$ > {lock}/pid.new && sleep 60; true"
+        )
         info = f"op={op}\napp={app}\nwho=x\njob=fake\n"
         fake = subprocess.Popen(
             sandbox.netns_exec_argv(self.server(name), ["sh", "-c", script, "pgmam-fake-job", info]),
@@ -111,7 +117,8 @@ def box(request: pytest.FixtureRequest) -> Iterator[Box]:
     try:
         yield Box(created)
     finally:
-        sandbox.down(STATE_DIR, naming=NAMING)
+        if not os.environ.get("PGMAM_IT_KEEP"):  # keep it to look around after a failure
+            sandbox.down(STATE_DIR, naming=NAMING)
 
 
 def run_inv(

@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -105,22 +106,43 @@ def test_failed_undo_is_reported_loudly(tmp_path):
 
 
 def test_live_lock_refuses_and_stale_lock_is_taken_over(tmp_path):
+    """The lock is a flock the holder keeps for its life: refused while held, taken over once it died."""
     lock = tmp_path / "state" / "locks" / "shop"
     lock.mkdir(parents=True)
     (lock / "info").write_text("op=pitr\nwho=bob@other\n")
-    holder = subprocess.Popen(["sh", "-c", "sleep 30", "pgmam-test-holder"])
+    holder = subprocess.Popen(["flock", str(lock) + ".lock", "sleep", "30"], start_new_session=True)
     try:
-        (lock / "pid").write_text(str(holder.pid))
+        deadline = time.monotonic() + 10
+        while subprocess.run(["flock", "-n", str(lock) + ".lock", "true"], check=False).returncode == 0:
+            assert time.monotonic() < deadline, "the holder never took the lock"
+            time.sleep(0.05)
         journal, _ = run_job(tmp_path, [Step("a", sh("true"))])
         state = parse_journal(journal)
         assert state.result == "locked" and "bob@other" in state.detail
+        assert (lock / "info").exists()  # the holder's lock is left alone
     finally:
-        holder.kill()
+        os.killpg(holder.pid, 9)  # flock and its sleep, which holds the lock too
         holder.wait()
     (tmp_path / "job").rename(tmp_path / "job-locked")
     journal, _ = run_job(tmp_path, [Step("a", sh("true"))])
     state = parse_journal(journal)
     assert state.result == "ok" and "stale_lock" in state.notes
+
+
+def test_children_of_a_step_never_hold_the_lock(tmp_path):
+    """A daemon a step starts (a cluster without systemd) must not keep the app locked after the job."""
+    pid_file = tmp_path / "daemon.pid"
+    daemon = sh('setsid -f sh -c \'echo $$ > "$1"; exec sleep 30\' daemon "$1" > /dev/null 2>&1', str(pid_file))
+    journal, _ = run_job(tmp_path, [Step("start a daemon", daemon)])
+    try:
+        assert parse_journal(journal).result == "ok"
+        lock = tmp_path / "state" / "locks" / "shop.lock"
+        assert subprocess.run(["flock", "-n", str(lock), "true"], check=False).returncode == 0
+    finally:
+        deadline = time.monotonic() + 5
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(int(pid_file.read_text()), 9)
 
 
 def test_journal_parser_tolerates_noise():

@@ -1,0 +1,176 @@
+"""Power cuts and signals in the middle of a pitr, on systemd servers.
+
+The power is cut while the job runs a given step (every process of the server killed at once,
+/run and /tmp lost), then the server boots by itself. With nobody running pgmam, the app must be
+online with its pre-restore data (the job undone at boot, before the cluster starts) or with its
+target data (the job had passed its commit point), with no staging copy left and its lock free.
+The other app on the server never notices. SIGTERM (a stop) undoes the job before it exits; a
+SIGKILL is cleaned up by the next pgmam command on that app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pgmam_remote import sandbox
+
+from .conftest import REPO
+
+PG = "/var/lib/postgresql/15"
+JOBS = "/var/lib/pgmam/jobs"
+ROWS = "select count(*) from t"
+NOW_UTC = "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'"
+S, APP, PORT = "sbx1", "cr_shop", 5801
+OTHER, OTHER_PORT = "cr_other", 5802
+# The pitr's steps, by number: a cut while each of them runs (the job ends at 14 with a backup).
+PITR_STEPS = {
+    1: "archive everything",
+    3: "start a temporary instance",
+    4: "replay and prove",
+    8: "stop the app",
+    9: "preserve the current data",
+    10: "move the restored copy in",
+    11: "start the app",
+    13: "back up (after the commit point)",
+}
+COMMIT_STEP = 12
+
+
+@pytest.fixture(scope="module")
+def apps(box, inv):
+    for app, port in ((APP, PORT), (OTHER, OTHER_PORT)):
+        out = inv("initcluster", "--host", S, "--app", app, "--port", str(port))
+        assert out.returncode == 0, out.stdout + out.stderr
+        box.psql(S, port, "create table t (id int primary key); insert into t select generate_series(1, 100)")
+    return box
+
+
+def journal_path(box, job: str):
+    return box.server(S).root / JOBS.lstrip("/") / job / "journal"
+
+
+def newest_job(box, op: str, app: str) -> str | None:
+    jobs_dir = box.server(S).root / JOBS.lstrip("/")
+    names = sorted(p.name for p in jobs_dir.glob(f"{op}-{app}-2*")) if jobs_dir.exists() else []
+    return names[-1] if names else None
+
+
+def start_pitr(box, target: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "invoke", "pitr", "--host", S, "--app", APP, "--to", target, "--yes"]
+    env = {**os.environ, "PGMAM_HOSTS": str(box.inventory), "COLUMNS": "200"}
+    quiet = subprocess.DEVNULL
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdin=quiet, stdout=quiet, stderr=quiet, text=True)
+
+
+def wait_for_step(box, before: str | None, step: int, timeout: float = 120) -> str:
+    """Poll the job's journal through the server's files (fast, no SSH) until step N started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = newest_job(box, "pitr", APP)
+        if job and job != before:
+            try:
+                text = journal_path(box, job).read_text()
+            except OSError:
+                text = ""
+            if f" start {step} " in text:
+                return job
+            if " end " in text:
+                raise AssertionError(f"the job ended before step {step}:\n{text}")
+        time.sleep(0.01)
+    raise AssertionError(f"step {step} never started")
+
+
+def wait_online(box, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while f"15 {APP} {PORT} online" not in box.clusters(S):
+        assert time.monotonic() < deadline, f"{APP} not online after the boot: {box.clusters(S)}"
+        time.sleep(0.5)
+
+
+def leftovers(box) -> list[str]:
+    names = box.on(S, "ls", "-1", PG).stdout.split()
+    return [n for n in names if n.startswith((f"staging-{APP}-", f"failed-{APP}-"))]
+
+
+def job_result(box, job: str) -> str:
+    text = journal_path(box, job).read_text()
+    ends = [line.split()[2] for line in text.splitlines() if line.split()[1:2] == ["end"]]
+    return ends[-1] if ends else "none"
+
+
+@pytest.mark.parametrize("step", sorted(PITR_STEPS), ids=[f"step{n}" for n in sorted(PITR_STEPS)])
+def test_power_cut_during_a_pitr(apps, inv, step):
+    box = apps
+    before_rows = box.psql(S, PORT, ROWS)
+    target = box.psql(S, PORT, NOW_UTC)
+    time.sleep(0.3)
+    box.psql(S, PORT, "insert into t select max(id) + 1 from t")  # after the target: pre-restore data only
+    other_start = box.psql(S, OTHER_PORT, "select count(*) from t")
+    previous = newest_job(box, "pitr", APP)
+    client = start_pitr(box, target)
+    try:
+        job = wait_for_step(box, previous, step)
+        sandbox.reboot(box.server(S), power_cut=True)
+    finally:
+        client.kill()
+        client.wait()
+    wait_online(box)
+    rows = box.psql(S, PORT, ROWS)
+    result = job_result(box, job)
+    if step > COMMIT_STEP:
+        assert result == "interrupted" and rows == before_rows, (result, rows)
+    else:
+        assert result == "recovered" and rows == str(int(before_rows) + 1), (result, rows)
+    assert leftovers(box) == []
+    assert box.on(S, "test", "-e", f"/var/lib/pgmam/locks/{APP}", check=False).returncode == 1
+    assert box.psql(S, OTHER_PORT, "select count(*) from t") == other_start
+    status = json.loads(inv("status", "--host", S, "--json").stdout)
+    cluster = next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
+    assert cluster["last_job"]["result"] == result
+    assert cluster["status"] == "online"
+
+
+def test_sigterm_undoes_a_running_pitr(apps, inv):
+    box = apps
+    before_rows = box.psql(S, PORT, ROWS)
+    target = box.psql(S, PORT, NOW_UTC)
+    time.sleep(0.3)
+    box.psql(S, PORT, "insert into t select max(id) + 1 from t")
+    previous = newest_job(box, "pitr", APP)
+    client = start_pitr(box, target)
+    try:
+        job = wait_for_step(box, previous, 4)
+        box.on(S, "systemctl", "stop", f"pgmam-{job}.service")  # waits until the job has exited
+    finally:
+        client.kill()
+        client.wait()
+    assert job_result(box, job) == "rolled-back"
+    assert "stopped_by=SIGTERM" in journal_path(box, job).read_text()
+    assert box.psql(S, PORT, ROWS) == str(int(before_rows) + 1)
+    assert leftovers(box) == []
+
+
+def test_sigkill_is_cleaned_up_by_the_next_command(apps, inv):
+    box = apps
+    target = box.psql(S, PORT, NOW_UTC)
+    time.sleep(0.3)
+    previous = newest_job(box, "pitr", APP)
+    client = start_pitr(box, target)
+    try:
+        job = wait_for_step(box, previous, 3)
+        box.on(S, "systemctl", "kill", "--signal=SIGKILL", f"pgmam-{job}.service")
+    finally:
+        client.kill()
+        client.wait()
+    # the staging copy is left until the next pgmam command on the app, which cleans up first
+    out = inv("backup", "--host", S, "--app", APP)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert job_result(box, job) == "recovered"
+    assert leftovers(box) == []
+    assert f"15 {APP} {PORT} online" in box.clusters(S)
