@@ -35,7 +35,7 @@ python-deps: $(VENV)/.installed
 
 deps: system-deps python-deps
 
-SHELL_FILES := $(wildcard pgmam_remote/*_sh/*.sh scripts/*.sh .ci/run)
+SHELL_FILES := $(wildcard pgmam_remote/*_sh/*.sh pgmam_remote/server/*.sh scripts/*.sh .ci/run)
 
 lint: deps
 	$(VENV)/bin/ruff check .

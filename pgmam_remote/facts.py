@@ -94,10 +94,14 @@ for d in /var/lib/pgmam/jobs/*; do
   [ -f "$d/info" ] || continue
   end=$(grep -m1 '^[0-9.]* end ' "$d/journal" 2>/dev/null | cut -d' ' -f3)
   reported=no; [ -f "$d/reported" ] && reported=yes
-  printf '%s %s reported=%s\n' "${end:-none}" "$(tr '\n' ' ' < "$d/info")" "$reported"
+  running=no; [ -e "$d/running" ] && ! flock -n "$d/running" true && running=yes
+  step=$(grep '^[0-9.]* start ' "$d/journal" 2>/dev/null | tail -n 1 | cut -d' ' -f3- | tr ' ' '~')
+  printf '%s %s reported=%s running=%s step=%s\n' "${end:-none}" "$(tr '\n' ' ' < "$d/info")" "$reported" \
+    "$running" "${step:--}"
 done
 section preserved
-for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-*; do
+for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-* /var/lib/postgresql/*/staging-* \
+  /var/lib/postgresql/*/verify-*; do
   [ -d "$d" ] && printf '%s %s %s\n' "$(du -sb "$d" 2>/dev/null | cut -f1)" "$(stat -c %Y "$d")" "$d"
 done
 section schedules
@@ -250,8 +254,25 @@ class JobRecord:
     job_id: str
     app: str
     op: str
-    result: str  # ok | rolled-back | failed | rollback-failed | locked | none (not ended)
+    # ok | rolled-back | failed | rollback-failed | locked | none (not ended), and after a crash:
+    # recovered (undone) | interrupted (kept: past its commit point) | recovery-failed
+    result: str
     info: dict[str, str]
+
+    @property
+    def running(self) -> bool:
+        """Its runner is alive (it holds the job's flock)."""
+        return self.info.get("running") == "yes"
+
+    @property
+    def last_step(self) -> str:
+        """The step it started last: 'N title'."""
+        return self.info.get("step", "-").replace("~", " ")
+
+    @property
+    def died(self) -> bool:
+        """Neither ended nor running: killed (SIGKILL, the OOM killer) or cut off by a power loss."""
+        return self.result == "none" and not self.running
 
     @property
     def dir(self) -> str:
@@ -274,7 +295,8 @@ class PreservedDir:
 
     @property
     def kind(self) -> str:
-        return self.name.split("-", 1)[0]  # old | failed
+        # old | failed: kept on purpose; staging | verify: a job's working copy
+        return self.name.split("-", 1)[0]
 
     @property
     def app(self) -> str:

@@ -144,12 +144,13 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
     job = None
     if lock is not None:
         job = {"op": lock.info.get("op"), "job": lock.info.get("job"), "who": lock.info.get("who"), "alive": lock.alive}
-        if not lock.alive:
-            problems.append(f"job {lock.info.get('job')} died holding the lock; check {cluster.name}")
     last_run = facts.last_job(cluster.name)
-    last_job = {"job": last_run.job_id, "op": last_run.op, "result": last_run.result} if last_run else None
-    if last_run is not None and last_run.result == "rollback-failed":
-        problems.append(f"job {last_run.job_id} failed and could not roll back; check {cluster.name}")
+    last_job = None
+    if last_run is not None:
+        last_job = {"job": last_run.job_id, "op": last_run.op, "result": last_run.result}
+        if last_run.result == "none":
+            last_job["step"] = last_run.last_step
+    problems += _job_problems(cluster, facts)
     schedule = []
     for entry in (e for e in facts.schedules if e.app == cluster.name):
         try:
@@ -194,6 +195,7 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
         }
         for p in facts.preserved_for(cluster.version, cluster.name)
     ]
+    problems += _leftover_problems(cluster, facts, lock is not None and lock.alive)
     usable = restore.usable_backups(cluster, stanza.backups) if stanza and cluster.timeline else []
     first = usable[0] if usable else (stanza.first if stanza else None)
     window = None
@@ -317,6 +319,45 @@ def _age(seconds: int | float | None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _working_copies(cluster: ClusterFacts, facts: ServerFacts) -> list[str]:
+    return [
+        f"{p.path} ({_size(p.size_bytes)})"
+        for p in facts.preserved_for(cluster.version, cluster.name)
+        if p.kind in ("staging", "verify")
+    ]
+
+
+def _leftover_problems(cluster: ClusterFacts, facts: ServerFacts, job_running: bool) -> list[str]:
+    """A job's working copy (staging-*, verify-*) with no job running and none to recover it."""
+    if job_running or any(j.app == cluster.name and j.died for j in facts.jobs):
+        return []
+    return [
+        f"leftover {copy}: remove it with sudo rm -rf -- {copy.split()[0]}" for copy in _working_copies(cluster, facts)
+    ]
+
+
+def _job_problems(cluster: ClusterFacts, facts: ServerFacts) -> list[str]:
+    """What an app's jobs say is wrong: one that died (and what it left), or one left half undone."""
+    app = cluster.name
+    left = _working_copies(cluster, facts)
+    problems = [
+        f"job {run.job_id} died at step {run.last_step}"
+        + (f", leaving {', '.join(left)}" if left else "")
+        + f"; the next pgmam command on {app} undoes it"
+        for run in facts.jobs
+        if run.app == app and run.died
+    ]
+    last = facts.last_job(app)
+    if last is not None and last.result in ("rollback-failed", "recovery-failed"):
+        problems.append(f"job {last.job_id} failed and could not undo everything; see {last.dir}/journal")
+    if last is not None and last.result == "interrupted":
+        problems.append(
+            f"{last.op} {last.job_id} was interrupted after {app} came back on its new data; "
+            f"take a backup: inv backup --app {app}"
+        )
+    return problems
 
 
 def _cluster_row(c: ClusterStatus) -> list[Text | str]:

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # pgmam job runner: the head of every job script. job.py appends one `step` line per step of the
 # plan, then `finish`. Usage: sh job.sh JOB_DIR APP [recover]
 #

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Starts one pgmam job on the server, detached from the SSH session that asked for it.
 #   $1 job dir  $2 app  $3 yes: systemd is PID 1  $4 the job script  $5 its info file
 #   $6 recover-jobs  $7 its boot unit  $8 the postgresql@ drop-in  $9 the @reboot line (no systemd)

@@ -168,6 +168,11 @@ def test_sigkill_is_cleaned_up_by_the_next_command(apps, inv):
     finally:
         client.kill()
         client.wait()
+    # status says so at once: the job, its step, what it left
+    status = json.loads(inv("status", "--host", S, "--json").stdout)
+    cluster = next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
+    died = [p for p in cluster["problems"] if p.startswith(f"job {job} died at step 3 ")]
+    assert died and f"staging-{APP}-" in died[0] and "the next pgmam command" in died[0], cluster["problems"]
     # the staging copy is left until the next pgmam command on the app, which cleans up first
     out = inv("backup", "--host", S, "--app", APP)
     assert out.returncode == 0, out.stdout + out.stderr
