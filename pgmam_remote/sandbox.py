@@ -858,9 +858,13 @@ def _stop_machines(
     for machine in dict.fromkeys(recorded + found):
         try:
             if sandbox_machine.running(machine):
+                root = sandbox_machine.root_of(machine)
                 sandbox_machine.shutdown(machine)
                 removed.append(f"machine {machine}")
                 _say(log, f"sandbox: stopped machine {machine}")
+                # found by name, it may be another state dir's (a sandbox of the same names)
+                if root is not None and sandbox_machine.unmount(root):
+                    removed.append(f"mount {root}")
             removed += sandbox_machine.remove_cgroups(machine)
         except (OSError, SandboxError) as exc:
             problems.append(f"machine {machine}: {exc}")

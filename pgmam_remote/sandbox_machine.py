@@ -159,6 +159,19 @@ def leader(machine: str) -> int | None:
     return None
 
 
+def root_of(machine: str) -> Path | None:
+    """The root directory a running machine was booted from (read off its nspawn's command line)."""
+    for pid in all_pids(machine):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in argv:
+            if arg.startswith(b"--directory="):
+                return Path(arg.split(b"=", 1)[1].decode())
+    return None
+
+
 def running(machine: str) -> bool:
     return bool(all_pids(machine))
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
 run() { printf '\033[2m$'; printf ' %q' "$@"; printf '\033[0m\n'; "$@"; }
 
-say "Two local sandbox servers (network + mount namespaces, each with its own sshd and sudo user)"
+say "Two local sandbox servers: Debian 12 booted with systemd (systemd-nspawn), each with its own sshd and sudo user"
 run inv sandbox.up --servers 2
 PGMAM_HOSTS="$(python3 -c 'from pgmam_remote import sandbox; print(sandbox.current().inventory)')"
 export PGMAM_HOSTS
@@ -47,6 +47,10 @@ echo "orders back: $(sql sbx1 5433 'select count(*) from orders')"
 say "Prove shop's newest backup restores (a drill in a throwaway instance), and do it every Sunday"
 run inv verify --host sbx1 --app shop
 run inv schedule --host sbx1 --app shop --verify "Sun 05:00"
+
+say "Power cut on sbx1: every process killed at once. It boots by itself and systemd starts the clusters"
+run inv sandbox.reboot --host sbx1 --power-cut
+echo "orders after the power cut: $(sql sbx1 5433 'select count(*) from orders')"
 
 say "The fleet again: shop is on a new timeline, proven restorable, its old data preserved beside it"
 run inv status --all-hosts

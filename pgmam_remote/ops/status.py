@@ -63,7 +63,8 @@ class ClusterStatus:
     last_full: BackupRef | None
     recovery_window: dict[str, str | None] | None
     archiving: Archiving | None
-    preserved: list[dict[str, object]] = field(default_factory=list)  # old-/failed- data dirs kept by pitr
+    # every pgmam-made data dir: old-/failed- kept by restores, staging-/verify- a job's working copy
+    preserved: list[dict[str, object]] = field(default_factory=list)
     job: dict[str, object] | None = None  # a pitr/rollback job running right now
     schedule: list[dict[str, object]] = field(default_factory=list)  # type, calendar, next run
     last_scheduled: dict[str, object] | None = None
@@ -389,9 +390,10 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
         restore = Text("drill FAILED", style="bad")
     if next_drill:
         restore.append(f"\nnext {next_drill}", style="dim")
-    if c.preserved:
-        total = sum(int(p["size_bytes"]) for p in c.preserved)  # type: ignore[call-overload]
-        restore.append(f"\n{len(c.preserved)} kept ({_size(total)})", style="dim")
+    kept = [p for p in c.preserved if p["kind"] in ("old", "failed")]  # not a job's working copy
+    if kept:
+        total = sum(int(p["size_bytes"]) for p in kept)  # type: ignore[call-overload]
+        restore.append(f"\n{len(kept)} kept ({_size(total)})", style="dim")
     health = Text("ok", style="ok") if c.healthy else Text("; ".join(c.problems), style="bad")
     if c.job and c.job.get("alive"):
         health.append(f" ({c.job['op']} running: {c.job['job']})", style="warn")
