@@ -104,6 +104,8 @@ for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-* /var/lib/pos
   /var/lib/postgresql/*/verify-*; do
   [ -d "$d" ] && printf '%s %s %s\n' "$(du -sb "$d" 2>/dev/null | cut -f1)" "$(stat -c %Y "$d")" "$d"
 done
+section server-code
+[ -f /var/lib/pgmam/bin/recover-jobs ] && sha256sum /var/lib/pgmam/bin/recover-jobs | cut -c1-16
 section schedules
 grep -h '^# pgmam-schedule ' /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-schedule-*.timer 2>/dev/null
 section scheduled-runs
@@ -365,6 +367,7 @@ class ServerFacts:
     drills: tuple[DrillResult, ...] = ()
     parents: dict[str, str] = field(default_factory=dict)  # branch app -> the app it was branched from
     utc_offset_minutes: int = 0  # the server's local time zone (cron and systemd timers use it)
+    server_code: str = ""  # hash of the pgmam server code installed there ("" before the first job)
 
     def lock(self, app: str) -> LockInfo | None:
         return next((lock for lock in self.locks if lock.app == app), None)
@@ -674,6 +677,7 @@ def parse_probe(text: str) -> ServerFacts:
         scheduled_runs=_runs(s.get("scheduled-runs", [])),
         drills=_drills(s.get("drills", [])),
         utc_offset_minutes=_offset(first("utc-offset", "+0000")),
+        server_code=first("server-code", ""),
         parents={
             line.split(":", 1)[0].rsplit("/", 1)[-1].removesuffix(".conf"): line.rsplit(" ", 1)[-1]
             for line in s.get("parents", [])

@@ -13,6 +13,7 @@ fail, log, note, undo, undone, undo-failed and end.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ RECOVER_UNIT = "pgmam-recover.service"
 SERVER_DIR = Path(__file__).resolve().parent / "server"
 RUNNER = (SERVER_DIR / "job-runner.sh").read_text()
 RECOVER_SCRIPT = (SERVER_DIR / "recover-jobs.sh").read_text()
+# What `inv status` compares with the server's copy: a server whose copy differs runs older code.
+SERVER_CODE = hashlib.sha256(RECOVER_SCRIPT.rstrip("\n").encode() + b"\n").hexdigest()[:16]
 LAUNCH = (SERVER_DIR / "launch-job.sh").read_text()
 
 # Interrupted jobs are finished or undone at boot, before any cluster starts (their data dirs may
@@ -153,10 +156,8 @@ def launch_command(spec: JobSpec, systemd: bool) -> Command:
         "yes" if systemd else "no",
         render_script(spec),
         spec.info_text(),
-        RECOVER_SCRIPT,
-        RECOVER_SERVICE,
-        CLUSTERS_AFTER_RECOVERY,
-        CRON_RECOVER,
+        # each file is written as this text plus one newline, and compared without it
+        *(text.rstrip("\n") for text in (RECOVER_SCRIPT, RECOVER_SERVICE, CLUSTERS_AFTER_RECOVERY, CRON_RECOVER)),
         timeout=None,  # an interrupted job of this app is undone first: as long as that takes
     )
 

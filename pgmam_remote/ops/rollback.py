@@ -31,7 +31,8 @@ def plan_rollback(host: str, facts: ServerFacts, app: str, to: str | None, who: 
     """Pure: checks, then the swap steps."""
     cluster = restore.managed_cluster(host, facts, app)
     restore.check_no_conflict(host, facts, app)
-    preserved = facts.preserved_for(cluster.version, app)
+    # kept dirs only: a staging-/verify- dir is a job's working copy, never something to go back to
+    preserved = [p for p in facts.preserved_for(cluster.version, app) if p.kind in ("old", "failed")]
     if to:
         matches = [p for p in preserved if to in (p.path, p.name)]
         if not matches:

@@ -19,6 +19,7 @@ from ..console import Console
 from ..errors import PgmamError
 from ..facts import ClusterFacts, ServerFacts, StanzaInfo, gather
 from ..inventory import Host
+from ..job import SERVER_CODE
 from ..remote import HostSession, PasswordSource, ask_password
 from . import restore
 from .schedule import next_run, parse_calendar, what
@@ -89,6 +90,8 @@ class HostStatus:
     problems: list[str] = field(default_factory=list)
     remote_commands: int = 0
     seconds: float = 0.0
+    # pgmam's server code there: current | older (the next job updates it) | none (no job yet)
+    server_code: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -246,7 +249,14 @@ def assess(host: Host, facts: ServerFacts, remote_commands: int = 0, seconds: fl
         problems=problems,
         remote_commands=remote_commands,
         seconds=seconds,
+        server_code=_server_code(facts),
     )
+
+
+def _server_code(facts: ServerFacts) -> str:
+    if not facts.server_code:
+        return "none"
+    return "current" if facts.server_code == SERVER_CODE else "older"
 
 
 def probe_host(host: Host, password_source: PasswordSource = ask_password) -> HostStatus:
@@ -411,6 +421,8 @@ def render_table(statuses: list[HostStatus]) -> Table:
             table.add_row(Text(status.host, style="host"), *[""] * (width - 1), error, end_section=True)
             continue
         host = Text.assemble((status.host, "host"), (f"\n{_size(status.disk_free_bytes)} free", "dim"))
+        if status.server_code == "older":
+            host.append("\nolder pgmam server code (the next job updates it)", style="warn")
         rows = [_cluster_row(c) for c in status.clusters] or [[Text("no clusters", style="dim"), *[""] * (width - 1)]]
         for i, row in enumerate(rows):
             row = row[:width] if len(row) >= width else [*row[:-1], *[""] * (width - len(row)), row[-1]]

@@ -68,11 +68,11 @@ def start_pitr(box, target: str) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, cwd=REPO, env=env, stdin=quiet, stdout=quiet, stderr=quiet, text=True)
 
 
-def wait_for_step(box, before: str | None, step: int, timeout: float = 120) -> str:
+def wait_for_step(box, before: str | None, step: int, timeout: float = 120, op: str = "pitr") -> str:
     """Poll the job's journal through the server's files (fast, no SSH) until step N started."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = newest_job(box, "pitr", APP)
+        job = newest_job(box, op, APP)
         if job and job != before:
             try:
                 text = journal_path(box, job).read_text()
@@ -179,3 +179,56 @@ def test_sigkill_is_cleaned_up_by_the_next_command(apps, inv):
     assert job_result(box, job) == "recovered"
     assert leftovers(box) == []
     assert f"15 {APP} {PORT} online" in box.clusters(S)
+
+
+def start_inv(box, *args: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "invoke", *args]
+    env = {**os.environ, "PGMAM_HOSTS": str(box.inventory), "COLUMNS": "200"}
+    quiet = subprocess.DEVNULL
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdin=quiet, stdout=quiet, stderr=quiet, text=True)
+
+
+def cut_during(box, op: str, step: int, *args: str) -> str:
+    """Run `inv OP ARGS`, cut the power while its job runs STEP; returns the job's id."""
+    previous = newest_job(box, op, APP)
+    client = start_inv(box, op, "--host", S, "--app", APP, *args)
+    try:
+        job = wait_for_step(box, previous, step, op=op)
+        sandbox.reboot(box.server(S), power_cut=True)
+    finally:
+        client.kill()
+        client.wait()
+    wait_online(box)
+    return job
+
+
+def test_power_cut_during_a_restore_drill_leaves_nothing_and_records_no_failure(apps, inv):
+    box = apps
+    rows = box.psql(S, PORT, ROWS)
+    job = cut_during(box, "verify", 3)  # replaying WAL in the throwaway instance
+    assert job_result(box, job) == "recovered"
+    assert [n for n in box.on(S, "ls", "-1", PG).stdout.split() if n.startswith(f"verify-{APP}-")] == []
+    assert box.psql(S, PORT, ROWS) == rows
+    status = json.loads(inv("status", "--host", S, "--json").stdout)
+    cluster = next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
+    assert cluster["problems"] == [], cluster["problems"]  # an interrupted drill is not a failed drill
+
+
+def test_power_cut_during_a_rollback_swap(apps, inv):
+    box = apps
+
+    def kept_dirs() -> list[str]:
+        return sorted(n for n in box.on(S, "ls", "-1", PG).stdout.split() if n.startswith(f"old-{APP}-"))
+
+    if not kept_dirs():  # a finished pitr preserves the data it replaced: something to roll back to
+        target = box.psql(S, PORT, NOW_UTC)
+        time.sleep(0.3)
+        out = inv("pitr", "--host", S, "--app", APP, "--to", target, "--yes")
+        assert out.returncode == 0, out.stdout + out.stderr
+    rows = box.psql(S, PORT, ROWS)
+    kept = kept_dirs()
+    job = cut_during(box, "rollback", 3, "--yes")  # the preserved dir is moving into place
+    assert job_result(box, job) == "recovered"
+    assert box.psql(S, PORT, ROWS) == rows  # the data from before the rollback
+    assert kept_dirs() == kept  # the preserved dir went back where it was, nothing new is kept
+    assert leftovers(box) == []

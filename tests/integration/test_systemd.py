@@ -151,3 +151,26 @@ def test_restores_do_not_depend_on_the_servers_language_or_logging(box, inv):
 
     out = inv("verify", "--host", "sbx2", "--app", app, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_status_says_when_a_server_runs_older_pgmam_server_code_and_the_next_job_updates_it(box, inv):
+    app, port = "sd_code", 5705
+    make_app(box, inv, "sbx1", app, port, rows=1)
+    assert inv("backup", "--host", "sbx1", "--app", app).returncode == 0  # a job installs the server code
+
+    def server_code() -> str:
+        return json.loads(inv("status", "--host", "sbx1", "--json").stdout)["hosts"][0]["server_code"]
+
+    assert server_code() == "current"
+    installed = "/var/lib/pgmam/bin/recover-jobs"
+    box.on("sbx1", "sh", "-c", 'echo "# an older pgmam" >> "$1"', "sh", installed)
+    assert server_code() == "older"
+    table = inv("status", "--host", "sbx1")
+    assert "older pgmam server code" in table.stdout
+    assert inv("backup", "--host", "sbx1", "--app", app).returncode == 0
+    assert server_code() == "current"
+    # an unchanged install is left alone: no reload of systemd for every job
+    reloads = box.on("sbx1", "sh", "-c", "journalctl --no-pager -o cat _PID=1 | grep -c Reloading || true").stdout
+    assert inv("backup", "--host", "sbx1", "--app", app).returncode == 0
+    again = box.on("sbx1", "sh", "-c", "journalctl --no-pager -o cat _PID=1 | grep -c Reloading || true").stdout
+    assert again == reloads

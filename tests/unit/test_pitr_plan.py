@@ -169,3 +169,7 @@ def test_rollback_refusals(server):
         plan_rollback("sbx1", server, "shop", "old-shop-19990101T000000Z", "me")
     with pytest.raises(Refusal, match="has no preserved data dir"):
         plan_rollback("sbx1", replace(server, preserved=()), "shop", None, "me")
+    # a job's working copy is never something to roll back to
+    staging = facts.PreservedDir("/var/lib/postgresql/15/staging-shop-20261124T010000Z", 1, server.now)
+    with pytest.raises(Refusal, match="is not a preserved dir of shop"):
+        plan_rollback("sbx1", replace(server, preserved=(staging,)), "shop", staging.name, "me")

@@ -4,7 +4,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from pgmam_remote import facts
-from pgmam_remote.ops.status import assess_cluster
+from pgmam_remote.inventory import Host
+from pgmam_remote.job import SERVER_CODE
+from pgmam_remote.ops.status import assess, assess_cluster
 
 from .conftest import load
 
@@ -60,3 +62,11 @@ def test_the_probe_reports_running_and_the_last_step():
     text = "@@jobs\nnone op=pitr app=app1 job=pitr-app1-1 reported=no running=no step=4~replay~WAL\n@@end\n"
     (record,) = facts.parse_probe(text).jobs
     assert record.died and record.last_step == "4 replay WAL"
+
+
+def test_status_says_when_a_server_runs_older_pgmam_server_code():
+    probed = facts.parse_probe(load("probe-one-app.txt"))
+    host = Host("sbx1", "10.213.0.11")
+    assert assess(host, replace(probed, server_code="")).server_code == "none"
+    assert assess(host, replace(probed, server_code=SERVER_CODE)).server_code == "current"
+    assert assess(host, replace(probed, server_code="0123456789abcdef")).server_code == "older"
