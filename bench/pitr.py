@@ -5,7 +5,7 @@ For each database size (small, and ~1 GB of pgbench data unless --small-only):
   2. more writes, a noted target time T (server clock), more writes;
   3. `inv pitr --to T` (default: restore beside, then swap), then `--stop-first`, then the
      raw baseline: stop, empty the data dir, `pgbackrest restore` to T, start, wait for promotion.
-A probe inside the server connects every 100 ms over the app's socket; downtime is the longest
+A probe in the server's network connects every 100 ms to the app's port; downtime is the longest
 stretch between two successful probes (an upper bound: it includes up to one interval).
 
 Runs against its own sandbox (own names and subnet), prints the figures, tears the sandbox down.
@@ -39,6 +39,7 @@ NAMING = sandbox.SandboxNaming(
 )
 STATE_DIR = sandbox.state_dir_for(".sandbox-bench-pitr")
 PROBE = REPO / "bench" / "probe.py"
+PROBE_ROLE = "pgmam_probe"
 PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
 
 
@@ -67,8 +68,14 @@ class Bench:
         return time.monotonic() - started
 
     def probe(self, port: int, seconds: float) -> subprocess.Popen[str]:
-        argv = [sys.executable, str(PROBE), "--port", str(port), "--seconds", str(seconds)]
-        return subprocess.Popen(sandbox.netns_exec_argv(self.server, argv), stdout=subprocess.PIPE, text=True)
+        """The probe runs here, in the server's network namespace only: over TCP on its loopback,
+        as an application on that server would connect (nothing of this checkout enters the server)."""
+        argv = [sys.executable, str(PROBE), "--port", str(port), "--seconds", str(seconds), "--host", "127.0.0.1"]
+        env = {**os.environ, "PGUSER": PROBE_ROLE, "PGPASSWORD": PROBE_ROLE}
+        # ip netns exec execs the probe: the returned pid is the probe's
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.server.netns, *argv], stdout=subprocess.PIPE, text=True, env=env
+        )
 
     def now(self, port: int) -> str:
         return self.psql(port, "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
@@ -78,7 +85,7 @@ class Bench:
 
     def prepare(self, app: str, port: int, scale: int) -> tuple[str, str]:
         self.inv("initcluster", "--host", "sbx1", "--app", app, "--port", str(port))
-        self.psql(port, "create role root superuser login")  # the probe connects as root over the socket
+        self.psql(port, f"create role {PROBE_ROLE} login password '{PROBE_ROLE}'")  # a throwaway sandbox role
         self.on("runuser", "-u", "postgres", "--", PGBENCH, "-q", "-i", "-s", str(scale), "-p", str(port), "postgres")
         self.on("sh", "-c", f"cd /tmp && runuser -u postgres -- pgbackrest --stanza={app} --type=full backup")
         self.on("runuser", "-u", "postgres", "--", PGBENCH, "-n", "-T", "3", "-c", "2", "-p", str(port), "postgres")

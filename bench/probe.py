@@ -2,7 +2,8 @@
 
 Prints the longest outage as JSON.
 
-Runs inside a sandbox server (over the unix socket, as the OS user it runs as). Stops on SIGINT or
+Connects to --host (a socket directory, or 127.0.0.1 when run in a server's network namespace;
+PGUSER and PGPASSWORD as libpq reads them). Stops on SIGINT or
 after --seconds. "max_gap_s" is the longest time between two successful probes, an upper bound on
 the downtime an application would see; "gap_end_monotonic" is when it ended (CLOCK_MONOTONIC,
 comparable with the caller's time.monotonic()).
@@ -23,6 +24,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--interval", type=float, default=0.1)
+    parser.add_argument("--host", default="/var/run/postgresql")
     args = parser.parse_args()
     stop = False
 
@@ -40,9 +42,7 @@ def main() -> None:
         started = time.monotonic()
         probes += 1
         try:
-            with psycopg.connect(
-                host="/var/run/postgresql", port=args.port, dbname="postgres", connect_timeout=2
-            ) as conn:
+            with psycopg.connect(host=args.host, port=args.port, dbname="postgres", connect_timeout=2) as conn:
                 # a server still replaying WAL accepts read-only connections: not the restored app yet
                 if conn.execute("select pg_is_in_recovery()").fetchone()[0]:
                     raise psycopg.OperationalError("in recovery")
