@@ -57,6 +57,7 @@ demo-down: python-deps
 	$(SUDO) $(VENV)/bin/inv sandbox.down
 
 bench: deps
+	$(SUDO) $(VENV)/bin/python bench/sandbox.py
 	$(SUDO) $(VENV)/bin/python bench/initcluster_status.py
 	$(SUDO) $(VENV)/bin/python bench/pitr.py
 	$(SUDO) $(VENV)/bin/python bench/backup.py

@@ -844,7 +844,10 @@ def _sandbox_links(namings: list[SandboxNaming], state: dict | None) -> list[str
 
 def _sandbox_users(namings: list[SandboxNaming], state: dict | None) -> list[str]:
     """Only the users up() recorded as created: a same-named user of someone else's stays."""
-    created = state.get("created_users", []) if state else []
+    if not state:
+        return []
+    # state.json of a sandbox made before users were recorded: that version made both, always
+    created = state.get("created_users", state.get("naming_users", []))
     return [user for user in created if isinstance(user, str)]
 
 
