@@ -1,11 +1,14 @@
 """Server-side jobs: a Plan rendered into a detached shell job that survives the SSH link.
 
-The mutating phase of pitr and rollback runs on the server (``setsid``, or
-``systemd-run`` where systemd is PID 1). The job takes the per-app lock, runs
-each step, writes a journal, and when a step fails it runs the undo commands of
-the completed steps in reverse order. The laptop only launches it and follows
-the journal; if the link drops the job carries on, and running the same
-command again re-attaches to it.
+Every mutating operation runs on the server as a job (``systemd-run`` where systemd is PID 1,
+else ``setsid``). The job holds the app's flock lock, runs each step within its deadline, writes a
+journal, and when a step fails (or the job is told to stop) it runs the undo commands of the
+completed steps in reverse order. The laptop only launches it and follows the journal; if the
+link drops the job carries on, and running the same command again re-attaches to it.
+
+A job that a crash, a kill or a power cut interrupted is finished or undone later by the same
+script in ``recover`` mode: at boot before any cluster starts, and before the app's next job.
+The shell lives in ``server/`` (job-runner.sh, launch-job.sh, recover-jobs.sh).
 
 Journal lines: ``<epoch> <event> <details>`` with events begin, start, ok,
 fail, log, note, undo, undone, undo-failed and end.
@@ -14,6 +17,7 @@ fail, log, note, undo, undone, undo-failed and end.
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +32,13 @@ RUN_DIR = f"{STATE_DIR}/run"
 BIN_DIR = f"{STATE_DIR}/bin"
 RECOVER_JOBS = f"{BIN_DIR}/recover-jobs"
 AUDIT_LOG = "/var/log/pgmam/audit.log"
-KEEP_JOBS = 20  # finished job dirs kept per operation and app (the runner's KEEP_JOBS)
 STEP_DEADLINE_S = 600  # a step's limit unless its command says otherwise
 LONG_STEP_DEADLINE_S = 6 * 3600  # restores, replays and backups of big apps
 RECOVER_UNIT = "pgmam-recover.service"
 
 SERVER_DIR = Path(__file__).resolve().parent / "server"
 RUNNER = (SERVER_DIR / "job-runner.sh").read_text()
+KEEP_JOBS = int(re.search(r"^KEEP_JOBS=(\d+)", RUNNER, re.MULTILINE).group(1))  # type: ignore[union-attr]
 RECOVER_SCRIPT = (SERVER_DIR / "recover-jobs.sh").read_text()
 # What `inv status` compares with the server's copy: a server whose copy differs runs older code.
 SERVER_CODE = hashlib.sha256(RECOVER_SCRIPT.rstrip("\n").encode() + b"\n").hexdigest()[:16]

@@ -28,17 +28,9 @@ ROWS = "select count(*) from t"
 NOW_UTC = "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'"
 S, APP, PORT = "sbx1", "cr_shop", 5801
 OTHER, OTHER_PORT = "cr_other", 5802
-# The pitr's steps, by number: a cut while each of them runs (the job ends at 14 with a backup).
-PITR_STEPS = {
-    1: "archive everything",
-    3: "start a temporary instance",
-    4: "replay and prove",
-    8: "stop the app",
-    9: "preserve the current data",
-    10: "move the restored copy in",
-    11: "start the app",
-    13: "back up (after the commit point)",
-}
+# The pitr's 13 steps: a cut while each of them runs. Step 12 (the app accepts writes on its new
+# timeline) is the commit point; 13 is the backup on the new timeline.
+PITR_STEPS = range(1, 14)
 COMMIT_STEP = 12
 
 
@@ -104,7 +96,7 @@ def job_result(box, job: str) -> str:
     return ends[-1] if ends else "none"
 
 
-@pytest.mark.parametrize("step", sorted(PITR_STEPS), ids=[f"step{n}" for n in sorted(PITR_STEPS)])
+@pytest.mark.parametrize("step", PITR_STEPS, ids=[f"step{n}" for n in PITR_STEPS])
 def test_power_cut_during_a_pitr(apps, inv, step):
     box = apps
     before_rows = box.psql(S, PORT, ROWS)
@@ -123,9 +115,12 @@ def test_power_cut_during_a_pitr(apps, inv, step):
     wait_online(box)
     rows = box.psql(S, PORT, ROWS)
     result = job_result(box, job)
-    if step > COMMIT_STEP:
+    # past the commit point only once its step is journaled ok (a cut may land just after that)
+    committed = f" ok {COMMIT_STEP}\n" in journal_path(box, job).read_text()
+    assert committed == (step > COMMIT_STEP) or step == COMMIT_STEP
+    if committed:  # kept: the app runs on the restored data, only the backup after it did not run
         assert result == "interrupted" and rows == before_rows, (result, rows)
-    else:
+    else:  # undone: the app's data from before the pitr
         assert result == "recovered" and rows == str(int(before_rows) + 1), (result, rows)
     assert leftovers(box) == []
     assert box.on(S, "test", "-e", f"/var/lib/pgmam/locks/{APP}", check=False).returncode == 1
@@ -134,6 +129,35 @@ def test_power_cut_during_a_pitr(apps, inv, step):
     cluster = next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
     assert cluster["last_job"]["result"] == result
     assert cluster["status"] == "online"
+
+
+def test_a_clean_reboot_during_the_swap_undoes_the_pitr_before_the_server_goes_down(apps, inv):
+    """At shutdown systemd stops the job before the clusters: it undoes itself, and the boot starts the app."""
+    box = apps
+    before_rows = box.psql(S, PORT, ROWS)
+    target = box.psql(S, PORT, NOW_UTC)
+    time.sleep(0.3)
+    box.psql(S, PORT, "insert into t select max(id) + 1 from t")
+    previous = newest_job(box, "pitr", APP)
+    client = start_pitr(box, target)
+    try:
+        job = wait_for_step(box, previous, 10)
+        sandbox.reboot(box.server(S))
+    finally:
+        client.kill()
+        client.wait()
+    wait_online(box)
+    journal = journal_path(box, job).read_text()
+    assert job_result(box, job) == "rolled-back", journal
+    assert "stopped_by=SIGTERM" in journal
+    assert box.psql(S, PORT, ROWS) == str(int(before_rows) + 1)
+    # as after any failure past the swap, the restored copy is kept aside (failed-*), listed as kept
+    (kept,) = [name for name in leftovers(box) if name.startswith(f"failed-{APP}-")]
+    assert not [name for name in leftovers(box) if name.startswith(f"staging-{APP}-")]
+    status = json.loads(inv("status", "--host", S, "--json").stdout)
+    cluster = next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
+    assert [p["kind"] for p in cluster["preserved"] if p["name"] == kept] == ["failed"]
+    box.on(S, "rm", "-rf", "--", f"{PG}/{kept}")  # the next tests expect none
 
 
 def test_sigterm_undoes_a_running_pitr(apps, inv):
