@@ -53,13 +53,6 @@ def newest_job(box, op: str, app: str) -> str | None:
     return names[-1] if names else None
 
 
-def start_pitr(box, target: str) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "invoke", "pitr", "--host", S, "--app", APP, "--to", target, "--yes"]
-    env = {**os.environ, "PGMAM_HOSTS": str(box.inventory), "COLUMNS": "200"}
-    quiet = subprocess.DEVNULL
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdin=quiet, stdout=quiet, stderr=quiet, text=True)
-
-
 def wait_for_step(box, before: str | None, step: int, timeout: float = 120, op: str = "pitr") -> str:
     """Poll the job's journal through the server's files (fast, no SSH) until step N started."""
     deadline = time.monotonic() + timeout
@@ -96,22 +89,51 @@ def job_result(box, job: str) -> str:
     return ends[-1] if ends else "none"
 
 
-@pytest.mark.parametrize("step", PITR_STEPS, ids=[f"step{n}" for n in PITR_STEPS])
-def test_power_cut_during_a_pitr(apps, inv, step):
-    box = apps
+def start_inv(box, *args: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "invoke", *args]
+    env = {**os.environ, "PGMAM_HOSTS": str(box.inventory), "COLUMNS": "200"}
+    quiet = subprocess.DEVNULL
+    return subprocess.Popen(argv, cwd=REPO, env=env, stdin=quiet, stdout=quiet, stderr=quiet, text=True)
+
+
+def interrupted(box, op: str, step: int, interrupt, *args: str) -> str:
+    """`inv OP --host S --app APP ARGS`, and ``interrupt(job)`` while its job runs STEP; returns the job."""
+    previous = newest_job(box, op, APP)
+    client = start_inv(box, op, "--host", S, "--app", APP, *args)
+    try:
+        job = wait_for_step(box, previous, step, op=op)
+        interrupt(job)
+    finally:
+        client.kill()
+        client.wait()
+    return job
+
+
+def interrupt_pitr(box, step: int, interrupt) -> tuple[str, str]:
+    """A pitr of APP to a moment before one more row was written, interrupted while it runs STEP.
+
+    Returns (the job's id, the row count before the pitr)."""
     before_rows = box.psql(S, PORT, ROWS)
     target = box.psql(S, PORT, NOW_UTC)
     time.sleep(0.3)
     box.psql(S, PORT, "insert into t select max(id) + 1 from t")  # after the target: pre-restore data only
-    other_start = box.psql(S, OTHER_PORT, "select count(*) from t")
-    previous = newest_job(box, "pitr", APP)
-    client = start_pitr(box, target)
-    try:
-        job = wait_for_step(box, previous, step)
-        sandbox.reboot(box.server(S), power_cut=True)
-    finally:
-        client.kill()
-        client.wait()
+    return interrupted(box, "pitr", step, interrupt, "--to", target, "--yes"), before_rows
+
+
+def app_status(inv) -> dict:
+    status = json.loads(inv("status", "--host", S, "--json").stdout)
+    return next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
+
+
+def power_cut(box):
+    return lambda job: sandbox.reboot(box.server(S), power_cut=True)
+
+
+@pytest.mark.parametrize("step", PITR_STEPS, ids=[f"step{n}" for n in PITR_STEPS])
+def test_power_cut_during_a_pitr(apps, inv, step):
+    box = apps
+    other_rows = box.psql(S, OTHER_PORT, ROWS)
+    job, before_rows = interrupt_pitr(box, step, power_cut(box))
     wait_online(box)
     rows = box.psql(S, PORT, ROWS)
     result = job_result(box, job)
@@ -124,9 +146,8 @@ def test_power_cut_during_a_pitr(apps, inv, step):
         assert result == "recovered" and rows == str(int(before_rows) + 1), (result, rows)
     assert leftovers(box) == []
     assert box.on(S, "test", "-e", f"/var/lib/pgmam/locks/{APP}", check=False).returncode == 1
-    assert box.psql(S, OTHER_PORT, "select count(*) from t") == other_start
-    status = json.loads(inv("status", "--host", S, "--json").stdout)
-    cluster = next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
+    assert box.psql(S, OTHER_PORT, ROWS) == other_rows
+    cluster = app_status(inv)
     assert cluster["last_job"]["result"] == result
     assert cluster["status"] == "online"
 
@@ -134,18 +155,7 @@ def test_power_cut_during_a_pitr(apps, inv, step):
 def test_a_clean_reboot_during_the_swap_undoes_the_pitr_before_the_server_goes_down(apps, inv):
     """At shutdown systemd stops the job before the clusters: it undoes itself, and the boot starts the app."""
     box = apps
-    before_rows = box.psql(S, PORT, ROWS)
-    target = box.psql(S, PORT, NOW_UTC)
-    time.sleep(0.3)
-    box.psql(S, PORT, "insert into t select max(id) + 1 from t")
-    previous = newest_job(box, "pitr", APP)
-    client = start_pitr(box, target)
-    try:
-        job = wait_for_step(box, previous, 10)
-        sandbox.reboot(box.server(S))
-    finally:
-        client.kill()
-        client.wait()
+    job, before_rows = interrupt_pitr(box, 10, lambda job: sandbox.reboot(box.server(S)))
     wait_online(box)
     journal = journal_path(box, job).read_text()
     assert job_result(box, job) == "rolled-back", journal
@@ -154,26 +164,14 @@ def test_a_clean_reboot_during_the_swap_undoes_the_pitr_before_the_server_goes_d
     # as after any failure past the swap, the restored copy is kept aside (failed-*), listed as kept
     (kept,) = [name for name in leftovers(box) if name.startswith(f"failed-{APP}-")]
     assert not [name for name in leftovers(box) if name.startswith(f"staging-{APP}-")]
-    status = json.loads(inv("status", "--host", S, "--json").stdout)
-    cluster = next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
-    assert [p["kind"] for p in cluster["preserved"] if p["name"] == kept] == ["failed"]
+    assert [p["kind"] for p in app_status(inv)["preserved"] if p["name"] == kept] == ["failed"]
     box.on(S, "rm", "-rf", "--", f"{PG}/{kept}")  # the next tests expect none
 
 
 def test_sigterm_undoes_a_running_pitr(apps, inv):
     box = apps
-    before_rows = box.psql(S, PORT, ROWS)
-    target = box.psql(S, PORT, NOW_UTC)
-    time.sleep(0.3)
-    box.psql(S, PORT, "insert into t select max(id) + 1 from t")
-    previous = newest_job(box, "pitr", APP)
-    client = start_pitr(box, target)
-    try:
-        job = wait_for_step(box, previous, 4)
-        box.on(S, "systemctl", "stop", f"pgmam-{job}.service")  # waits until the job has exited
-    finally:
-        client.kill()
-        client.wait()
+    # systemctl stop waits until the job has exited
+    job, before_rows = interrupt_pitr(box, 4, lambda job: box.on(S, "systemctl", "stop", f"pgmam-{job}.service"))
     assert job_result(box, job) == "rolled-back"
     assert "stopped_by=SIGTERM" in journal_path(box, job).read_text()
     assert box.psql(S, PORT, ROWS) == str(int(before_rows) + 1)
@@ -182,21 +180,12 @@ def test_sigterm_undoes_a_running_pitr(apps, inv):
 
 def test_sigkill_is_cleaned_up_by_the_next_command(apps, inv):
     box = apps
-    target = box.psql(S, PORT, NOW_UTC)
-    time.sleep(0.3)
-    previous = newest_job(box, "pitr", APP)
-    client = start_pitr(box, target)
-    try:
-        job = wait_for_step(box, previous, 3)
-        box.on(S, "systemctl", "kill", "--signal=SIGKILL", f"pgmam-{job}.service")
-    finally:
-        client.kill()
-        client.wait()
+    kill = ["systemctl", "kill", "--signal=SIGKILL"]
+    job, _ = interrupt_pitr(box, 3, lambda job: box.on(S, *kill, f"pgmam-{job}.service"))
     # status says so at once: the job, its step, what it left
-    status = json.loads(inv("status", "--host", S, "--json").stdout)
-    cluster = next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
-    died = [p for p in cluster["problems"] if p.startswith(f"job {job} died at step 3 ")]
-    assert died and f"staging-{APP}-" in died[0] and "the next pgmam command" in died[0], cluster["problems"]
+    problems = app_status(inv)["problems"]
+    died = [p for p in problems if p.startswith(f"job {job} died at step 3 ")]
+    assert died and f"staging-{APP}-" in died[0] and "the next pgmam command" in died[0], problems
     # the staging copy is left until the next pgmam command on the app, which cleans up first
     out = inv("backup", "--host", S, "--app", APP)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -205,23 +194,9 @@ def test_sigkill_is_cleaned_up_by_the_next_command(apps, inv):
     assert f"15 {APP} {PORT} online" in box.clusters(S)
 
 
-def start_inv(box, *args: str) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "invoke", *args]
-    env = {**os.environ, "PGMAM_HOSTS": str(box.inventory), "COLUMNS": "200"}
-    quiet = subprocess.DEVNULL
-    return subprocess.Popen(argv, cwd=REPO, env=env, stdin=quiet, stdout=quiet, stderr=quiet, text=True)
-
-
 def cut_during(box, op: str, step: int, *args: str) -> str:
     """Run `inv OP ARGS`, cut the power while its job runs STEP; returns the job's id."""
-    previous = newest_job(box, op, APP)
-    client = start_inv(box, op, "--host", S, "--app", APP, *args)
-    try:
-        job = wait_for_step(box, previous, step, op=op)
-        sandbox.reboot(box.server(S), power_cut=True)
-    finally:
-        client.kill()
-        client.wait()
+    job = interrupted(box, op, step, power_cut(box), *args)
     wait_online(box)
     return job
 
@@ -233,9 +208,7 @@ def test_power_cut_during_a_restore_drill_leaves_nothing_and_records_no_failure(
     assert job_result(box, job) == "recovered"
     assert [n for n in box.on(S, "ls", "-1", PG).stdout.split() if n.startswith(f"verify-{APP}-")] == []
     assert box.psql(S, PORT, ROWS) == rows
-    status = json.loads(inv("status", "--host", S, "--json").stdout)
-    cluster = next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
-    assert cluster["problems"] == [], cluster["problems"]  # an interrupted drill is not a failed drill
+    assert app_status(inv)["problems"] == []  # an interrupted drill is not a failed drill
 
 
 def test_power_cut_during_a_rollback_swap(apps, inv):

@@ -171,15 +171,19 @@ def test_stop_and_start_sshd(box: Sandbox) -> None:
     assert result.stdout.strip() == "sbx2"
 
 
-def test_overlapping_subnet_is_refused() -> None:
-    # Every Linux machine has 127.0.0.0/8 on lo.
-    naming = SandboxNaming(
-        netns_prefix="pgmamx-sbx",
-        link_prefix="pgmxsbx",
-        subnet="127.213.0.0/24",
-        login_user="pgmamx",
-        sudo_password_user="pgmamxpw",
+def one_off_naming(letter: str, subnet: str) -> SandboxNaming:
+    """Names of a sandbox a single test tries to make (and that must never exist for long)."""
+    return SandboxNaming(
+        netns_prefix=f"pgmam{letter}-sbx",
+        link_prefix=f"pgm{letter}sbx",
+        subnet=subnet,
+        login_user=f"pgmam{letter}",
+        sudo_password_user=f"pgmam{letter}pw",
     )
+
+
+def test_overlapping_subnet_is_refused() -> None:
+    naming = one_off_naming("x", "127.213.0.0/24")  # every Linux machine has 127.0.0.0/8 on lo
     state_dir = sandbox.state_dir_for(f".sandbox-test-{secrets.token_hex(4)}")
     with pytest.raises(SandboxError, match="overlaps"):
         sandbox.up(1, state_dir, naming=naming)
@@ -230,13 +234,7 @@ def test_down_removes_everything(box: Sandbox) -> None:
 
 def test_an_existing_user_of_the_same_name_is_refused_and_kept() -> None:
     """A plain sandbox makes users on this machine: never one that is someone else's, never deleting it."""
-    naming = SandboxNaming(
-        netns_prefix="pgmamu-sbx",
-        link_prefix="pgmusbx",
-        subnet="10.213.2.0/24",
-        login_user="pgmamu",
-        sudo_password_user="pgmamupw",
-    )
+    naming = one_off_naming("u", "10.213.2.0/24")
     subprocess.run(["useradd", "--create-home", naming.login_user], check=True)  # someone else's user
     home = Path(pwd.getpwnam(naming.login_user).pw_dir)
     (home / "precious").write_text("mine\n")
