@@ -38,6 +38,7 @@ acquire() {
   mkdir -p "$STATE/locks"
   exec 7> "$JOB_DIR/running"
   flock 7
+  echo $$ > "$JOB_DIR/pid" # the launcher waits for this: the job runs (and holds JOB_DIR/running)
   if [ "$MODE" = recover ] && grep -q '^[0-9.]* end ' "$JOB_DIR/journal" 2> /dev/null; then
     exit 0 # another recovery got here first
   fi
@@ -54,7 +55,6 @@ acquire() {
   echo $$ > "$LOCK/pid"
   cp "$JOB_DIR/info" "$LOCK/info"
   echo "$JOB_DIR" > "$LOCK/job"
-  echo $$ > "$JOB_DIR/pid"
   if [ "$MODE" = recover ]; then
     journal "note recovering=$(awk '$2 == "start" { n = $3 } END { print n + 0 }' "$JOB_DIR/journal")"
     PGMAM_RECOVERING=1 # the undo scripts may act differently (see MOVE_BACK)
