@@ -260,7 +260,7 @@ def pitr(
 def run_pitr(host: str, req: pitr_op.PitrRequest, *, dry_run: bool, yes: bool, done: str) -> None:
     """Plan (or re-attach), print for --dry-run or confirm, run, summarize. One SSH connection throughout."""
     console = get_console()
-    with pitr_op.Pitr(inventory.load().host(host), req, console) as op:
+    with pitr_op.Pitr(inventory.load().host(host), req, console, dry_run=dry_run) as op:
         if op.prepared is not None:
             if dry_run:
                 console.plan(op.prepared.plan.render())
@@ -294,7 +294,7 @@ def rollback(c, host=None, app=None, to=None, yes=False, dry_run=False):
     app = validate.app_name(app)
     console = get_console()
     with HostSession(inventory.load().host(host)) as session:
-        facts, _ = gather(session)
+        facts, _ = gather(session, recover=None if dry_run else app)
         prepared = rollback_op.plan_rollback(session.host.name, facts, app, to, restore_op.holder())
         if dry_run:
             console.plan(prepared.plan.render())
@@ -418,7 +418,7 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, verify=Non
     calendars = {kind: schedule_op.parse_calendar(text) for kind, text in chosen.items()}
     console = get_console()
     with HostSession(inventory.load().host(host)) as session:
-        facts, _ = gather(session)
+        facts, _ = gather(session, recover=None if dry_run else app)
         plan = schedule_op.plan_schedule(session.host.name, facts, app, calendars, remove)
         if dry_run:
             console.plan(plan.render())
@@ -455,7 +455,7 @@ def verify(c, host=None, app=None, to=None, dry_run=False):
     target = validate.target_time(to) if to else None
     console = get_console()
     with HostSession(inventory.load().host(host)) as session:
-        facts, _ = gather(session)
+        facts, _ = gather(session, recover=None if dry_run else app)
         prepared = verify_op.plan_verify(session.host.name, facts, app, target, restore_op.holder())
         if dry_run:
             console.plan(prepared.plan.render())
@@ -515,7 +515,7 @@ def branch(c, host=None, app=None, name=None, port=None, at=None, sync=False, ye
 def sync_branch(host: str, child: str, *, dry_run: bool, yes: bool) -> None:
     console = get_console()
     with HostSession(inventory.load().host(host)) as session:
-        facts, _ = gather(session)
+        facts, _ = gather(session, recover=None if dry_run else child)
         prepared = pitr_op.plan_sync(session.host.name, facts, child, restore_op.holder())
         if dry_run:
             console.plan(prepared.plan.render())
@@ -551,7 +551,7 @@ def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=
     apps = [validate.app_name(a) for a in app]
     console = get_console()
     with HostSession(inventory.load().host(host)) as session:
-        facts, _ = gather(session)
+        facts, _ = gather(session, recover=None if dry_run else (apps[0] if len(apps) == 1 else "--all"))
         plan = drop_op.plan_drop(session.host.name, facts, apps, purge_backups)
         if dry_run:
             console.plan(plan.render())

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from .job import parse_info
+from .job import RECOVER_JOBS, parse_info
 from .remote import Command, HostSession, sh
 
 MARKER = "# managed by pgmam"
@@ -128,10 +128,20 @@ section end
 """
 
 
-def probe_command() -> Command:
-    """The one command that gathers everything status and the planners need."""
-    script = "PGMAM_SQL=$1; export PGMAM_SQL\n" + PROBE_SCRIPT
-    return sh(script, CLUSTER_SQL, timeout=120)
+# Before an operation reads the facts it plans on: finish or undo what a killed job of the app left
+# (status, which only reads, never passes an app). Its messages go to stderr, apart from the facts.
+RECOVER_FIRST = f"""if [ -n "$2" ] && [ -f {RECOVER_JOBS} ]; then
+  if [ "$2" = --all ]; then sh {RECOVER_JOBS} >&2; else sh {RECOVER_JOBS} "$2" >&2; fi
+fi
+"""
+
+
+def probe_command(recover: str | None = None) -> Command:
+    """The one command that gathers everything status and the planners need.
+
+    ``recover``: an app (or ``--all``) whose interrupted jobs are finished or undone first."""
+    script = "PGMAM_SQL=$1; export PGMAM_SQL\n" + RECOVER_FIRST + PROBE_SCRIPT
+    return sh(script, CLUSTER_SQL, recover or "", timeout=None if recover else 120)
 
 
 # -- typed facts -------------------------------------------------------------
@@ -686,7 +696,10 @@ def parse_probe(text: str) -> ServerFacts:
     )
 
 
-def gather(session: HostSession) -> tuple[ServerFacts, str]:
-    """Run the probe on one host; returns the facts and the raw text (for fixtures)."""
-    result = session.run(probe_command())
+def gather(session: HostSession, recover: str | None = None) -> tuple[ServerFacts, str]:
+    """Run the probe on one host; returns the facts and the raw text (for fixtures).
+
+    A mutating operation passes its app as ``recover`` (``--all`` for every app): what a killed
+    job of it left is finished or undone before the facts are read."""
+    result = session.run(probe_command(recover))
     return parse_probe(result.stdout), result.stdout

@@ -64,7 +64,7 @@ def run_backups(host: Host, apps: list[str] | None, backup_type: str | None, con
     """Back up the named apps (None: every pgmam app on the host), one after another, each as a job."""
     done = []
     with HostSession(host) as session:
-        facts, _ = gather(session)
+        facts, _ = gather(session, recover=apps[0] if apps and len(apps) == 1 else "--all")
         names = apps if apps is not None else sorted(facts.managed_stanzas & {c.name for c in facts.clusters})
         if not names:
             raise Refusal(f"{host.name}: no pgmam apps to back up", hint="create one with inv initcluster")

@@ -271,7 +271,7 @@ def run(
 ) -> ClusterSummary | None:
     """Facts -> plan -> (print | execute) on one host. Returns the summary (None for --dry-run)."""
     with HostSession(host, password_source=password_source) as session:
-        facts, _ = gather(session)
+        facts, _ = gather(session, recover=None if dry_run else req.app)
         req = InitClusterRequest(req.app, req.port, req.pg_version or host.pg_version)
         plan = plan_initcluster(host.name, facts, req)
         version = req.pg_version or facts.newest_pg or 0

@@ -348,9 +348,18 @@ class PitrSummary:
 class Pitr:
     """One pitr on one host: open -> (attach | plan -> confirm -> run). One SSH connection throughout."""
 
-    def __init__(self, host: Host, req: PitrRequest, console: Console, password_source: PasswordSource = ask_password):
+    def __init__(
+        self,
+        host: Host,
+        req: PitrRequest,
+        console: Console,
+        password_source: PasswordSource = ask_password,
+        *,
+        dry_run: bool = False,
+    ):
         self.host = host
         self.req = req
+        self.dry_run = dry_run  # then nothing changes: not even what a killed job left is undone
         self.console = console
         self.session = HostSession(host, password_source=password_source)
         self.facts: ServerFacts | None = None
@@ -359,7 +368,7 @@ class Pitr:
 
     def __enter__(self) -> Pitr:
         self.session.open()
-        self.facts, _ = gather(self.session)
+        self.facts, _ = gather(self.session, recover=None if self.dry_run else self.req.app)
         lock_app = self.req.into or self.req.app
         lock = self.facts.lock(lock_app)
         if lock is not None and lock.alive and lock.info.get("op") == "pitr" and self._same_request(lock.info):
@@ -370,7 +379,9 @@ class Pitr:
         # rather than restoring again; once a client has seen the result, the same command runs anew
         same = last is not None and last.op == "pitr" and self._same_request(last.info)
         unseen = same and last.info.get("reported") == "no"
-        if unseen and last.result != "none" and lock is None and self._recent(last.job_id):
+        # ... unless it never ran to the end (undone after a crash): then it runs anew
+        ended = last is not None and last.result not in ("none", "recovered", "recovery-failed")
+        if unseen and ended and lock is None and self._recent(last.job_id):
             self.running_job = last.dir
             return self
         self.prepared = plan_pitr(self.host.name, self.facts, self.req, restore.holder())
@@ -418,7 +429,7 @@ class Pitr:
 def create_restore_point(host: Host, app: str, name: str, console: Console) -> str:
     """Create a named restore point in app's WAL; returns its LSN."""
     with HostSession(host) as session:
-        facts, _ = gather(session)
+        facts, _ = gather(session, recover=app)
         cluster = restore.managed_cluster(host.name, facts, app)
         restore.require_running(host.name, cluster)
         if any(p.name == name for p in facts.points_for(app)):

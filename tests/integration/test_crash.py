@@ -194,6 +194,20 @@ def test_sigkill_is_cleaned_up_by_the_next_command(apps, inv):
     assert f"15 {APP} {PORT} online" in box.clusters(S)
 
 
+def test_a_pitr_killed_mid_swap_is_undone_by_the_next_pitr_which_then_runs(apps, inv):
+    """Killed with the app stopped and its data moved aside: the next command must not plan on that."""
+    box = apps
+    kill = ["systemctl", "kill", "--signal=SIGKILL"]
+    job, before_rows = interrupt_pitr(box, 10, lambda job: box.on(S, *kill, f"pgmam-{job}.service"))
+    assert f"15 {APP} {PORT} online" not in box.clusters(S)  # stopped, mid-swap
+    target = box.psql(S, OTHER_PORT, NOW_UTC)  # any moment after the row written for the first pitr
+    out = inv("pitr", "--host", S, "--app", APP, "--to", target, "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert job_result(box, job) == "recovered"
+    assert box.psql(S, PORT, ROWS) == str(int(before_rows) + 1)
+    assert [n for n in leftovers(box) if n.startswith(f"staging-{APP}-")] == []
+
+
 def cut_during(box, op: str, step: int, *args: str) -> str:
     """Run `inv OP ARGS`, cut the power while its job runs STEP; returns the job's id."""
     job = interrupted(box, op, step, power_cut(box), *args)
