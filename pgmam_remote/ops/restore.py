@@ -209,9 +209,17 @@ MOVE = """if [ -e "$2" ]; then echo "$2 already exists"; exit 1; fi
 exec mv -T "$1" "$2"
 """
 
-# Starts a cluster and notes when it accepts connections (pg_ctlcluster returns once it does).
-START_LIVE = """pg_ctlcluster "$1" "$2" start || exit
-echo "pgmam-note up_at=$(date +%s.%N)"
+# Starts a cluster and notes the moment it accepts connections: pg_isready's exit status (no
+# message to read) every 50 ms while pg_ctlcluster, which polls far less often, waits for it too.
+START_LIVE = """pg_ctlcluster "$1" "$2" start &
+starter=$!
+up=""
+while [ -z "$up" ] && kill -0 "$starter" 2> /dev/null; do
+  if pg_isready -q -h /var/run/postgresql -p "$3"; then up=$(date +%s.%N); else sleep 0.05; fi
+done
+wait "$starter" || exit
+[ -n "$up" ] || up=$(date +%s.%N)
+echo "pgmam-note up_at=$up"
 """
 
 VERIFY_LIVE = """set -u
@@ -522,7 +530,7 @@ def swap_steps(
     steps += [
         Step(
             f"start {app}",
-            sh(START_LIVE, v, app),
+            sh(START_LIVE, v, app, cluster.port),
             undo=sh(STOP_IF_RUNNING, v, app),
         ),
         Step(
