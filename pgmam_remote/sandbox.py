@@ -404,6 +404,9 @@ def _build(count: int, state_dir: Path, naming: SandboxNaming, log: Log, systemd
 
 def _build_systemd(image: Path, state_dir: Path, naming: SandboxNaming, plans: list[_Plan], log: Log) -> None:
     """Overlay, per-server files, then boot every server at once and wait for their sshd."""
+    raised = sandbox_machine.ensure_inotify_room(len(plans))
+    if raised:
+        _say(log, f"sandbox: {raised}")
     keygen = _start_keygens(state_dir, plans)
     _create_network(naming, plans, log)
     _finish(keygen)

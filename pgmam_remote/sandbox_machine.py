@@ -31,6 +31,27 @@ PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")
 SHUTDOWN_TIMEOUT_S = 20.0
 KILL_TIMEOUT_S = 10.0
 BOOTED_TIMEOUT_S = 60.0
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+# systemd and its services take about a dozen inotify instances per server, all counted against
+# root; Debian's default limit of 128 stops the 17th server from booting.
+INOTIFY_PER_SERVER = 16
+INOTIFY_SPARE = 128  # what this machine's own programs use
+
+
+def ensure_inotify_room(servers: int) -> str | None:
+    """Raise the inotify instance limit when it is too low for this many more servers (never lower it).
+
+    Returns what was done, to be said, or None."""
+    running = len(machines_with_prefix([""]))
+    needed = INOTIFY_SPARE + INOTIFY_PER_SERVER * (running + servers)
+    try:
+        current = int(INOTIFY_INSTANCES.read_text())
+        if current >= needed:
+            return None
+        INOTIFY_INSTANCES.write_text(f"{needed}\n")
+    except (OSError, ValueError) as exc:
+        raise SandboxError(f"cannot raise {INOTIFY_INSTANCES} to {needed} for {servers} servers: {exc}") from exc
+    return f"raised fs.inotify.max_user_instances from {current} to {needed} (systemd in every server uses some)"
 
 
 def cgroup_roots() -> list[Path]:

@@ -53,11 +53,11 @@ def newest_job(box, op: str, app: str) -> str | None:
     return names[-1] if names else None
 
 
-def wait_for_step(box, before: str | None, step: int, timeout: float = 120, op: str = "pitr") -> str:
+def wait_for_step(box, before: str | None, step: int, timeout: float = 120, op: str = "pitr", app: str = APP) -> str:
     """Poll the job's journal through the server's files (fast, no SSH) until step N started."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = newest_job(box, op, APP)
+        job = newest_job(box, op, app)
         if job and job != before:
             try:
                 text = journal_path(box, job).read_text()
@@ -243,3 +243,28 @@ def test_power_cut_during_a_rollback_swap(apps, inv):
     assert box.psql(S, PORT, ROWS) == rows  # the data from before the rollback
     assert kept_dirs() == kept  # the preserved dir went back where it was, nothing new is kept
     assert leftovers(box) == []
+
+
+def test_power_cut_during_a_branch_sync_swap(apps, inv):
+    box = apps
+    branch, port = f"{APP}_dev", 5803
+    out = inv("branch", "--host", S, "--app", APP, "--name", "dev", "--port", str(port), "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+    box.psql(S, port, "insert into t select max(id) + 1000 from t")  # the branch's own work
+    rows = box.psql(S, port, ROWS)
+    previous = newest_job(box, "sync", branch)
+    client = start_inv(box, "branch", "--host", S, "--app", APP, "--name", "dev", "--sync", "--yes")
+    try:
+        job = wait_for_step(box, previous, 9, op="sync", app=branch)  # its restored copy moving in
+        sandbox.reboot(box.server(S), power_cut=True)
+    finally:
+        client.kill()
+        client.wait()
+    deadline = time.monotonic() + 90
+    while f"15 {branch} {port} online" not in box.clusters(S):
+        assert time.monotonic() < deadline, box.clusters(S)
+        time.sleep(0.5)
+    assert job_result(box, job) == "recovered"
+    assert box.psql(S, port, ROWS) == rows  # the branch as it was before the sync
+    names = box.on(S, "ls", "-1", PG).stdout.split()
+    assert not [n for n in names if n.startswith((f"staging-{branch}-", f"failed-{branch}-"))]
