@@ -126,7 +126,10 @@ def _has_entries(path: Path) -> bool:
 
 
 def _prune_others(keep: Path) -> None:
-    """Older images (another package list) are dead weight of several hundred MB each."""
+    """Older images (another package list) are dead weight of several hundred MB each, unless a
+    running sandbox still boots from one (it is the lower layer of that server's overlay)."""
+    with open("/proc/self/mounts") as fh:
+        in_use = fh.read()
     for other in CACHE_DIR.glob("debian12-*"):
-        if other != keep and other.is_dir():
+        if other != keep and other.is_dir() and f"lowerdir={other}," not in in_use:
             shutil.rmtree(other, ignore_errors=True)
