@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..console import Console
 from ..errors import PgmamError
-from ..facts import ClusterFacts, ServerFacts, StanzaInfo, gather
+from ..facts import ClusterFacts, PreservedDir, ServerFacts, StanzaInfo, gather
 from ..inventory import Host
 from ..job import SERVER_CODE
 from ..remote import HostSession, PasswordSource, ask_password
@@ -332,27 +332,29 @@ def _age(seconds: int | float | None) -> str:
     return f"{seconds}s"
 
 
-def _working_copies(cluster: ClusterFacts, facts: ServerFacts) -> list[str]:
-    return [
-        f"{p.path} ({_size(p.size_bytes)})"
-        for p in facts.preserved_for(cluster.version, cluster.name)
-        if p.kind in ("staging", "verify")
-    ]
+def _working_copies(cluster: ClusterFacts, facts: ServerFacts) -> list[PreservedDir]:
+    """A job's copies of the app's data (staging-*, verify-*), not the dirs kept on purpose."""
+    return [p for p in facts.preserved_for(cluster.version, cluster.name) if p.kind in ("staging", "verify")]
+
+
+def _described(copy: PreservedDir) -> str:
+    return f"{copy.path} ({_size(copy.size_bytes)})"
 
 
 def _leftover_problems(cluster: ClusterFacts, facts: ServerFacts, job_running: bool) -> list[str]:
-    """A job's working copy (staging-*, verify-*) with no job running and none to recover it."""
+    """A working copy with no job running and none to recover it."""
     if job_running or any(j.app == cluster.name and j.died for j in facts.jobs):
         return []
     return [
-        f"leftover {copy}: remove it with sudo rm -rf -- {copy.split()[0]}" for copy in _working_copies(cluster, facts)
+        f"leftover {_described(copy)}: remove it with sudo rm -rf -- {copy.path}"
+        for copy in _working_copies(cluster, facts)
     ]
 
 
 def _job_problems(cluster: ClusterFacts, facts: ServerFacts) -> list[str]:
     """What an app's jobs say is wrong: one that died (and what it left), or one left half undone."""
     app = cluster.name
-    left = _working_copies(cluster, facts)
+    left = [_described(copy) for copy in _working_copies(cluster, facts)]
     problems = [
         f"job {run.job_id} died at step {run.last_step}"
         + (f", leaving {', '.join(left)}" if left else "")

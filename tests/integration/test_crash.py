@@ -71,10 +71,10 @@ def wait_for_step(box, before: str | None, step: int, timeout: float = 120, op: 
     raise AssertionError(f"step {step} never started")
 
 
-def wait_online(box, timeout: float = 90) -> None:
+def wait_online(box, app: str = APP, port: int = PORT, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
-    while f"15 {APP} {PORT} online" not in box.clusters(S):
-        assert time.monotonic() < deadline, f"{APP} not online after the boot: {box.clusters(S)}"
+    while f"15 {app} {port} online" not in box.clusters(S):
+        assert time.monotonic() < deadline, f"{app} not online after the boot: {box.clusters(S)}"
         time.sleep(0.5)
 
 
@@ -101,12 +101,15 @@ def start_inv(box, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, cwd=REPO, env=env, stdin=quiet, stdout=quiet, stderr=quiet, text=True)
 
 
-def interrupted(box, op: str, step: int, interrupt, *args: str) -> str:
-    """`inv OP --host S --app APP ARGS`, and ``interrupt(job)`` while its job runs STEP; returns the job."""
-    previous = newest_job(box, op, APP)
+def interrupted(box, op: str, step: int, interrupt, *args: str, job_op: str | None = None, job_app: str = APP) -> str:
+    """`inv OP --host S --app APP ARGS`, and ``interrupt(job)`` while its job runs STEP; returns the job.
+
+    The job is a JOB_OP (default: OP) of JOB_APP."""
+    job_op = job_op or op
+    previous = newest_job(box, job_op, job_app)
     client = start_inv(box, op, "--host", S, "--app", APP, *args)
     try:
-        job = wait_for_step(box, previous, step, op=op)
+        job = wait_for_step(box, previous, step, op=job_op, app=job_app)
         freeze_runner(box, job)
         interrupt(job)
     finally:
@@ -147,9 +150,12 @@ def power_cut(box):
 @pytest.mark.parametrize("step", PITR_STEPS, ids=[f"step{n}" for n in PITR_STEPS])
 def test_power_cut_during_a_pitr(apps, inv, step):
     box = apps
+    # after the previous test's boot the other app may still be starting (its own crash recovery)
+    wait_online(box, OTHER, OTHER_PORT)
     other_rows = box.psql(S, OTHER_PORT, ROWS)
     job, before_rows = interrupt_pitr(box, step, power_cut(box))
     wait_online(box)
+    wait_online(box, OTHER, OTHER_PORT)
     rows = box.psql(S, PORT, ROWS)
     result = job_result(box, job)
     # past the commit point only once its step is journaled ok (a cut may land just after that)
@@ -269,19 +275,10 @@ def test_power_cut_during_a_branch_sync_swap(apps, inv):
     assert out.returncode == 0, out.stdout + out.stderr
     box.psql(S, port, "insert into t select max(id) + 1000 from t")  # the branch's own work
     rows = box.psql(S, port, ROWS)
-    previous = newest_job(box, "sync", branch)
-    client = start_inv(box, "branch", "--host", S, "--app", APP, "--name", "dev", "--sync", "--yes")
-    try:
-        job = wait_for_step(box, previous, 9, op="sync", app=branch)  # its restored copy moving in
-        freeze_runner(box, job)
-        sandbox.reboot(box.server(S), power_cut=True)
-    finally:
-        client.kill()
-        client.wait()
-    deadline = time.monotonic() + 90
-    while f"15 {branch} {port} online" not in box.clusters(S):
-        assert time.monotonic() < deadline, box.clusters(S)
-        time.sleep(0.5)
+    # step 9: its restored copy moving in; the job is a "sync" of the branch
+    args = ("--name", "dev", "--sync", "--yes")
+    job = interrupted(box, "branch", 9, power_cut(box), *args, job_op="sync", job_app=branch)
+    wait_online(box, branch, port)
     assert job_result(box, job) == "recovered"
     assert box.psql(S, port, ROWS) == rows  # the branch as it was before the sync
     names = box.on(S, "ls", "-1", PG).stdout.split()

@@ -12,6 +12,7 @@ import pwd
 import secrets
 import socket
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +170,30 @@ def test_stop_and_start_sshd(box: Sandbox) -> None:
     result = ssh(box, restarted, "sudo -n true && hostname")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "sbx2"
+
+
+def test_only_systemd_servers_reboot(box: Sandbox) -> None:
+    sbx1 = by_name(box, "sbx1")
+    if sbx1.systemd:
+        pytest.skip("rebooting a systemd server: test_systemd.py and test_crash.py")
+    before = _netns_pids(sbx1.netns)
+    with pytest.raises(SandboxError, match="sbx1 is a plain server: only systemd servers boot"):
+        sandbox.reboot(sbx1, power_cut=True)
+    assert _netns_pids(sbx1.netns) == before  # nothing was killed
+
+
+def test_reboot_of_an_unknown_server_is_refused_as_bad_usage() -> None:
+    # whether or not a rehearsal sandbox is up, it has no server named nope
+    out = subprocess.run(
+        [sys.executable, "-m", "invoke", "sandbox.reboot", "--host", "nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "no sandbox server 'nope'" in out.stderr
 
 
 def one_off_naming(letter: str, subnet: str) -> SandboxNaming:
