@@ -6,18 +6,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The sandbox's systemd servers boot with systemd-nspawn from an image mmdebstrap builds; its plain
 # servers (the no-systemd lane) use this machine's own PostgreSQL, pgBackRest, sshd and cron.
 APT_PACKAGES := postgresql postgresql-contrib pgbackrest openssh-server openssh-client sudo iproute2 util-linux procps cron \
-	systemd-container mmdebstrap shellcheck
+	systemd-container mmdebstrap shellcheck locales
 # a binary per package: apt runs only when one is missing
 NEEDED_BINARIES := /usr/sbin/cron /usr/bin/pg_createcluster /usr/bin/pgbackrest /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/sudo \
 	/usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter /usr/bin/systemd-nspawn /usr/bin/mmdebstrap /usr/bin/shellcheck
 
-.PHONY: all deps system-deps python-deps test unit integration lint demo demo-down bench clean
+.PHONY: all deps system-deps python-deps test unit fast integration lint demo demo-down bench clean
 
 all: test
 
 system-deps:
 	@missing=0; for b in $(NEEDED_BINARIES); do [ -x "$$b" ] || missing=1; done; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing=1; \
+	[ -f /usr/share/i18n/locales/de_DE ] || missing=1; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing=1; \
 	if [ $$missing = 1 ]; then \
 	  echo "installing Debian packages: $(APT_PACKAGES) python3-venv"; \
@@ -35,7 +36,7 @@ python-deps: $(VENV)/.installed
 
 deps: system-deps python-deps
 
-SHELL_FILES := $(wildcard pgmam_remote/*_sh/*.sh pgmam_remote/server/*.sh scripts/*.sh .ci/run)
+SHELL_FILES := $(wildcard pgmam_remote/*_sh/*.sh pgmam_remote/server/*.sh pgmam_remote/server/steps/*.sh scripts/*.sh .ci/run)
 
 lint: deps
 	$(VENV)/bin/ruff check .
@@ -43,6 +44,10 @@ lint: deps
 
 unit: python-deps
 	$(VENV)/bin/python -m pytest -q tests/unit
+
+# the fast tier: unit tests, and every server script run against a throwaway local PostgreSQL (no sandbox)
+fast: deps
+	$(SUDO) $(VENV)/bin/python -m pytest -q tests/unit tests/server
 
 integration: deps
 	$(SUDO) $(VENV)/bin/python -m pytest -q tests/integration

@@ -6,8 +6,9 @@ from an operator's, and never edits postgresql.conf itself.
 
 from __future__ import annotations
 
+from . import server_code
 from .facts import MARKER, PGBACKREST_CONF_D
-from .remote import Command, sh
+from .remote import Command
 
 # Full backups (and the WAL they need) are kept this many days, whatever number of backups that is:
 # every extra full backup (`inv backup --type full`) would otherwise push the oldest one out.
@@ -15,15 +16,10 @@ RETENTION_DAYS = 14
 ARCHIVE_QUEUE_MAX = "4GiB"
 ARCHIVE_TIMEOUT_S = 60
 
-_WRITE_FILE = (
-    'set -e; mkdir -p -m 0755 "$(dirname "$2")"; umask 077; tmp="$2.pgmam-tmp"; printf "%s" "$1" > "$tmp"; '
-    'chown "$3" "$tmp"; chmod "$4" "$tmp"; mv -f "$tmp" "$2"'
-)
-
 
 def write_file(path: str, content: str, owner: str = "root:root", mode: str = "0644") -> Command:
     """Atomically write a file (temp file + rename) with owner and mode."""
-    return sh(_WRITE_FILE, content, path, owner, mode)
+    return server_code.step("write-file", path, owner, mode, content)
 
 
 def stanza_conf_path(app: str) -> str:
@@ -94,39 +90,6 @@ archive_timeout = {ARCHIVE_TIMEOUT_S}
 """
 
 
-SNAPSHOT_DIR = "/var/lib/pgbackrest/pgmam-config"
-
-# Shell: the label of $app's newest backup, from pgBackRest's "latest" link in the repository
-# (no pgbackrest run), else from `pgbackrest info`; empty when there is none.
-NEWEST_LABEL = """$(readlink "/var/lib/pgbackrest/backup/$app/latest" 2> /dev/null || (cd /tmp \\
-  && runuser -u postgres -- pgbackrest --stanza="$app" --output=json info \\
-  | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d'"' -f4))"""
-
-# Config snapshot: pgBackRest does not back up /etc/postgresql/<ver>/<app>/, so with every backup
-# pgmam stores it in the repository, named after the newest backup label, and drops the snapshots
-# of expired backups. $1 app, $2 version. Prints "pgmam-note snapshot=<file>".
-SNAPSHOT = (
-    """set -e
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-app=$1; version=$2
-cd /tmp
-label="""
-    + NEWEST_LABEL
-    + """
-[ -n "$label" ] || { echo "no backup to attach the config snapshot to"; exit 1; }
-dir=/var/lib/pgbackrest/pgmam-config/$app
-install -d -o postgres -g postgres -m 0750 /var/lib/pgbackrest/pgmam-config "$dir"
-tar -C "/etc/postgresql/$version" -czf "$dir/$label.tar.gz.tmp" "$app"
-chown postgres:postgres "$dir/$label.tar.gz.tmp"
-mv -f "$dir/$label.tar.gz.tmp" "$dir/$label.tar.gz"
-for f in "$dir"/*.tar.gz; do
-  [ -d "/var/lib/pgbackrest/backup/$app/$(basename "$f" .tar.gz)" ] || rm -f "$f"
-done
-echo "pgmam-note backup=$label"
-echo "pgmam-note snapshot=$dir/$label.tar.gz"
-"""
-)
-
-
 def snapshot(app: str, version: int) -> Command:
-    return sh(SNAPSHOT, app, version)
+    """Store the cluster's config beside its newest backup (server/steps/config-snapshot.sh)."""
+    return server_code.step("config-snapshot", app, version)

@@ -1,6 +1,6 @@
 """Read server state: one probe command plus pure parsers into dataclasses.
 
-The probe is a constant POSIX shell script run once as root; it prints
+The probe is a constant POSIX shell script (server/probe.sh) run once as root; it prints
 ``@@section`` headers followed by raw tool output (pg_lsclusters, ss, df,
 ``pgbackrest info --output=json``, one JSON row per online cluster from
 ``psql -XAt``). :func:`parse_probe` turns that text into :class:`ServerFacts`;
@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from .job import RECOVER_JOBS, parse_info
+from . import server_code
+from .job import parse_info
 from .remote import Command, HostSession, sh
 
 MARKER = "# managed by pgmam"
@@ -40,108 +41,15 @@ CLUSTER_SQL = """select json_build_object(
  'last_failed_time', extract(epoch from a.last_failed_time))
 from pg_stat_archiver a"""
 
-# Runs as root. Constant text: nothing user-supplied is ever inside it.
-PROBE_SCRIPT = r"""
-cd /
-section() { printf '\n@@%s\n' "$*"; }
-section host; hostname
-section now; date +%s.%N
-section utc-offset; date +%z
-section cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
-section systemd; if [ -d /run/systemd/system ]; then echo yes; else echo no; fi
-section tools
-for t in pg_lsclusters pg_createcluster pg_ctlcluster pgbackrest psql runuser ss cron; do
-  if command -v "$t" >/dev/null 2>&1; then echo "$t yes"; else echo "$t no"; fi
-done
-section pgversions
-for p in /usr/lib/postgresql/*/bin/postgres; do
-  [ -x "$p" ] && basename "$(dirname "$(dirname "$p")")"
-done
-section listen; ss -Hltn 2>/dev/null | awk '{print $4}'
-section disk; df -P -B1 /var/lib/postgresql /var/lib/pgbackrest 2>/dev/null | tail -n +2
-section global-conf
-if [ -f /etc/pgbackrest/pgbackrest.conf ]; then
-  if grep -qx '# managed by pgmam' /etc/pgbackrest/pgbackrest.conf; then echo pgmam; else echo foreign; fi
-else echo absent; fi
-section stanza-confs
-for f in /etc/pgbackrest/conf.d/*.conf; do
-  [ -f "$f" ] && grep -qx '# managed by pgmam' "$f" && basename "$f" .conf
-done
-section parents
-grep -H '^# pgmam-parent ' /etc/pgbackrest/conf.d/*.conf 2>/dev/null
-section clusters
-clusters=$(pg_lsclusters --no-header 2>&1)
-printf '%s\n' "$clusters"
-section pgmam-confs
-for f in /etc/postgresql/*/*/conf.d/pgmam.conf; do [ -f "$f" ] && echo "$f"; done
-section pgbackrest
-if command -v pgbackrest >/dev/null 2>&1; then
-  cd /tmp && runuser -u postgres -- timeout 30 pgbackrest --output=json info 2>&1; cd /
-fi
-printf '%s\n' "$clusters" | while read -r ver name port status owner data rest; do
-  h=$(ls "$data"/pg_wal/*.history 2>/dev/null | sort | tail -n 1)
-  if [ -n "$h" ]; then section "history $ver $name"; cat "$h"; fi
-done
-section locks
-for l in /var/lib/pgmam/locks/*; do
-  [ -d "$l" ] || continue
-  # held (flock) by a live job; the kernel released it if the holder died
-  if [ -e "$l.lock" ] && ! flock -n "$l.lock" true; then alive=yes; else alive=no; fi
-  printf '%s %s\n' "$alive" "$(tr '\n' ' ' < "$l/info" 2>/dev/null)"
-done
-section jobs
-for d in /var/lib/pgmam/jobs/*; do
-  [ -f "$d/info" ] || continue
-  end=$(grep -m1 '^[0-9.]* end ' "$d/journal" 2>/dev/null | cut -d' ' -f3)
-  reported=no; [ -f "$d/reported" ] && reported=yes
-  running=no; [ -e "$d/running" ] && ! flock -n "$d/running" true && running=yes
-  step=$(grep '^[0-9.]* start ' "$d/journal" 2>/dev/null | tail -n 1 | cut -d' ' -f3- | tr ' ' '~')
-  printf '%s %s reported=%s running=%s step=%s\n' "${end:-none}" "$(tr '\n' ' ' < "$d/info")" "$reported" \
-    "$running" "${step:--}"
-done
-section preserved
-for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-* /var/lib/postgresql/*/staging-* \
-  /var/lib/postgresql/*/verify-*; do
-  [ -d "$d" ] && printf '%s %s %s\n' "$(du -sb "$d" 2>/dev/null | cut -f1)" "$(stat -c %Y "$d")" "$d"
-done
-section server-code
-[ -f /var/lib/pgmam/bin/recover-jobs ] && sha256sum /var/lib/pgmam/bin/recover-jobs | cut -c1-16
-section schedules
-grep -h '^# pgmam-schedule ' /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-schedule-*.timer 2>/dev/null
-section scheduled-runs
-for f in /var/lib/pgmam/scheduled/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
-section drills
-for f in /var/lib/pgmam/verify/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
-section restore-points
-for f in /var/lib/pgmam/restore-points/*; do
-  [ -f "$f" ] && sed "s|^|$(basename "$f") |" "$f"
-done
-printf '%s\n' "$clusters" | while read -r ver name port status rest; do
-  case "$status" in online*)
-    section "sql $ver $name"
-    PGCONNECT_TIMEOUT=5 runuser -u postgres -- timeout 15 \
-      psql -XAtq -v ON_ERROR_STOP=1 -p "$port" -d postgres -c "$PGMAM_SQL" 2>&1 </dev/null
-    ;;
-  esac
-done
-section end
-"""
-
-
-# Before an operation reads the facts it plans on: finish or undo what a killed job of the app left
-# (status, which only reads, never passes an app). Its messages go to stderr, apart from the facts.
-RECOVER_FIRST = f"""if [ -n "$2" ] && [ -f {RECOVER_JOBS} ]; then
-  if [ "$2" = --all ]; then sh {RECOVER_JOBS} >&2; else sh {RECOVER_JOBS} "$2" >&2; fi
-fi
-"""
-
 
 def probe_command(recover: str | None = None) -> Command:
-    """The one command that gathers everything status and the planners need.
+    """The one command that gathers everything status and the planners need (server/probe.sh).
 
-    ``recover``: an app (or ``--all``) whose interrupted jobs are finished or undone first."""
-    script = "PGMAM_SQL=$1; export PGMAM_SQL\n" + RECOVER_FIRST + PROBE_SCRIPT
-    return sh(script, CLUSTER_SQL, recover or "", timeout=None if recover else 120)
+    ``recover``: an app (or ``--all``) about to be changed. The server code is installed first
+    (see server_code.py), then that app's interrupted jobs are finished or undone, then the facts
+    are read."""
+    probe = sh(server_code.text("probe.sh"), CLUSTER_SQL, recover or "", timeout=None if recover else 120)
+    return server_code.install_then(probe) if recover else probe
 
 
 # -- typed facts -------------------------------------------------------------

@@ -8,7 +8,8 @@ link drops the job carries on, and running the same command again re-attaches to
 
 A job that a crash, a kill or a power cut interrupted is finished or undone later by the same
 script in ``recover`` mode: at boot before any cluster starts, and before the app's next job.
-The shell lives in ``server/`` (job-runner.sh, launch-job.sh, recover-jobs.sh).
+The shell lives in ``server/`` (job-runner.sh, launch-job.sh, recover-jobs.sh, follow-job.sh),
+installed on the server by content hash (see server_code.py).
 
 Journal lines: ``<epoch> <event> <details>`` with events begin, start, ok,
 fail, log, note, undo, undone, undo-failed and end.
@@ -16,94 +17,23 @@ fail, log, note, undo, undone, undo-failed and end.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from . import server_code
 from .plan import Plan, Step
-from .remote import Command, job_line, sh
+from .remote import Command, job_line
 
-STATE_DIR = "/var/lib/pgmam"
+STATE_DIR = server_code.STATE_DIR
 LOCK_DIR = f"{STATE_DIR}/locks"
 JOBS_DIR = f"{STATE_DIR}/jobs"
 RUN_DIR = f"{STATE_DIR}/run"
-BIN_DIR = f"{STATE_DIR}/bin"
-RECOVER_JOBS = f"{BIN_DIR}/recover-jobs"
 AUDIT_LOG = "/var/log/pgmam/audit.log"
 STEP_DEADLINE_S = 600  # a step's limit unless its command says otherwise
 LONG_STEP_DEADLINE_S = 6 * 3600  # restores, replays and backups of big apps
 RECOVER_UNIT = "pgmam-recover.service"
-
-SERVER_DIR = Path(__file__).resolve().parent / "server"
-RUNNER = (SERVER_DIR / "job-runner.sh").read_text()
-KEEP_JOBS = int(re.search(r"^KEEP_JOBS=(\d+)", RUNNER, re.MULTILINE).group(1))  # type: ignore[union-attr]
-RECOVER_SCRIPT = (SERVER_DIR / "recover-jobs.sh").read_text()
-# What `inv status` compares with the server's copy: a server whose copy differs runs older code.
-SERVER_CODE = hashlib.sha256(RECOVER_SCRIPT.rstrip("\n").encode() + b"\n").hexdigest()[:16]
-LAUNCH = (SERVER_DIR / "launch-job.sh").read_text()
-
-# Interrupted jobs are finished or undone at boot, before any cluster starts (their data dirs may
-# be mid-swap).
-RECOVER_SERVICE = f"""# managed by pgmam
-[Unit]
-Description=pgmam: finish or undo jobs a crash or power cut interrupted
-Before=postgresql.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-# the clusters wait for this unit: an undo must not ask systemd to start one (systemd does, next)
-Environment=PGMAM_AT_BOOT=1
-ExecStart=/bin/sh {RECOVER_JOBS}
-TimeoutStartSec=2h
-
-[Install]
-WantedBy=multi-user.target
-"""
-CLUSTERS_AFTER_RECOVERY = f"""# managed by pgmam: clusters start once interrupted pgmam jobs are finished or undone
-[Unit]
-Wants={RECOVER_UNIT}
-After={RECOVER_UNIT}
-"""
-CRON_RECOVER = f"# managed by pgmam\n@reboot root /bin/sh {RECOVER_JOBS}\n"
-
-# true while the job's runner lives: it holds this flock for its whole life
-JOB_RUNNING_FN = r"""
-job_running() { [ -e "$1/running" ] && ! flock -n "$1/running" true; }
-"""
-
-_FOLLOW = (
-    JOB_RUNNING_FN
-    + r"""
-dir=$1; seen=0
-while :; do
-  # look for the end BEFORE counting lines: whatever is counted then includes it
-  ended=no
-  grep -q '^[0-9.]* end ' "$dir/journal" 2>/dev/null && ended=yes
-  total=0
-  [ -f "$dir/journal" ] && total=$(wc -l < "$dir/journal")
-  if [ "$total" -gt "$seen" ]; then
-    # head writes to the client: if the client is gone it dies of SIGPIPE, and so must we, before
-    # the end is marked as seen (a re-run then shows this job's result instead of restoring again)
-    tail -n +"$((seen + 1))" "$dir/journal" | head -n "$((total - seen))" || exit 1
-    seen=$total
-  fi
-  if [ "$ended" = yes ]; then
-    touch "$dir/reported"  # only reached when the client got every line (a dead client's pipe kills us first)
-    exit 0
-  fi
-  if ! job_running "$dir"; then
-    sleep 0.3
-    if grep -q '^[0-9.]* end ' "$dir/journal" 2>/dev/null; then continue; fi
-    echo "0 lost the job stopped without finishing its journal"
-    exit 3
-  fi
-  sleep 0.2
-done
-"""
-)
+KEEP_JOBS = int(re.search(r"^KEEP_JOBS=(\d+)", server_code.text("job-runner.sh"), re.MULTILINE).group(1))  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)
@@ -132,10 +62,15 @@ def step_deadline(step: Step) -> int:
     return max(limit, LONG_STEP_DEADLINE_S) if step.long else limit
 
 
-def render_script(spec: JobSpec) -> str:
-    """Pure: the plan as a shell job. Each step's command and undo are single quoted words."""
+def render_script(spec: JobSpec, code_dir: str = server_code.CODE_DIR) -> str:
+    """Pure: the plan as a shell job that sources its version's runner; one line per step, whose
+    command and undo are single quoted words."""
     begin = shlex.quote(f"begin {len(spec.plan.steps)} {spec.plan.title}")
-    lines = [RUNNER, f'[ "$MODE" = recover ] || journal {begin}']
+    lines = [
+        f"# pgmam job: {spec.plan.title}".replace("\n", " "),
+        f". {shlex.quote(code_dir + '/job-runner.sh')}",
+        f'[ "$MODE" = recover ] || journal {begin}',
+    ]
     for n, step in enumerate(spec.plan.steps, 1):
         words = [
             str(n),
@@ -151,24 +86,21 @@ def render_script(spec: JobSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def launch_command(spec: JobSpec, systemd: bool) -> Command:
-    """Installs the recovery, undoes this app's interrupted jobs, then starts the job detached."""
-    return sh(
-        LAUNCH,
+def launch_command(spec: JobSpec) -> Command:
+    """Undoes this app's interrupted jobs, then starts the job detached (systemd-run or setsid)."""
+    return server_code.script(
+        "launch-job.sh",
         spec.dir,
         spec.app,
-        "yes" if systemd else "no",
         render_script(spec),
         spec.info_text(),
-        # each file is written as this text plus one newline, and compared without it
-        *(text.rstrip("\n") for text in (RECOVER_SCRIPT, RECOVER_SERVICE, CLUSTERS_AFTER_RECOVERY, CRON_RECOVER)),
         timeout=None,  # an interrupted job of this app is undone first: as long as that takes
     )
 
 
 def follow_command(job_dir: str) -> Command:
     """Streams the journal from the start until the job ends (or is found dead)."""
-    return sh(_FOLLOW, job_dir, timeout=None)
+    return server_code.script("follow-job.sh", job_dir, timeout=None)
 
 
 # -- the journal, parsed (pure) ------------------------------------------------------

@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import server_code
 from .console import Console
 from .errors import PgmamError, RemoteCommandError
-from .remote import Command, HostSession, Result, job_line
+from .remote import Command, HostSession, Result
 
 Check = Callable[[Result], str | None]  # returns an error message, or None when the result is good
 
@@ -44,19 +45,22 @@ class Plan:
         return not self.steps
 
     def render(self) -> list[str]:
-        """Human-readable plan with the exact remote commands (the --dry-run output)."""
+        """The --dry-run output: one line per step, its command as it runs on the server (pgmam's
+        own scripts by name, under the server code dir), and its undo when it has one."""
         lines = [f"{self.title} on {self.host}:"]
         if self.as_job:
             lines.append(
                 "  (runs on the server as one detached job, as root; each step's undo runs if a later step fails)"
             )
+        scripts = [s.command for s in self.steps] + [s.undo for s in self.steps if s.undo]
+        if any(server_code.is_script(command) for command in scripts):
+            lines.append(f"  (scripts named by a relative path are pgmam's, installed in {server_code.CODE_DIR})")
         lines += [f"  already done: {item}" for item in self.done]
-        render = job_line if self.as_job else Command.line
         for i, step in enumerate(self.steps, 1):
-            lines.append(f"  {i}. {step.title}")
-            lines.append(f"     $ {render(step.command)}")
+            lines.append(f"  {i:>2}. {step.title}")
+            lines.append(f"      $ {server_code.display(step.command)}")
             if step.undo:
-                lines.append(f"     undo: $ {render(step.undo)}")
+                lines.append(f"      undo: $ {server_code.display(step.undo)}")
         if self.empty:
             lines.append("  nothing to do")
         return lines

@@ -8,29 +8,21 @@ from datetime import datetime
 from rich.table import Table
 from rich.text import Text
 
-from .. import configs
+from .. import server_code
 from ..console import Console
 from ..errors import Refusal
 from ..facts import BackupInfo, ClusterFacts, ServerFacts, gather
 from ..inventory import Host
 from ..job import JobSpec
 from ..plan import Plan, Step
-from ..remote import Command, HostSession, sh
+from ..remote import Command, HostSession
 from . import restore
 
 TYPES = ("full", "diff", "incr")
 
-BACKUP = (
-    """set -e
-cd /tmp
-runuser -u postgres -- pgbackrest --stanza="$1" --type="$3" backup
-"""
-    + configs.SNAPSHOT
-)
-
 
 def backup_command(cluster: ClusterFacts, backup_type: str) -> Command:
-    return sh(BACKUP, cluster.name, cluster.version, backup_type, timeout=None)
+    return server_code.step("backup", cluster.name, cluster.version, backup_type, timeout=None)
 
 
 def default_type(facts: ServerFacts, app: str, asked: str | None) -> str:

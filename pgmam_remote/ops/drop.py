@@ -8,21 +8,12 @@ bring the app back later; `--purge-backups` deletes them too. An app with branch
 
 from __future__ import annotations
 
+from .. import server_code
 from ..errors import Refusal
 from ..facts import ServerFacts
 from ..plan import Plan, Step
-from ..remote import Command, sh
+from ..remote import Command
 from . import restore, schedule
-
-PURGE = """set -e
-cd /tmp
-runuser -u postgres -- pgbackrest --stanza="$1" stop || true
-runuser -u postgres -- pgbackrest --stanza="$1" --force stanza-delete
-runuser -u postgres -- pgbackrest --stanza="$1" start || true
-rm -rf "/var/lib/pgbackrest/pgmam-config/$1" "/var/lib/pgmam/scheduled/$1" "/var/lib/pgmam/verify/$1" \\
-  "/var/lib/pgmam/restore-points/$1"
-rm -f "/etc/pgbackrest/conf.d/$1.conf"
-"""
 
 
 def branches_of(facts: ServerFacts, app: str) -> list[str]:
@@ -48,7 +39,7 @@ def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool) -> Pl
             steps.append(
                 Step(
                     f"final backup of {app} (proves archiving still works)",
-                    sh(restore.BACKUP_NOW, app, v, "incr"),
+                    server_code.step("backup", app, v, "incr", "check"),
                     long=True,
                     hint="fix the backup first (inv status), or stop the app to drop it without a final backup",
                 )
@@ -56,7 +47,9 @@ def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool) -> Pl
         steps.append(Step(f"remove {app}'s backup schedule", schedule.remove_command(app)))
         steps.append(Step(f"drop cluster {v}/{app}", Command.of("pg_dropcluster", "--stop", v, app)))
         if purge:
-            steps.append(Step(f"delete stanza {app}, its backups and config snapshots", sh(PURGE, app)))
+            steps.append(
+                Step(f"delete stanza {app}, its backups and config snapshots", server_code.step("purge-stanza", app))
+            )
     title = ("drop and purge " if purge else "drop ") + ", ".join(apps)
     return Plan(host=host, title=title, steps=tuple(steps))
 

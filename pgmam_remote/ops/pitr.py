@@ -11,38 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .. import configs
+from .. import configs, server_code
 from ..console import Console
 from ..errors import Refusal
 from ..facts import BackupInfo, ClusterFacts, ServerFacts, gather
 from ..inventory import Host
 from ..job import JobSpec, JobState
 from ..plan import Plan, Step
-from ..remote import POSTGRES, Command, HostSession, PasswordSource, ask_password, sh
+from ..remote import POSTGRES, Command, HostSession, PasswordSource, ask_password
 from . import restore
 from .restore import Paths
 
 POINTS_DIR = "/var/lib/pgmam/restore-points"
-
-CREATE_POINT = """set -e
-cd /tmp
-row=$(printf '%s\\n' "select pg_create_restore_point(:'name') || ' ' || extract(epoch from now())" \\
-  | runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -p "$1" -d postgres -v name="$3")
-mkdir -p /var/lib/pgmam/restore-points
-set -- "$@" $row
-printf '%s %s %s\\n' "$3" "$5" "$4" >> "/var/lib/pgmam/restore-points/$2"
-echo "$4"
-"""
-
-INTO_RESTORE = """set -e
-source=$1; data=$2; backup=$3; shift 3
-find "$data" -mindepth 1 -delete
-cd /tmp
-# its own spool: a restore empties the stanza's spool dir, where the source's archiving queue lives
-install -d -o postgres -g postgres -m 0700 "/var/lib/pgmam/run/$source-into"
-runuser -u postgres -- pgbackrest --stanza="$source" --pg1-path="$data" --set="$backup" \\
-  --spool-path="/var/lib/pgmam/run/$source-into/spool" --target-action=promote --archive-mode=off "$@" restore
-"""
 
 
 @dataclass(frozen=True)
@@ -214,20 +194,20 @@ def _plan_into(
         ),
         Step(
             f"restore {req.app}'s backup {backup.label} into {data} (archiving off)",
-            sh(INTO_RESTORE, req.app, data, backup.label, *target_args),
+            server_code.step("into-restore", req.app, data, backup.label, *target_args),
             long=True,
         ),
         Step(
             f"give {new} {req.app}'s config as it was at that backup (its snapshot)",
-            sh(restore.APPLY_SNAPSHOT, req.app, new, v, port, backup.label),
+            server_code.step("apply-snapshot", req.app, new, v, port, backup.label),
         ),
         Step(f"start {new} and replay WAL to the target", Command.of("pg_ctlcluster", v, new, "start"), long=True),
         Step(
             "prove it (stopped at the target, out of recovery, new timeline)",
-            sh(restore.PROVE_RECOVERY, "/var/run/postgresql", port, log, cluster.timeline or 1, data),
+            server_code.step("prove-recovery", "/var/run/postgresql", port, log, cluster.timeline or 1, data),
             long=True,
         ),
-        Step("remove recovery settings from the copy", sh(restore.CLEAN_RESTORED, data)),
+        Step("remove recovery settings from the copy", server_code.step("clean-restored", data)),
         Step(
             f"enable WAL archiving to its own stanza {new}",
             configs.write_file(configs.pg_conf_path(v, new), configs.archive_conf(new), "postgres:postgres", "0644"),
@@ -236,18 +216,18 @@ def _plan_into(
         Step(
             f"create stanza {new}",
             Command.of(*pgbackrest, "stanza-create", user=POSTGRES),
-            undo=sh(
-                'cd /tmp; runuser -u postgres -- pgbackrest --stanza="$1" stop; '
-                'runuser -u postgres -- pgbackrest --stanza="$1" --force stanza-delete',
-                new,
-            ),
+            undo=server_code.step("delete-stanza", new),
         ),
         Step(
             "archive the copy's timeline history into its stanza",
-            sh(restore.PUSH_HISTORY, new, data),
+            server_code.step("push-history", new, data),
         ),
-        Step(f"verify {new} accepts writes", sh(restore.VERIFY_LIVE, port, "any")),
-        Step("prove archiving and take its first full backup", sh(restore.BACKUP_NOW, new, v, "full"), long=True),
+        Step(f"verify {new} accepts writes", server_code.step("verify-live", port, "any")),
+        Step(
+            "prove archiving and take its first full backup",
+            server_code.step("backup", new, v, "full", "check"),
+            long=True,
+        ),
     ]
     plan = Plan(host=host, title=f"pitr {req.app} to {req.target_text} into {new}", steps=tuple(steps), as_job=True)
     words = [
@@ -286,7 +266,9 @@ def plan_sync(host: str, facts: ServerFacts, branch: str, who: str) -> PitrPlan:
     steps: list[Step] = [restore.archive_now_step(parent)]
     steps += restore.staging_steps(parent, paths, backup, target_args, port, keep_failed=False, push_history=False)
     swap = restore.swap_steps(child, paths.staging, paths, already_stopped=not child.running)
-    reset = Step(f"start stanza {branch} over (its data now has a new lineage)", sh(restore.RESET_STANZA, branch))
+    reset = Step(
+        f"start stanza {branch} over (its data now has a new lineage)", server_code.step("reset-stanza", branch)
+    )
     moved = next(i for i, step in enumerate(swap) if step.title.startswith("move ")) + 1
     steps += [*swap[:moved], reset, *swap[moved:]]  # before it starts: it must not archive into the old stanza
     plan = Plan(host=host, title=f"sync branch {branch} from {parent_name}", steps=tuple(steps), as_job=True)
@@ -434,5 +416,5 @@ def create_restore_point(host: Host, app: str, name: str, console: Console) -> s
         restore.require_running(host.name, cluster)
         if any(p.name == name for p in facts.points_for(app)):
             raise Refusal(f"{host.name}: {app} already has a restore point named {name!r}", hint="pick another name")
-        result = session.run(sh(CREATE_POINT, cluster.port, app, name))
+        result = session.run(server_code.step("create-point", cluster.port, app, name))
         return result.stdout.strip().splitlines()[-1]

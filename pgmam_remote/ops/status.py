@@ -19,8 +19,8 @@ from ..console import Console
 from ..errors import PgmamError
 from ..facts import ClusterFacts, PreservedDir, ServerFacts, StanzaInfo, gather
 from ..inventory import Host
-from ..job import SERVER_CODE
 from ..remote import HostSession, PasswordSource, ask_password
+from ..server_code import VERSION as SERVER_CODE
 from . import restore
 from .schedule import next_run, parse_calendar, what
 
@@ -424,7 +424,7 @@ def render_table(statuses: list[HostStatus]) -> Table:
             continue
         host = Text.assemble((status.host, "host"), (f"\n{_size(status.disk_free_bytes)} free", "dim"))
         if status.server_code == "older":
-            host.append("\nolder pgmam server code (the next job updates it)", style="warn")
+            host.append("\nolder pgmam server code (the next pgmam change there updates it)", style="warn")
         rows = [_cluster_row(c) for c in status.clusters] or [[Text("no clusters", style="dim"), *[""] * (width - 1)]]
         for i, row in enumerate(rows):
             row = row[:width] if len(row) >= width else [*row[:-1], *[""] * (width - len(row)), row[-1]]

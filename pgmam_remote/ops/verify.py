@@ -12,59 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from .. import server_code
 from ..errors import Refusal
 from ..facts import ClusterFacts, ServerFacts
 from ..job import LONG_STEP_DEADLINE_S, JobSpec
 from ..plan import Plan, Step
-from ..remote import Command, sh
+from ..remote import Command
 from . import restore
 from .restore import Paths
 
 RESULTS_DIR = "/var/lib/pgmam/verify"
-
-# $1 socket dir, $2 port, $3 version, $4 app, $5 backup label, $6 target text. Writes the result.
-DRILL = f"""set -u
-sock=$1; port=$2; version=$3; app=$4; backup=$5; target=$6
-q() {{ runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -h "$sock" -p "$port" "$@"; }}
-dbs=$(q -d postgres -c "select datname from pg_database where datallowconn order by 1") || exit 1
-tables=0; rows=0
-for db in $dbs; do
-  q -d "$db" -c 'select 1' > /dev/null || {{ echo "database $db does not accept connections"; exit 1; }}
-  counts=$(q -d "$db" -c "select format('%s.%s', n.nspname, c.relname), (xpath('/row/n/text()',
-      query_to_xml(format('select count(*) as n from %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
-    from pg_class c join pg_namespace n on n.oid = c.relnamespace
-    where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')
-      and n.nspname not like 'pg_toast%' order by 1") || {{ echo "counting rows in $db failed"; exit 1; }}
-  if [ -n "$counts" ]; then
-    printf '%s\\n' "$counts" | sed "s/^/rows $db./"
-    tables=$((tables + $(printf '%s\\n' "$counts" | wc -l)))
-    rows=$((rows + $(printf '%s\\n' "$counts" | awk -F'|' '{{s += $2}} END {{print s + 0}}')))
-  fi
-done
-amcheck=skipped
-if [ -x "/usr/lib/postgresql/$version/bin/pg_amcheck" ]; then
-  runuser -u postgres -- "/usr/lib/postgresql/$version/bin/pg_amcheck" -h "$sock" -p "$port" \\
-    --all --install-missing --heapallindexed
-  rc=$?
-  case $rc in
-    0) amcheck=ok ;;
-    2) echo "pg_amcheck found corruption"; exit 1 ;;
-    *) echo "pg_amcheck failed (exit $rc)"; exit 1 ;;
-  esac
-fi
-echo "pgmam-note tables=$tables"
-echo "pgmam-note rows=$rows"
-echo "pgmam-note amcheck=$amcheck"
-mkdir -p {RESULTS_DIR}
-printf '%s ok %s %s %s %s %s\\n' "$(date +%s)" "$backup" "$tables" "$rows" "$amcheck" "$target" >> "{RESULTS_DIR}/$app"
-"""
-
-# A drill that a crash interrupted proved nothing either way: it is not recorded as failed.
-RECORD_FAILURE = f"""if [ -z "${{PGMAM_RECOVERING:-}}" ]; then
-  mkdir -p {RESULTS_DIR}
-  printf '%s failed %s - - - %s\\n' "$(date +%s)" "$2" "$3" >> "{RESULTS_DIR}/$1"
-fi
-"""
 
 
 @dataclass(frozen=True)
@@ -116,28 +73,28 @@ def drill_steps(
     return [
         Step(
             f"restore backup {backup} into {paths.drill}",
-            sh(restore.RESTORE_STAGING, app, paths.drill, backup, paths.run, port, conf, *target_args),
+            server_code.step("restore-staging", app, paths.drill, backup, paths.run, port, conf, *target_args),
             long=True,
-            undo=sh(RECORD_FAILURE + 'rm -rf -- "$4"\n', app, backup, target, paths.drill),
+            undo=server_code.step("discard-drill", app, backup, target, paths.drill),
             undo_if_failed=True,
         ),
         Step(
             f"start a throwaway local-only instance on it (port {port}, no TCP, archiving off)",
-            sh(restore.START_STAGING, v, paths.drill, paths.run, LONG_STEP_DEADLINE_S),
+            server_code.step("start-staging", v, paths.drill, paths.run, port, LONG_STEP_DEADLINE_S),
             long=True,
-            undo=sh(restore.STOP_INSTANCE, v, paths.drill, "immediate"),
+            undo=server_code.step("stop-instance", v, paths.drill, "immediate"),
         ),
         Step(
             "replay and prove it (stopped at the target, out of recovery)",
-            sh(restore.PROVE_RECOVERY, paths.run, port, f"{paths.run}/staging.log", 0, paths.drill),
+            server_code.step("prove-recovery", paths.run, port, f"{paths.run}/staging.log", 0, paths.drill),
             long=True,
         ),
         Step(
             "examine it: every database connects, pg_amcheck (heap + btree), row counts per table",
-            sh(DRILL, paths.run, port, v, app, backup, target),
+            server_code.step("drill", paths.run, port, v, app, backup, target),
             long=True,
         ),
-        Step("stop the throwaway instance", sh(restore.STOP_INSTANCE, v, paths.drill, "fast")),
+        Step("stop the throwaway instance", server_code.step("stop-instance", v, paths.drill, "fast")),
         Step(f"remove {paths.drill}", Command.of("rm", "-rf", "--", paths.drill)),
     ]
 

@@ -12,7 +12,7 @@ import re
 import time
 from datetime import datetime, timedelta
 
-from pgmam_remote import sandbox
+from pgmam_remote import sandbox, server_code
 
 PG = "/var/lib/postgresql/15"
 JOBS = "/var/lib/pgmam/jobs"
@@ -158,17 +158,23 @@ def test_status_says_when_a_server_runs_older_pgmam_server_code_and_the_next_job
     make_app(box, inv, "sbx1", app, port, rows=1)
     assert inv("backup", "--host", "sbx1", "--app", app).returncode == 0  # a job installs the server code
 
-    def server_code() -> str:
+    def code_state() -> str:
         return json.loads(inv("status", "--host", "sbx1", "--json").stdout)["hosts"][0]["server_code"]
 
-    assert server_code() == "current"
-    installed = "/var/lib/pgmam/bin/recover-jobs"
-    box.on("sbx1", "sh", "-c", 'echo "# an older pgmam" >> "$1"', "sh", installed)
-    assert server_code() == "older"
+    assert code_state() == "current"
+    # the job ran pgmam's installed scripts, from the dir named by their hash
+    runner = box.on("sbx1", "sh", "-c", f"grep -h job-runner.sh /var/lib/pgmam/jobs/backup-{app}-*/job.sh").stdout
+    assert f"/var/lib/pgmam/code/{server_code.VERSION}/job-runner.sh" in runner
+    manifest = box.on("sbx1", "cat", f"/var/lib/pgmam/code/{server_code.VERSION}/MANIFEST").stdout
+    assert manifest == server_code.MANIFEST
+    # a laptop with an older pgmam ran last: current names its version
+    older = "mkdir -p /var/lib/pgmam/code/0000000000000000 && ln -sfn code/0000000000000000 /var/lib/pgmam/current"
+    box.on("sbx1", "sh", "-c", older)
+    assert code_state() == "older"
     table = inv("status", "--host", "sbx1")
     assert "older pgmam server code" in table.stdout
     assert inv("backup", "--host", "sbx1", "--app", app).returncode == 0
-    assert server_code() == "current"
+    assert code_state() == "current"
     # an unchanged install is left alone: no reload of systemd for every job
     reloads = box.on("sbx1", "sh", "-c", "journalctl --no-pager -o cat _PID=1 | grep -c Reloading || true").stdout
     assert inv("backup", "--host", "sbx1", "--app", app).returncode == 0

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from pgmam_remote import configs, facts
+from pgmam_remote import configs, facts, server_code
 from pgmam_remote.errors import Refusal
 from pgmam_remote.ops.initcluster import InitClusterRequest, plan_initcluster
 
@@ -48,12 +48,20 @@ def test_dry_run_render_shows_every_exact_command(foreign):
     plan = plan_initcluster("prod1", foreign, InitClusterRequest("shop", 5433))
     text = "\n".join(plan.render())
     for step in plan.steps:
-        assert step.command.line() in text
-    # file contents travel as one quoted argument, never spliced into the script
+        assert server_code.display(step.command) in text
+    # file contents travel as one argument of pgmam's write-file script, never spliced into a script;
+    # the plan shows their size, not their text
     write = plan.steps[3].command
     argv = shlex.split(write.line().removeprefix("cd / && "))
-    assert argv[argv.index("--") + 1 : argv.index("--") + 3] == ["sh", "-c"]
-    assert configs.archive_conf("shop") in argv
+    assert argv[argv.index("--") + 1 :] == [
+        f"{server_code.CODE_DIR}/steps/write-file.sh",
+        "/etc/postgresql/15/shop/conf.d/pgmam.conf",
+        "postgres:postgres",
+        "0644",
+        configs.archive_conf("shop"),
+    ]
+    assert "$ steps/write-file.sh /etc/postgresql/15/shop/conf.d/pgmam.conf postgres:postgres 0644 <6 lines>" in text
+    assert "wal_level" not in text
 
 
 def test_global_config_is_fast_by_default():

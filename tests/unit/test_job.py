@@ -10,6 +10,7 @@ import pytest
 from pgmam_remote.job import JobSpec, parse_journal, render_script
 from pgmam_remote.plan import Plan, Step
 from pgmam_remote.remote import Command, sh
+from pgmam_remote.server_code import SERVER_DIR
 
 
 def run_job(tmp_path: Path, steps: list[Step], app: str = "shop") -> tuple[str, Path]:
@@ -20,7 +21,7 @@ def run_job(tmp_path: Path, steps: list[Step], app: str = "shop") -> tuple[str, 
     job_dir.mkdir()
     (job_dir / "info").write_text(spec.info_text())
     script = job_dir / "job.sh"
-    script.write_text(render_script(spec))
+    script.write_text(render_script(spec, code_dir=str(SERVER_DIR)))
     env = {**os.environ, "PGMAM_STATE_DIR": str(tmp_path / "state"), "PGMAM_LOG_DIR": str(tmp_path / "log")}
     subprocess.run(["sh", str(script), str(job_dir), app], env=env, check=False, timeout=30)
     return (job_dir / "journal").read_text(), job_dir
@@ -90,7 +91,8 @@ def test_follow_never_misses_the_end(tmp_path):
     (job / "journal").write_text("1.0 begin 1 t\n1.1 start 1 a\n1.2 ok 1\n1.3 end ok\n")
     (job / "pid").write_text("999999\n")
     argv = list(follow_command(str(job)).argv)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+    assert argv[0].endswith("/follow-job.sh")
+    out = subprocess.run(["sh", str(SERVER_DIR / "follow-job.sh"), *argv[1:]], capture_output=True, text=True).stdout
     assert parse_journal(out).result == "ok"
 
 

@@ -12,9 +12,10 @@ import pytest
 
 from pgmam_remote import facts
 from pgmam_remote.errors import Refusal
-from pgmam_remote.job import RUNNER, render_script
+from pgmam_remote.job import render_script
 from pgmam_remote.ops import backup, drop, schedule, verify
 from pgmam_remote.remote import job_line
+from pgmam_remote.server_code import CODE_DIR
 
 from .conftest import load
 
@@ -69,10 +70,10 @@ def test_systemd_accepts_the_unit_files(server, tmp_path):
     plan = schedule.plan_schedule("h", replace(server, systemd=True), "shop", cals, False)
     units = []
     for step in plan.steps:
-        path = step.command.argv[-3] if len(step.command.argv) > 3 else ""
+        path = step.command.argv[1] if len(step.command.argv) > 1 else ""
         if path.startswith("/etc/systemd/system/"):
             unit = tmp_path / path.rsplit("/", 1)[1]
-            unit.write_text(step.command.argv[-4])
+            unit.write_text(step.command.argv[-1])
             units.append(str(unit))
     assert len(units) == 4
     done = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True)
@@ -97,11 +98,11 @@ def test_schedule_without_systemd_writes_one_cron_file(server):
     cals = {k: schedule.parse_calendar(v) for k, v in schedule.DEFAULTS.items()}
     plan = schedule.plan_schedule("sbx1", replace(server, tools={**server.tools, "cron": True}), "shop", cals, False)
     cron = plan.steps[-1].command.argv[4]  # the file content handed to write_file
-    assert "0 3 * * 0 root /bin/sh /var/lib/pgmam/bin/scheduled-run shop full" in cron
-    assert "0 3 * * 1,2,3,4,5,6 root /bin/sh /var/lib/pgmam/bin/scheduled-run shop diff" in cron
+    assert f"0 3 * * 0 root /bin/sh {CODE_DIR}/scheduled-run.sh shop full" in cron
+    assert f"0 3 * * 1,2,3,4,5,6 root /bin/sh {CODE_DIR}/scheduled-run.sh shop diff" in cron
     assert "# pgmam-schedule app=shop type=full calendar=Sun_03:00" in cron
     # each kind's job is written beside it, after the old schedule is removed
-    written = [list(s.command.argv[4:6]) for s in plan.steps if "/var/lib/pgmam/schedules/shop" in s.command.argv]
+    written = [list(s.command.argv[1:3]) for s in plan.steps if "/var/lib/pgmam/schedules/shop" in s.command.argv]
     assert written == [["/var/lib/pgmam/schedules/shop", "full"], ["/var/lib/pgmam/schedules/shop", "diff"]]
     assert plan.steps[0].title == "remove shop's current schedule"
 
@@ -131,7 +132,7 @@ def test_scheduled_drill_is_the_verify_drill_with_run_time_slots(server):
     port = on_demand.steps[1].title.split("port ")[1].split(",")[0]
     expected = [line.replace(stamp, "20261124T010000Z").replace(port, "35432") for line in on_demand_steps]
     assert [line for line in expected if shlex.quote(line) not in filled] == []
-    steps = filled[len(RUNNER) :]  # the drill's own steps never name the live cluster or its data
+    steps = filled  # the drill's own steps never name the live cluster or its data
     assert "/var/lib/postgresql/15/shop " not in steps and "pg_ctlcluster" not in steps
     assert subprocess.run(["sh", "-n"], input=filled, text=True, check=False).returncode == 0
 

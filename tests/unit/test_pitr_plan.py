@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pgmam_remote import facts, validate
+from pgmam_remote import facts, server_code, validate
 from pgmam_remote.errors import Refusal
 from pgmam_remote.facts import LockInfo
 from pgmam_remote.ops import restore
@@ -83,7 +83,8 @@ def test_into_builds_a_new_app(server):
     titles = [s.title for s in plan.plan.steps]
     assert not any(t.startswith("stop shop") for t in titles)
     restore_step = next(s for s in plan.plan.steps if "archiving off" in s.title)
-    assert "--archive-mode=off" in restore_step.command.argv[2]
+    assert restore_step.command.argv[0].endswith("/steps/into-restore.sh")
+    assert "--archive-mode=off" in server_code.text("steps/into-restore.sh")
 
 
 def test_to_point_uses_the_recorded_point(server):

@@ -6,9 +6,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from pgmam_remote.job import JOBS_DIR, SERVER_DIR, JobSpec, parse_journal, render_script
+from pgmam_remote.job import JOBS_DIR, JobSpec, parse_journal, render_script
 from pgmam_remote.plan import Plan, Step
 from pgmam_remote.remote import sh
+from pgmam_remote.server_code import SERVER_DIR
 
 RECOVER = SERVER_DIR / "recover-jobs.sh"
 DIE = sh('kill -9 "$(cat "$JOB_DIR/pid")"; sleep 1')  # the runner dies here, as in a power cut
@@ -28,7 +29,7 @@ def start_job(tmp_path: Path, steps: list[Step], job_id: str = "pitr-shop-202601
     job_dir = tmp_path / "state" / JOBS_DIR.rsplit("/", 1)[-1] / job_id
     job_dir.mkdir(parents=True)
     (job_dir / "info").write_text(spec.info_text())
-    (job_dir / "job.sh").write_text(render_script(spec))
+    (job_dir / "job.sh").write_text(render_script(spec, code_dir=str(SERVER_DIR)))
     env = {**os.environ, "PGMAM_STATE_DIR": str(tmp_path / "state"), "PGMAM_LOG_DIR": str(tmp_path / "log")}
     subprocess.run(["sh", str(job_dir / "job.sh"), str(job_dir), "shop"], env=env, check=False, timeout=30)
     return job_dir

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 from pgmam_remote import facts
 from pgmam_remote.inventory import Host
-from pgmam_remote.job import SERVER_CODE
 from pgmam_remote.ops.status import assess, assess_cluster
+from pgmam_remote.server_code import VERSION as SERVER_CODE
 
 from .conftest import load
 

@@ -1,0 +1,99 @@
+#!/bin/sh
+# Usage: sh -c "$(cat probe.sh)" probe SQL [APP|--all]
+# pgmam's one read of a server, run as root: prints @@section headers, each followed by raw tool
+# output (pg_lsclusters, ss, df, `pgbackrest info --output=json`, pgmam's own records, and SQL's
+# one JSON row per online cluster). It is sent with each command, not installed: it also reads
+# servers pgmam has not reached yet. With APP (or --all), the interrupted jobs of that app are
+# finished or undone first; their messages go to stderr, apart from the facts.
+if [ -n "${2:-}" ] && [ -f /var/lib/pgmam/current/recover-jobs.sh ]; then
+  if [ "$2" = --all ]; then
+    sh /var/lib/pgmam/current/recover-jobs.sh >&2
+  else
+    sh /var/lib/pgmam/current/recover-jobs.sh "$2" >&2
+  fi
+fi
+cd /
+section() { printf '\n@@%s\n' "$*"; }
+section host; hostname
+section now; date +%s.%N
+section utc-offset; date +%z
+section cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
+section systemd; if [ -d /run/systemd/system ]; then echo yes; else echo no; fi
+section tools
+for t in pg_lsclusters pg_createcluster pg_ctlcluster pgbackrest psql runuser ss cron; do
+  if command -v "$t" >/dev/null 2>&1; then echo "$t yes"; else echo "$t no"; fi
+done
+section pgversions
+for p in /usr/lib/postgresql/*/bin/postgres; do
+  [ -x "$p" ] && basename "$(dirname "$(dirname "$p")")"
+done
+section listen; ss -Hltn 2>/dev/null | awk '{print $4}'
+section disk; df -P -B1 /var/lib/postgresql /var/lib/pgbackrest 2>/dev/null | tail -n +2
+section global-conf
+if [ -f /etc/pgbackrest/pgbackrest.conf ]; then
+  if grep -qx '# managed by pgmam' /etc/pgbackrest/pgbackrest.conf; then echo pgmam; else echo foreign; fi
+else echo absent; fi
+section stanza-confs
+for f in /etc/pgbackrest/conf.d/*.conf; do
+  [ -f "$f" ] && grep -qx '# managed by pgmam' "$f" && basename "$f" .conf
+done
+section parents
+grep -H '^# pgmam-parent ' /etc/pgbackrest/conf.d/*.conf 2>/dev/null
+section clusters
+clusters=$(pg_lsclusters --no-header 2>&1)
+printf '%s\n' "$clusters"
+section pgmam-confs
+for f in /etc/postgresql/*/*/conf.d/pgmam.conf; do [ -f "$f" ] && echo "$f"; done
+section pgbackrest
+if command -v pgbackrest >/dev/null 2>&1; then
+  cd /tmp && runuser -u postgres -- timeout 30 pgbackrest --output=json info 2>&1; cd /
+fi
+printf '%s\n' "$clusters" | while read -r ver name _port _status _owner data _rest; do
+  h=""
+  for f in "$data"/pg_wal/*.history; do [ -f "$f" ] && h=$f; done
+  if [ -n "$h" ]; then section "history $ver $name"; cat "$h"; fi
+done
+section locks
+for l in /var/lib/pgmam/locks/*; do
+  [ -d "$l" ] || continue
+  # held (flock) by a live job; the kernel released it if the holder died
+  if [ -e "$l.lock" ] && ! flock -n "$l.lock" true; then alive=yes; else alive=no; fi
+  printf '%s %s\n' "$alive" "$(tr '\n' ' ' < "$l/info" 2>/dev/null)"
+done
+section jobs
+for d in /var/lib/pgmam/jobs/*; do
+  [ -f "$d/info" ] || continue
+  end=$(grep -m1 '^[0-9.]* end ' "$d/journal" 2>/dev/null | cut -d' ' -f3)
+  reported=no; [ -f "$d/reported" ] && reported=yes
+  running=no; [ -e "$d/running" ] && ! flock -n "$d/running" true && running=yes
+  step=$(grep '^[0-9.]* start ' "$d/journal" 2>/dev/null | tail -n 1 | cut -d' ' -f3- | tr ' ' '~')
+  printf '%s %s reported=%s running=%s step=%s\n' "${end:-none}" "$(tr '\n' ' ' < "$d/info")" "$reported" \
+    "$running" "${step:--}"
+done
+section preserved
+for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-* /var/lib/postgresql/*/staging-* \
+  /var/lib/postgresql/*/verify-*; do
+  [ -d "$d" ] && printf '%s %s %s\n' "$(du -sb "$d" 2>/dev/null | cut -f1)" "$(stat -c %Y "$d")" "$d"
+done
+section server-code
+if [ -L /var/lib/pgmam/current ]; then readlink /var/lib/pgmam/current | sed 's|^code/||'
+elif [ -f /var/lib/pgmam/bin/recover-jobs ]; then echo before-code-dirs; fi
+section schedules
+grep -h '^# pgmam-schedule ' /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-schedule-*.timer 2>/dev/null
+section scheduled-runs
+for f in /var/lib/pgmam/scheduled/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
+section drills
+for f in /var/lib/pgmam/verify/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
+section restore-points
+for f in /var/lib/pgmam/restore-points/*; do
+  [ -f "$f" ] && sed "s|^|$(basename "$f") |" "$f"
+done
+printf '%s\n' "$clusters" | while read -r ver name port status rest; do
+  case "$status" in online*)
+    section "sql $ver $name"
+    PGCONNECT_TIMEOUT=5 runuser -u postgres -- timeout 15 \
+      psql -XAtq -v ON_ERROR_STOP=1 -p "$port" -d postgres -c "$1" 2>&1 </dev/null
+    ;;
+  esac
+done
+section end

@@ -1,0 +1,12 @@
+#!/bin/sh
+# Usage: start-staging.sh VERSION DATA RUN_DIR PORT DEADLINE
+# Starts a temporary instance on DATA (a staging or drill copy), logging to RUN_DIR/staging.log;
+# it may take DEADLINE seconds to become consistent. Its safe settings are also given on the
+# command line, which outranks every config file: a restored postgresql.auto.conf (ALTER SYSTEM)
+# must not give it the live port, archiving into the live stanza, or a second copy of the app's
+# memory.
+safe="-c port=$4 -c listen_addresses= -c unix_socket_directories=$3 -c archive_mode=off"
+safe="$safe -c lc_messages=C -c logging_collector=off -c log_destination=stderr"
+safe="$safe -c shared_buffers=128MB -c huge_pages=off"
+exec runuser -u postgres -- "/usr/lib/postgresql/$1/bin/pg_ctl" -D "$2" -l "$3/staging.log" -o "$safe" \
+  -w -t "$5" start
