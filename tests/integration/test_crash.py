@@ -238,17 +238,21 @@ def cut_during(box, op: str, step: int, *args: str) -> str:
     return job
 
 
-def test_power_cut_during_a_restore_drill_leaves_nothing_and_records_no_failure(apps, inv):
+# a drill's steps: 1 restore the copy, 3 replay WAL in the throwaway instance, 4 examine it
+@pytest.mark.parametrize("step", [1, 3, 4], ids=["restore", "replay", "examine"])
+def test_power_cut_during_a_restore_drill_leaves_nothing_and_records_no_failure(apps, inv, step):
     box = apps
     rows = box.psql(S, PORT, ROWS)
-    job = cut_during(box, "verify", 3)  # replaying WAL in the throwaway instance
+    job = cut_during(box, "verify", step)
     assert job_result(box, job) == "recovered"
     assert [n for n in box.on(S, "ls", "-1", PG).stdout.split() if n.startswith(f"verify-{APP}-")] == []
     assert box.psql(S, PORT, ROWS) == rows
     assert app_status(inv)["problems"] == []  # an interrupted drill is not a failed drill
 
 
-def test_power_cut_during_a_rollback_swap(apps, inv):
+# a rollback's steps: 2 preserve the live data, 3 move the preserved dir in, 5 start it (it promotes)
+@pytest.mark.parametrize("step", [2, 3, 5], ids=["preserve", "move-in", "start"])
+def test_power_cut_during_a_rollback_swap(apps, inv, step):
     box = apps
 
     def kept_dirs() -> list[str]:
@@ -261,7 +265,7 @@ def test_power_cut_during_a_rollback_swap(apps, inv):
         assert out.returncode == 0, out.stdout + out.stderr
     rows = box.psql(S, PORT, ROWS)
     kept = kept_dirs()
-    job = cut_during(box, "rollback", 3, "--yes")  # the preserved dir is moving into place
+    job = cut_during(box, "rollback", step, "--yes")
     assert job_result(box, job) == "recovered"
     assert box.psql(S, PORT, ROWS) == rows  # the data from before the rollback
     assert kept_dirs() == kept  # the preserved dir went back where it was, nothing new is kept
