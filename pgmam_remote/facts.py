@@ -232,6 +232,31 @@ class RestorePoint:
 
 
 @dataclass(frozen=True)
+class WalGap:
+    """WAL segments missing from a stanza's archive, between two that are there.
+
+    No restore can replay across it: targets after ``before_time`` need WAL that is gone, unless
+    they start from a backup taken after the gap."""
+
+    stanza: str
+    archive_id: str  # e.g. 15-1 (PostgreSQL version and the stanza's database id)
+    before: str  # the last segment archived before the hole
+    after: str  # the first segment archived after it
+    before_time: datetime  # when those two were archived
+    after_time: datetime
+
+    @property
+    def missing(self) -> int:
+        """How many segments are missing (16 MiB each)."""
+        return segment_number(self.after) - segment_number(self.before) - 1
+
+
+def segment_number(name: str) -> int:
+    """A WAL segment's position on its timeline (16 MiB segments, 256 to a log file)."""
+    return int(name[8:16], 16) * 256 + int(name[16:24], 16)
+
+
+@dataclass(frozen=True)
 class ScheduleEntry:
     app: str
     type: str
@@ -286,6 +311,7 @@ class ServerFacts:
     parents: dict[str, str] = field(default_factory=dict)  # branch app -> the app it was branched from
     utc_offset_minutes: int = 0  # the server's local time zone (cron and systemd timers use it)
     server_code: str = ""  # hash of the pgmam server code installed there ("" before the first job)
+    wal_gaps: tuple[WalGap, ...] = ()
 
     def lock(self, app: str) -> LockInfo | None:
         return next((lock for lock in self.locks if lock.app == app), None)
@@ -299,6 +325,9 @@ class ServerFacts:
             (p for p in self.preserved if p.version == version and p.app == app),
             key=lambda p: p.name.rsplit("-", 1)[-1],
         )
+
+    def gaps_for(self, app: str) -> list[WalGap]:
+        return [g for g in self.wal_gaps if g.stanza == app]
 
     def points_for(self, app: str) -> list[RestorePoint]:
         return [p for p in self.restore_points if p.app == app]
@@ -493,6 +522,19 @@ def _points(lines: list[str]) -> tuple[RestorePoint, ...]:
     return tuple(points)
 
 
+def _gaps(lines: list[str]) -> tuple[WalGap, ...]:
+    gaps = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 6 and all(len(p) == 24 for p in parts[2:4]):
+            try:
+                times = datetime.fromtimestamp(float(parts[4]), tz=UTC), datetime.fromtimestamp(float(parts[5]), tz=UTC)
+            except ValueError:
+                continue
+            gaps.append(WalGap(parts[0], parts[1], parts[2], parts[3], *times))
+    return tuple(gaps)
+
+
 def _schedules(lines: list[str]) -> tuple[ScheduleEntry, ...]:
     entries = []
     for line in lines:
@@ -591,6 +633,7 @@ def parse_probe(text: str) -> ServerFacts:
         ),
         preserved=_preserved(s.get("preserved", [])),
         restore_points=_points(s.get("restore-points", [])),
+        wal_gaps=_gaps(s.get("wal-gaps", [])),
         schedules=_schedules(s.get("schedules", [])),
         scheduled_runs=_runs(s.get("scheduled-runs", [])),
         drills=_drills(s.get("drills", [])),

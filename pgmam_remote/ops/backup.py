@@ -11,7 +11,7 @@ from rich.text import Text
 from .. import server_code
 from ..console import Console
 from ..errors import Refusal
-from ..facts import BackupInfo, ClusterFacts, ServerFacts, gather
+from ..facts import ClusterFacts, ServerFacts, gather
 from ..inventory import Host
 from ..job import JobSpec
 from ..plan import Plan, Step
@@ -90,22 +90,7 @@ class BackupRow:
     restorable: bool  # on the live cluster's timeline history
 
 
-@dataclass(frozen=True)
-class RecoveryWindow:
-    start: datetime | None  # earliest restorable time: end of the oldest usable backup
-    end: datetime | None  # latest archived time (pg_stat_archiver)
-
-
-def recovery_window(cluster: ClusterFacts, backups: tuple[BackupInfo, ...]) -> RecoveryWindow:
-    usable = restore.usable_backups(cluster, backups) if cluster.timeline else list(backups)
-    start = usable[0].stop if usable else None
-    end = cluster.archiver.last_archived_time if cluster.archiver else None
-    if start and end and end < start:
-        end = start
-    return RecoveryWindow(start, end)
-
-
-def list_backups(host: str, facts: ServerFacts, app: str) -> tuple[list[BackupRow], RecoveryWindow]:
+def list_backups(host: str, facts: ServerFacts, app: str) -> tuple[list[BackupRow], restore.RecoveryWindow]:
     cluster = restore.managed_cluster(host, facts, app)
     stanza = facts.stanzas.get(app)
     backups = stanza.backups if stanza else ()
@@ -127,16 +112,13 @@ def list_backups(host: str, facts: ServerFacts, app: str) -> tuple[list[BackupRo
         )
         for b in backups
     ]
-    return rows, recovery_window(cluster, backups)
+    return rows, restore.recovery_window(cluster, backups, facts.gaps_for(app))
 
 
-def backups_json(app: str, rows: list[BackupRow], window: RecoveryWindow) -> dict[str, object]:
+def backups_json(app: str, rows: list[BackupRow], window: restore.RecoveryWindow) -> dict[str, object]:
     return {
         "app": app,
-        "recovery_window": {
-            "start": window.start.isoformat() if window.start else None,
-            "end": window.end.isoformat() if window.end else None,
-        },
+        "recovery_window": window.json(),
         "backups": [asdict(r) for r in rows],
     }
 
@@ -145,10 +127,13 @@ def _short(iso: str | None) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "-"
 
 
-def render_table(app: str, rows: list[BackupRow], window: RecoveryWindow) -> Table:
+def render_table(app: str, rows: list[BackupRow], window: restore.RecoveryWindow) -> Table:
     start = _short(window.start.isoformat() if window.start else None)
     end = _short(window.end.isoformat() if window.end else None)
     table = Table(title=f"{app}: restorable from {start} to {end}", title_justify="left", header_style="bold")
+    if window.breaks:
+        table.caption = Text("\n".join(f"hole: {b.describe()}" for b in window.breaks), style="bad")
+        table.caption_justify = "left"
     for column in ("label", "type", "finished", "TL", "size", "in repo", "restorable"):
         table.add_column(column, no_wrap=True)
     for r in rows:

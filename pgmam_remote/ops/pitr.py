@@ -113,7 +113,7 @@ def plan_pitr(host: str, facts: ServerFacts, req: PitrRequest, who: str) -> Pitr
     if stanza is None or not stanza.backups:
         raise Refusal(f"{host}: {req.app} has no backup", hint=f"inv initcluster --host {host} --app {req.app} ...")
     when, target_args = resolve_target(host, facts, req)
-    backup = restore.choose_backup(host, cluster, stanza.backups, when)
+    backup = restore.choose_backup(host, cluster, stanza.backups, when, facts.gaps_for(req.app))
     restore.check_space(host, facts, cluster, backup)
     if cluster.status == "dropped" and when >= backup.stop and backup is stanza.backups[-1]:
         # nothing was archived after a dropped app's final backup: bring it back exactly as that backup
@@ -256,7 +256,7 @@ def plan_sync(host: str, facts: ServerFacts, branch: str, who: str) -> PitrPlan:
     stanza = facts.stanzas.get(parent_name)
     if stanza is None or not stanza.backups:
         raise Refusal(f"{host}: {parent_name} has no backup", hint=f"inv backup --host {host} --app {parent_name}")
-    backup = restore.choose_backup(host, parent, stanza.backups, facts.now)
+    backup = restore.choose_backup(host, parent, stanza.backups, facts.now, facts.gaps_for(parent_name))
     restore.check_space(host, facts, parent, backup)
     text = facts.now.strftime("%Y-%m-%d %H:%M:%S.%f+00")
     target_args = ["--type=time", f"--target={text}", f"--target-timeline={parent.timeline or 1}"]

@@ -17,7 +17,7 @@ from datetime import datetime
 from .. import server_code
 from ..console import Console
 from ..errors import ConnectError, PgmamError, Refusal
-from ..facts import BackupInfo, ClusterFacts, LockInfo, ServerFacts, parse_lsn
+from ..facts import BackupInfo, ClusterFacts, LockInfo, ServerFacts, WalGap, parse_lsn
 from ..job import LONG_STEP_DEADLINE_S, RUN_DIR, JobSpec, JobState, follow_command, launch_command
 from ..plan import Step
 from ..remote import Command, HostSession
@@ -56,8 +56,11 @@ def usable_backups(cluster: ClusterFacts, backups: tuple[BackupInfo, ...]) -> li
     return [b for b in backups if backup_on_lineage(b, cluster, timeline)]
 
 
-def choose_backup(host: str, cluster: ClusterFacts, backups: tuple[BackupInfo, ...], target: datetime) -> BackupInfo:
-    """The newest backup on the live timeline's lineage that ended before the target."""
+def choose_backup(
+    host: str, cluster: ClusterFacts, backups: tuple[BackupInfo, ...], target: datetime, gaps: list[WalGap]
+) -> BackupInfo:
+    """The newest backup on the live timeline's lineage that ended before the target, refusing a
+    target that missing WAL (``gaps``, from facts.gaps_for) puts out of its reach."""
     usable = usable_backups(cluster, backups)
     if not usable:
         raise Refusal(
@@ -70,7 +73,106 @@ def choose_backup(host: str, cluster: ClusterFacts, backups: tuple[BackupInfo, .
             f"{usable[0].stop.isoformat()} of {cluster.name}",
             hint="pick a later target; `inv status --json` shows the recovery window",
         )
+    _check_wal_reaches(host, cluster, backups, before[-1], target, gaps)
     return before[-1]
+
+
+@dataclass(frozen=True)
+class WindowBreak:
+    """A hole in the recovery window: WAL missing from the repository (see facts.WalGap).
+
+    No restore reaches a time after ``start`` from a backup taken before the hole; restores from
+    ``end`` on (the end of the first backup taken after it) work again. ``end`` is None while no
+    backup has been taken since: the window ends at ``start``."""
+
+    start: datetime
+    end: datetime | None
+    gap: WalGap
+
+    def describe(self) -> str:
+        until = self.end.isoformat() if self.end else "now"
+        return (
+            f"WAL missing from the repository after {self.start.isoformat()} ({self.gap.missing} segments after "
+            f"{self.gap.before}): no restore to a time between then and {until}"
+        )
+
+
+def window_breaks(cluster: ClusterFacts, backups: tuple[BackupInfo, ...], gaps: list[WalGap]) -> list[WindowBreak]:
+    """Pure: the holes that lie inside the recovery window of these backups (a hole before every
+    usable backup is not in it)."""
+    usable = usable_backups(cluster, backups) if cluster.timeline else list(backups)
+    breaks = []
+    for gap in gaps:
+        if not any(b.wal_start and b.wal_start <= gap.before for b in usable):
+            continue
+        resume = next((b for b in usable if b.wal_start and b.wal_start >= gap.after), None)
+        breaks.append(WindowBreak(gap.before_time, resume.stop if resume else None, gap))
+    return sorted(breaks, key=lambda b: b.start)
+
+
+@dataclass(frozen=True)
+class RecoveryWindow:
+    """From the end of the oldest usable backup to the newest archived WAL, with its holes."""
+
+    start: datetime | None
+    end: datetime | None
+    breaks: tuple[WindowBreak, ...] = ()
+
+    def json(self) -> dict[str, object]:
+        return {
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+            "breaks": [
+                {
+                    "from": b.start.isoformat(),
+                    "to": b.end.isoformat() if b.end else None,
+                    "missing_segments": b.gap.missing,
+                    "last_before": b.gap.before,
+                    "first_after": b.gap.after,
+                }
+                for b in self.breaks
+            ],
+        }
+
+
+def recovery_window(cluster: ClusterFacts, backups: tuple[BackupInfo, ...], gaps: list[WalGap]) -> RecoveryWindow:
+    """Pure: what an app can be restored to. A hole no backup has been taken after ends it early."""
+    usable = usable_backups(cluster, backups) if cluster.timeline else list(backups)
+    first = usable[0] if usable else (backups[0] if backups else None)
+    if first is None:
+        return RecoveryWindow(None, None)
+    archived = cluster.archiver.last_archived_time if cluster.archiver else None
+    end = max(archived, first.stop) if archived else first.stop
+    breaks = tuple(window_breaks(cluster, backups, gaps))
+    unresolved = [b.start for b in breaks if b.end is None]
+    if unresolved:
+        end = max(min(end, *unresolved), first.stop)
+    return RecoveryWindow(first.stop, end, breaks)
+
+
+def _check_wal_reaches(
+    host: str,
+    cluster: ClusterFacts,
+    backups: tuple[BackupInfo, ...],
+    backup: BackupInfo,
+    target: datetime,
+    gaps: list[WalGap],
+) -> None:
+    """Refuse a target that the chosen backup cannot reach because WAL is missing on the way."""
+    blocking = [b for b in window_breaks(cluster, (backup,), gaps) if target > b.start]
+    if not blocking:
+        return
+    first = blocking[0]
+    later = [b.end for b in window_breaks(cluster, backups, gaps) if b.end]
+    hint = f"pick a target before {first.start.isoformat()}"
+    if later:
+        hint += f" or after {max(later).isoformat()} (a backup taken after the hole)"
+    raise Refusal(
+        f"{host}: target {target.isoformat()} is past a hole in {cluster.name}'s archived WAL: "
+        f"{first.gap.missing} segments after {first.gap.before} (archived {first.start.isoformat()}) are missing "
+        f"from the repository, so backup {backup.label} cannot replay to it",
+        hint=hint,
+    )
 
 
 def free_port(facts: ServerFacts, base: int) -> int:

@@ -62,7 +62,7 @@ class ClusterStatus:
     backup_count: int
     last_backup: BackupRef | None
     last_full: BackupRef | None
-    recovery_window: dict[str, str | None] | None
+    recovery_window: dict[str, object] | None
     archiving: Archiving | None
     # every pgmam-made data dir: old-/failed- kept by restores, staging-/verify- a job's working copy
     preserved: list[dict[str, object]] = field(default_factory=list)
@@ -200,12 +200,10 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
         for p in facts.preserved_for(cluster.version, cluster.name)
     ]
     problems += _leftover_problems(cluster, facts, lock is not None and lock.alive)
-    usable = restore.usable_backups(cluster, stanza.backups) if stanza and cluster.timeline else []
-    first = usable[0] if usable else (stanza.first if stanza else None)
-    window = None
-    if first is not None:
-        end = archiver.last_archived_time if archiver else None
-        window = {"start": _iso(first.stop), "end": _iso(max(end, first.stop) if end else first.stop)}
+    recovery = restore.recovery_window(cluster, stanza.backups if stanza else (), facts.gaps_for(cluster.name))
+    window = recovery.json() if recovery.start else None
+    if managed:  # a hole a backup has been taken after stays in the window (and the table) until it expires
+        problems += [f"{b.describe()}; take a full backup now" for b in recovery.breaks if b.end is None]
     return ClusterStatus(
         app=cluster.name,
         version=cluster.version,
@@ -319,7 +317,12 @@ def _size(n: int | None) -> str:
 def _next(c: ClusterStatus, backups: bool) -> str | None:
     """The next scheduled backup (or drill) as 'MM-DD HH:MM' UTC, or None."""
     upcoming = sorted(str(s["next"]) for s in c.schedule if s.get("next") and (s["type"] != "verify") == backups)
-    return upcoming[0][5:16].replace("T", " ") if upcoming else None
+    return _short_time(upcoming[0]) if upcoming else None
+
+
+def _short_time(iso: str) -> str:
+    """'2026-11-29T03:00:00+00:00' -> '11-29 03:00' (UTC)."""
+    return iso[5:16].replace("T", " ")
 
 
 def _age(seconds: int | float | None) -> str:
@@ -402,6 +405,9 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
         restore = Text("drill FAILED", style="bad")
     if next_drill:
         restore.append(f"\nnext {next_drill}", style="dim")
+    for hole in (c.recovery_window or {}).get("breaks", []):  # type: ignore[union-attr]
+        until = _short_time(hole["to"]) if hole["to"] else "now"
+        restore.append(f"\nWAL hole {_short_time(hole['from'])} to {until}", style="bad")
     kept = [p for p in c.preserved if p["kind"] in ("old", "failed")]  # not a job's working copy
     if kept:
         total = sum(int(p["size_bytes"]) for p in kept)  # type: ignore[call-overload]

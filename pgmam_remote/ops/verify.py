@@ -44,7 +44,7 @@ def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, wh
     if to is not None:
         if to > facts.now:
             raise Refusal(f"{host}: target {to.isoformat()} is in the future", hint="pick a time in the past")
-        backup = restore.choose_backup(host, cluster, stanza.backups, to)
+        backup = restore.choose_backup(host, cluster, stanza.backups, to, facts.gaps_for(app))
         text = to.astimezone(facts.now.tzinfo).strftime("%Y-%m-%d %H:%M:%S.%f+00")
         target_args = ["--type=time", f"--target={text}", f"--target-timeline={cluster.timeline or 1}"]
         target = to.isoformat()

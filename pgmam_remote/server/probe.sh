@@ -53,6 +53,28 @@ printf '%s\n' "$clusters" | while read -r ver name _port _status _owner data _re
   for f in "$data"/pg_wal/*.history; do [ -f "$f" ] && h=$f; done
   if [ -n "$h" ]; then section "history $ver $name"; cat "$h"; fi
 done
+section wal-gaps
+# Each hole in an app's archived WAL: "<stanza> <archive id> <last segment before it> <first after
+# it> <archived at> <archived at>". pgBackRest stores a segment as <24 hex digits>-<sha1>[.<ext>]
+# in archive/<stanza>/<archive id>/<first 16 digits>/; a timeline's segments follow each other,
+# 256 to a log file (16 MiB segments). Partial segments, history and backup labels are not counted.
+for dir in /var/lib/pgbackrest/archive/*/*/; do
+  [ -d "$dir" ] || continue
+  id=${dir%/}
+  stanza=${id%/*}
+  find "$dir" -mindepth 2 -maxdepth 2 -type f -name '????????????????????????-*' -printf '%f %T@\n' 2> /dev/null \
+    | LC_ALL=C sort | awk -v s="${stanza##*/}" -v id="${id##*/}" '
+      function h(x, i, n) {
+        n = 0
+        for (i = 1; i <= length(x); i++) n = n * 16 + index("0123456789ABCDEF", substr(x, i, 1)) - 1
+        return n
+      }
+      substr($1, 1, 24) ~ /^[0-9A-F]+$/ {
+        name = substr($1, 1, 24); tl = substr(name, 1, 8); n = h(substr(name, 9, 8)) * 256 + h(substr(name, 17, 8))
+        if (tl == ptl && n > pn + 1) print s, id, pname, name, pt, $2
+        ptl = tl; pn = n; pname = name; pt = $2
+      }'
+done
 section locks
 for l in /var/lib/pgmam/locks/*; do
   [ -d "$l" ] || continue

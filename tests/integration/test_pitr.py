@@ -317,8 +317,8 @@ def archived_segments(box, server: str, app: str) -> list[str]:
     return sorted(out.split())
 
 
-def test_missing_wal_fails_before_the_swap_and_leaves_the_app_untouched(box, inv):
-    s, app, port = "sbx1", "pt_walgap", 5615
+def segments_between_backup_and_target(box, inv, s: str, app: str, port: int) -> tuple[str, str, list[str]]:
+    """An app with five archived segments after its backup: (checksum at T, T, those segments)."""
     make_app(box, inv, s, app, port)
     backup_stop = box.backup_info(s, app)["backup"][-1]["archive"]["stop"]
     for i in range(5):
@@ -334,8 +334,22 @@ def test_missing_wal_fails_before_the_swap_and_leaves_the_app_untouched(box, inv
         time.sleep(0.3)
     between = [n for n in archived_segments(box, s, app) if backup_stop < n[:24] < last]
     assert len(between) >= 3, between
+    return at_t, target, between
+
+
+def test_unreadable_wal_fails_before_the_swap_and_leaves_the_app_untouched(box, inv):
+    s, app, port = "sbx1", "pt_walgap", 5615
+    at_t, target, between = segments_between_backup_and_target(box, inv, s, app, port)
     victim = between[len(between) // 2]
-    box.on(s, "rm", f"/var/lib/pgbackrest/archive/{app}/15-1/0000000100000000/{victim}")
+    # still there (no hole the preflight could see), but unreadable: only the replay finds out
+    box.on(
+        s,
+        "sh",
+        "-c",
+        'head -c 4096 /dev/urandom > "$1"',
+        "-",
+        f"/var/lib/pgbackrest/archive/{app}/15-1/0000000100000000/{victim}",
+    )
     pre = checksum(box, s, port)
     assert pre != at_t
     before = (timeline(box, s, port), started_at(box, s, port), dirs(box, s))
@@ -349,6 +363,37 @@ def test_missing_wal_fails_before_the_swap_and_leaves_the_app_untouched(box, inv
     assert checksum(box, s, port) == pre
     assert (timeline(box, s, port), started_at(box, s, port), dirs(box, s)) == before
     assert not locked(box, s, app)
+
+
+def test_a_hole_in_the_archived_wal_is_shown_and_a_target_past_it_refused_before_anything(box, inv):
+    s, app, port = "sbx1", "pt_hole", 5622
+    _, target, between = segments_between_backup_and_target(box, inv, s, app, port)
+    for victim in between[1:3]:  # what pgBackRest does when its archive queue overflows: they are never pushed
+        box.on(s, "rm", f"/var/lib/pgbackrest/archive/{app}/15-1/0000000100000000/{victim}")
+    cluster = status_cluster(inv, s, app)
+    (hole,) = cluster["recovery_window"]["breaks"]
+    assert hole["missing_segments"] == 2 and hole["last_before"] == between[0][:24] and hole["to"] is None
+    assert any(p.startswith("WAL missing from the repository after") for p in cluster["problems"])
+    listed = inv("backups", "--host", s, "--app", app)
+    assert "hole: WAL missing from the repository after" in listed.stdout, listed.stdout
+    before = (checksum(box, s, port), timeline(box, s, port), started_at(box, s, port), dirs(box, s))
+
+    out = pitr(inv, s, app, "--to", target)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "is past a hole in pt_hole's archived WAL: 2 segments after" in out.stderr, out.stderr
+    assert (checksum(box, s, port), timeline(box, s, port), started_at(box, s, port), dirs(box, s)) == before
+    assert not locked(box, s, app)
+
+    # a full backup after the hole: status is healthy again, and targets after that backup restore
+    assert inv("backup", "--host", s, "--app", app, "--type", "full").returncode == 0
+    cluster = status_cluster(inv, s, app)
+    assert cluster["recovery_window"]["breaks"][0]["to"] is not None and cluster["problems"] == []
+    insert(box, s, port, 200, 209)
+    at_later, later = mark(box, s, port)
+    insert(box, s, port, 300, 309)
+    out = pitr(inv, s, app, "--to", later)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert checksum(box, s, port) == at_later
 
 
 def test_failure_after_the_swap_rolls_back_to_the_previous_data(box, inv):
