@@ -90,10 +90,10 @@ class WindowBreak:
     gap: WalGap
 
     def describe(self) -> str:
-        until = self.end.isoformat() if self.end else "now"
+        until = self.end.isoformat(timespec="seconds") if self.end else "now"
         return (
-            f"WAL missing from the repository after {self.start.isoformat()} ({self.gap.missing} segments after "
-            f"{self.gap.before}): no restore to a time between then and {until}"
+            f"{self.gap.missing} WAL segments missing from the repository after {self.gap.before} "
+            f"(archived {self.start.isoformat(timespec='seconds')}): no restore to a time between then and {until}"
         )
 
 
@@ -164,13 +164,13 @@ def _check_wal_reaches(
         return
     first = blocking[0]
     later = [b.end for b in window_breaks(cluster, backups, gaps) if b.end]
-    hint = f"pick a target before {first.start.isoformat()}"
+    hint = f"pick a target before {first.start.isoformat(timespec='seconds')}"
     if later:
-        hint += f" or after {max(later).isoformat()} (a backup taken after the hole)"
+        hint += f" or after {max(later).isoformat(timespec='seconds')} (a backup taken after the hole)"
     raise Refusal(
         f"{host}: target {target.isoformat()} is past a hole in {cluster.name}'s archived WAL: "
-        f"{first.gap.missing} segments after {first.gap.before} (archived {first.start.isoformat()}) are missing "
-        f"from the repository, so backup {backup.label} cannot replay to it",
+        f"{first.gap.missing} segments after {first.gap.before} (archived {first.start.isoformat(timespec='seconds')}) "
+        f"are missing from the repository, so backup {backup.label} cannot replay to it",
         hint=hint,
     )
 

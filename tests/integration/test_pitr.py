@@ -373,9 +373,9 @@ def test_a_hole_in_the_archived_wal_is_shown_and_a_target_past_it_refused_before
     cluster = status_cluster(inv, s, app)
     (hole,) = cluster["recovery_window"]["breaks"]
     assert hole["missing_segments"] == 2 and hole["last_before"] == between[0][:24] and hole["to"] is None
-    assert any(p.startswith("WAL missing from the repository after") for p in cluster["problems"])
+    assert any(p.startswith("2 WAL segments missing from the repository after") for p in cluster["problems"])
     listed = inv("backups", "--host", s, "--app", app)
-    assert "hole: WAL missing from the repository after" in listed.stdout, listed.stdout
+    assert "hole: 2 WAL segments missing from the repository after" in listed.stdout, listed.stdout
     before = (checksum(box, s, port), timeline(box, s, port), started_at(box, s, port), dirs(box, s))
 
     out = pitr(inv, s, app, "--to", target)

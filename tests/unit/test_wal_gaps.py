@@ -45,7 +45,8 @@ def test_a_hole_breaks_the_recovery_window_and_turns_status_red():
     assessed = status.assess(Host("sbx1", "10.0.0.1"), server)
     (cluster,) = [c for c in assessed.clusters if c.app == "shop"]
     assert not cluster.healthy
-    assert any(p.startswith("WAL missing from the repository after 2026-11-24T00:49:35") for p in cluster.problems)
+    expected = "3 WAL segments missing from the repository after 00000003000000000000000B (archived 2026-11-24T00:49:35"
+    assert any(p.startswith(expected) and p.endswith("take a full backup now") for p in cluster.problems)
     assert cluster.recovery_window["breaks"][0]["missing_segments"] == 3  # type: ignore[index]
     _, listed = list_backups("sbx1", server, "shop")
     assert listed.breaks == window.breaks
@@ -62,7 +63,7 @@ def test_a_target_past_the_hole_is_refused_and_one_before_it_is_planned():
     server = probed(gap_line())
     with pytest.raises(Refusal, match=r"is past a hole in shop's archived WAL: 3 segments after 00000003") as info:
         plan_pitr("sbx1", server, PitrRequest("shop", to=HOLE + timedelta(seconds=1)), "me")
-    assert info.value.hint == f"pick a target before {HOLE.isoformat()}"
+    assert info.value.hint == f"pick a target before {HOLE.isoformat(timespec='seconds')}"
     plan = plan_pitr("sbx1", server, PitrRequest("shop", to=HOLE - timedelta(seconds=2)), "me")
     assert plan.plan.steps
 
@@ -83,7 +84,7 @@ def test_a_backup_after_the_hole_restores_the_window_past_it_and_status_is_green
     (hole,) = window.breaks
     assert hole.end == after.stop
     (cluster,) = [c for c in status.assess(Host("sbx1", "10.0.0.1"), server).clusters if c.app == "shop"]
-    assert not [p for p in cluster.problems if "WAL missing" in p]
+    assert not [p for p in cluster.problems if "WAL segments missing" in p]
     assert cluster.recovery_window["breaks"][0]["to"] == after.stop.isoformat()  # type: ignore[index]
     plan = plan_pitr("sbx1", server, PitrRequest("shop", to=HOLE + timedelta(seconds=4)), "me")
     assert after.label in " ".join(s.title for s in plan.plan.steps)
