@@ -32,7 +32,7 @@ from pgmam_remote.remote import HostSession
 
 HOST = "inventory name of the server (required)"
 YES = "do not ask for confirmation (needed when there is no terminal)"
-DRY_RUN = "print the plan and the exact remote commands, change nothing"
+DRY_RUN = "print the plan, each step with the command it runs on the server; change nothing"
 
 
 def edge(body: Callable[..., Any]) -> Callable[..., Any]:

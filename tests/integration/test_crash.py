@@ -287,3 +287,40 @@ def test_power_cut_during_a_branch_sync_swap(apps, inv):
     assert box.psql(S, port, ROWS) == rows  # the branch as it was before the sync
     names = box.on(S, "ls", "-1", PG).stdout.split()
     assert not [n for n in names if n.startswith((f"staging-{branch}-", f"failed-{branch}-"))]
+
+
+def test_power_cut_during_a_backup_leaves_the_app_alone_and_the_next_backup_works(apps, inv):
+    box = apps
+    rows = box.psql(S, PORT, ROWS)
+    backups = len(box.backup_info(S, APP)["backup"])
+    job = cut_during(box, "backup", 1, "--type", "full")  # pgBackRest is copying the data dir
+    assert job_result(box, job) == "recovered"
+    assert box.psql(S, PORT, ROWS) == rows
+    out = inv("backup", "--host", S, "--app", APP, "--type", "full")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(box.backup_info(S, APP)["backup"]) == backups + 1  # the interrupted one never counts
+    assert app_status(inv)["problems"] == []
+
+
+def test_power_cut_during_an_initcluster_and_the_same_command_finishes_it(apps, inv):
+    """initcluster runs step by step from the laptop: after the boot, running it again resumes."""
+    box = apps
+    app, port = "cr_new", 5804
+    client = start_inv(box, "initcluster", "--host", S, "--app", app, "--port", str(port))
+    stanza = box.server(S).root / "var/lib/pgbackrest/backup" / app  # made by its stanza-create step
+    try:
+        deadline = time.monotonic() + 120
+        while not stanza.exists():
+            assert time.monotonic() < deadline and client.poll() is None, "initcluster never created its stanza"
+            time.sleep(0.01)
+        sandbox.reboot(box.server(S), power_cut=True)
+    finally:
+        client.kill()
+        client.wait()
+    wait_online(box, app, port)  # its start.conf says auto: systemd starts it at boot
+    out = inv("initcluster", "--host", S, "--app", app, "--port", str(port))
+    assert out.returncode == 0, out.stdout + out.stderr
+    cluster = next(
+        c for c in json.loads(inv("status", "--host", S, "--json").stdout)["hosts"][0]["clusters"] if c["app"] == app
+    )
+    assert cluster["problems"] == [] and cluster["backup_count"] >= 1
