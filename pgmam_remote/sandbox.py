@@ -36,7 +36,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -407,9 +407,8 @@ def _build_systemd(image: Path, state_dir: Path, naming: SandboxNaming, plans: l
     raised = sandbox_machine.ensure_inotify_room(len(plans))
     if raised:
         _say(log, f"sandbox: {raised}")
-    keygen = _start_keygens(state_dir, plans)
-    _create_network(naming, plans, log)
-    _finish(keygen)
+    with _keygens(state_dir, plans):
+        _create_network(naming, plans, log)
     password = secrets.token_hex(16)
     _write_file(state_dir / "sudo_password", password + "\n", 0o600)
     _write_key_files(state_dir, naming, plans)
@@ -428,13 +427,12 @@ def _build_systemd(image: Path, state_dir: Path, naming: SandboxNaming, plans: l
 
 
 def _build_plain(state_dir: Path, naming: SandboxNaming, plans: list[_Plan], log: Log) -> None:
-    keygen = _start_keygens(state_dir, plans)
-    _create_users(state_dir, naming, log)
-    for plan in plans:
-        _prepare_server_files(plan)
-    _ensure_real_root_targets()
-    _create_network(naming, plans, log)
-    _finish(keygen)
+    with _keygens(state_dir, plans):
+        _create_users(state_dir, naming, log)
+        for plan in plans:
+            _prepare_server_files(plan)
+        _ensure_real_root_targets()
+        _create_network(naming, plans, log)
     _write_key_files(state_dir, naming, plans)
     procs = {plan.name: _spawn_server(plan.server_dir, plan.name, plan.netns) for plan in plans}
     sshd_pids = {name: proc.pid for name, proc in procs.items()}
@@ -455,6 +453,20 @@ def _plan(index: int, state_dir: Path, naming: SandboxNaming, systemd: bool) -> 
         # unique on the machine, like the netns: nspawn and the cgroups know machines by this name
         machine=naming.netns(index) if systemd else "",
     )
+
+
+@contextlib.contextmanager
+def _keygens(state_dir: Path, plans: list[_Plan]) -> Iterator[None]:
+    """The keys are generated while the body runs, and are all there after it. If the body fails,
+    every ssh-keygen is waited for first: none may still write into a dir that down() removes."""
+    procs = _start_keygens(state_dir, plans)
+    try:
+        yield
+    except BaseException:
+        for proc in procs:
+            proc.communicate()
+        raise
+    _finish(procs)
 
 
 def _start_keygens(state_dir: Path, plans: list[_Plan]) -> list[subprocess.Popen[bytes]]:
