@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pgmam_remote import server_code
+from pgmam_remote.ops import restore, verify
 from pgmam_remote.ops.restore import Paths
 
 PACKAGE = Path(server_code.__file__).parent
@@ -52,11 +53,21 @@ def test_a_step_names_its_script_and_takes_its_inputs_as_arguments():
 
 def test_dry_run_shows_scripts_by_name_and_texts_by_their_size():
     paths = Paths("shop", "/var/lib/postgresql/15/shop", "20261202T000000Z")
-    restore = server_code.step("restore-staging", "shop", paths.staging, "20261202-000000F", paths.run, 25432, "/c")
-    assert server_code.display(restore) == (
+    restoring = server_code.step("restore-staging", "shop", paths.staging, "20261202-000000F", paths.run, 25432, "/c")
+    assert server_code.display(restoring) == (
         "steps/restore-staging.sh shop /var/lib/postgresql/15/staging-shop-20261202T000000Z 20261202-000000F "
         "/var/lib/pgmam/run/shop 25432 /c"
     )
     write = server_code.step("write-file", "/etc/x.conf", "root:root", "0644", "a\nb\nc\n")
     assert server_code.display(write) == "steps/write-file.sh /etc/x.conf root:root 0644 <3 lines>"
     assert re.fullmatch(r"[0-9a-f]{16}", server_code.VERSION)
+
+
+def test_the_scheduled_runner_agrees_with_the_planners():
+    """scheduled-run.sh repeats two things the Python side decides: the slots of a job template
+    and the room a drill needs (as `inv verify` checks it)."""
+    runner = server_code.text("scheduled-run.sh")
+    for slot in (verify.STAMP_SLOT, verify.BACKUP_SLOT, verify.PORT_SLOT):
+        assert f"s/{slot}/" in runner
+    room = f"* {int(restore.SPACE_MARGIN * 100)} / 100 + {restore.SPACE_SLACK_BYTES})"
+    assert room in runner
