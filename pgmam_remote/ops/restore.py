@@ -73,7 +73,7 @@ def choose_backup(
             f"{usable[0].stop.isoformat()} of {cluster.name}",
             hint="pick a later target; `inv status --json` shows the recovery window",
         )
-    _check_wal_reaches(host, cluster, backups, before[-1], target, gaps)
+    _check_wal_reaches(host, cluster.name, usable, before[-1], target, gaps)
     return before[-1]
 
 
@@ -97,10 +97,9 @@ class WindowBreak:
         )
 
 
-def window_breaks(cluster: ClusterFacts, backups: tuple[BackupInfo, ...], gaps: list[WalGap]) -> list[WindowBreak]:
-    """Pure: the holes that lie inside the recovery window of these backups (a hole before every
-    usable backup is not in it)."""
-    usable = usable_backups(cluster, backups) if cluster.timeline else list(backups)
+def window_breaks(usable: list[BackupInfo], gaps: list[WalGap]) -> list[WindowBreak]:
+    """Pure: the holes that lie inside the recovery window of these usable backups (a hole before
+    every one of them is not in it)."""
     breaks = []
     for gap in gaps:
         if not any(b.wal_start and b.wal_start <= gap.before for b in usable):
@@ -143,7 +142,7 @@ def recovery_window(cluster: ClusterFacts, backups: tuple[BackupInfo, ...], gaps
         return RecoveryWindow(None, None)
     archived = cluster.archiver.last_archived_time if cluster.archiver else None
     end = max(archived, first.stop) if archived else first.stop
-    breaks = tuple(window_breaks(cluster, backups, gaps))
+    breaks = tuple(window_breaks(usable, gaps))
     unresolved = [b.start for b in breaks if b.end is None]
     if unresolved:
         end = max(min(end, *unresolved), first.stop)
@@ -151,24 +150,19 @@ def recovery_window(cluster: ClusterFacts, backups: tuple[BackupInfo, ...], gaps
 
 
 def _check_wal_reaches(
-    host: str,
-    cluster: ClusterFacts,
-    backups: tuple[BackupInfo, ...],
-    backup: BackupInfo,
-    target: datetime,
-    gaps: list[WalGap],
+    host: str, app: str, usable: list[BackupInfo], backup: BackupInfo, target: datetime, gaps: list[WalGap]
 ) -> None:
     """Refuse a target that the chosen backup cannot reach because WAL is missing on the way."""
-    blocking = [b for b in window_breaks(cluster, (backup,), gaps) if target > b.start]
+    blocking = [b for b in window_breaks([backup], gaps) if target > b.start]
     if not blocking:
         return
     first = blocking[0]
-    later = [b.end for b in window_breaks(cluster, backups, gaps) if b.end]
+    later = [b.end for b in window_breaks(usable, gaps) if b.end]
     hint = f"pick a target before {first.start.isoformat(timespec='seconds')}"
     if later:
         hint += f" or after {max(later).isoformat(timespec='seconds')} (a backup taken after the hole)"
     raise Refusal(
-        f"{host}: target {target.isoformat()} is past a hole in {cluster.name}'s archived WAL: "
+        f"{host}: target {target.isoformat()} is past a hole in {app}'s archived WAL: "
         f"{first.gap.missing} segments after {first.gap.before} (archived {first.start.isoformat(timespec='seconds')}) "
         f"are missing from the repository, so backup {backup.label} cannot replay to it",
         hint=hint,

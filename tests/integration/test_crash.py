@@ -138,9 +138,9 @@ def interrupt_pitr(box, step: int, interrupt) -> tuple[str, str]:
     return interrupted(box, "pitr", step, interrupt, "--to", target, "--yes"), before_rows
 
 
-def app_status(inv) -> dict:
+def app_status(inv, app: str = APP) -> dict:
     status = json.loads(inv("status", "--host", S, "--json").stdout)
-    return next(c for c in status["hosts"][0]["clusters"] if c["app"] == APP)
+    return next(c for c in status["hosts"][0]["clusters"] if c["app"] == app)
 
 
 def power_cut(box):
@@ -320,7 +320,5 @@ def test_power_cut_during_an_initcluster_and_the_same_command_finishes_it(apps, 
     wait_online(box, app, port)  # its start.conf says auto: systemd starts it at boot
     out = inv("initcluster", "--host", S, "--app", app, "--port", str(port))
     assert out.returncode == 0, out.stdout + out.stderr
-    cluster = next(
-        c for c in json.loads(inv("status", "--host", S, "--json").stdout)["hosts"][0]["clusters"] if c["app"] == app
-    )
+    cluster = app_status(inv, app)
     assert cluster["problems"] == [] and cluster["backup_count"] >= 1

@@ -9,7 +9,7 @@ import pytest
 from pgmam_remote import facts
 from pgmam_remote.errors import Refusal
 from pgmam_remote.inventory import Host
-from pgmam_remote.ops import restore, status
+from pgmam_remote.ops import restore, status, verify
 from pgmam_remote.ops.backup import list_backups
 from pgmam_remote.ops.pitr import PitrRequest, plan_pitr
 
@@ -94,3 +94,10 @@ def test_a_backup_after_the_hole_restores_the_window_past_it_and_status_is_green
         info.value.hint
         == f"pick a target before {HOLE.isoformat()} or after {after.stop.isoformat()} (a backup taken after the hole)"
     )
+
+
+def test_a_drill_past_the_hole_is_refused_too():
+    server = probed(gap_line())
+    with pytest.raises(Refusal, match="is past a hole in shop's archived WAL"):
+        verify.plan_verify("sbx1", server, "shop", HOLE + timedelta(seconds=1), "me")
+    assert verify.plan_verify("sbx1", server, "shop", HOLE - timedelta(seconds=2), "me").backup == "20261124-004929F"
