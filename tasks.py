@@ -21,6 +21,7 @@ from pgmam_remote.facts import gather
 from pgmam_remote.ops import backup as backup_op
 from pgmam_remote.ops import drop as drop_op
 from pgmam_remote.ops import initcluster as initcluster_op
+from pgmam_remote.ops import offsite as offsite_op
 from pgmam_remote.ops import pitr as pitr_op
 from pgmam_remote.ops import restore as restore_op
 from pgmam_remote.ops import rollback as rollback_op
@@ -84,9 +85,10 @@ def initcluster(c, host=None, app=None, port=None, pg_version=None, dry_run=Fals
     req = initcluster_op.InitClusterRequest(
         app=validate.app_name(app), port=validate.port(port), pg_version=validate.pg_version(pg_version)
     )
-    target = inventory.load().host(host)
+    hosts = inventory.load()
+    target = hosts.host(host)
     console = get_console()
-    summary = initcluster_op.run(target, req, console, dry_run=dry_run, verbose=verbose)
+    summary = initcluster_op.run(target, req, console, inventory=hosts, dry_run=dry_run, verbose=verbose)
     if summary is None:
         return
     if summary.already_done:
@@ -335,22 +337,27 @@ def restore_point(c, host=None, app=None, name=None):
         "app": "the app to back up",
         "all_apps": "every pgmam app on the server, one after another",
         "type": "full, diff or incr (default: incr once a full backup exists, else full)",
+        "repo": "back up into this off-host repo (from hosts.toml [repos]) instead of the local one",
     },
 )
 @edge
-def backup(c, host=None, app=None, all_apps=False, type=None):
+def backup(c, host=None, app=None, all_apps=False, type=None, repo=None):
     """Take a backup now (plus a snapshot of the app's PostgreSQL config).
 
     Examples:
       inv backup --host prod1 --app shop
       inv backup --host prod1 --all-apps --type full
+      inv backup --host prod1 --app shop --repo vault
     """
     require(host=host)
     if bool(app) == bool(all_apps):
         raise UsageError("pass exactly one of --app and --all-apps")
-    done = backup_op.run_backups(
-        inventory.load().host(host), [validate.app_name(app)] if app else None, type, get_console()
-    )
+    apps = [validate.app_name(app)] if app else None
+    hosts = inventory.load()
+    if repo:
+        done = offsite_op.run_backups(hosts, hosts.host(host), apps, hosts.repo(repo), type, get_console())
+    else:
+        done = backup_op.run_backups(hosts.host(host), apps, type, get_console())
     for item in done:
         get_console().success(f"{item.app}: {item.type} backup {item.label} in {item.seconds:.1f} s")
 

@@ -42,14 +42,14 @@ CLUSTER_SQL = """select json_build_object(
 from pg_stat_archiver a"""
 
 
-def probe_command(recover: str | None = None) -> Command:
+def probe_command(recover: str | None = None, *, install: bool = False) -> Command:
     """The one command that gathers everything status and the planners need (server/probe.sh).
 
     ``recover``: an app (or ``--all``) about to be changed. The server code is installed first
     (see server_code.py), then that app's interrupted jobs are finished or undone, then the facts
-    are read."""
+    are read. ``install`` installs the code without recovering anything (a repository host)."""
     probe = sh(server_code.text("probe.sh"), CLUSTER_SQL, recover or "", timeout=None if recover else 120)
-    return server_code.install_then(probe) if recover else probe
+    return server_code.install_then(probe) if recover or install else probe
 
 
 # -- typed facts -------------------------------------------------------------
@@ -287,6 +287,31 @@ class DrillResult:
 
 
 @dataclass(frozen=True)
+class ShipState:
+    """WAL of one app waiting on this server for one off-host repo (server/ship-wal.sh)."""
+
+    repo: str
+    app: str
+    files: int  # local archive files not yet shipped
+    bytes: int
+    oldest: datetime | None  # when the oldest of them was archived locally
+    last_ok: datetime | None  # the last pass that left nothing behind
+    error: str  # the last failure ("" when the last pass succeeded)
+    error_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HostedRepo:
+    """What a repository host keeps for one server: its stanzas (pgbackrest info) and WAL holes."""
+
+    server: str
+    stanzas: dict[str, StanzaInfo]
+    gaps: tuple[WalGap, ...] = ()
+    error: str | None = None
+    cipher_sha256: str = ""
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     hostname: str
     now: datetime
@@ -312,6 +337,16 @@ class ServerFacts:
     utc_offset_minutes: int = 0  # the server's local time zone (cron and systemd timers use it)
     server_code: str = ""  # hash of the pgmam server code installed there ("" before the first job)
     wal_gaps: tuple[WalGap, ...] = ()
+    user_key: str = ""  # postgres's SSH public key ("" when it has none)
+    host_key: str = ""  # this server's ed25519 host key
+    trusted: frozenset[str] = frozenset()  # pgmam's lines: "known ADDRESS KEY", "authorized KEY"
+    offsite_files: dict[str, str] = field(default_factory=dict)  # path -> sha256 of pgmam's offsite configs
+    shipper: str = ""  # active | inactive | failed | cron | "" (none installed)
+    shipping: tuple[ShipState, ...] = ()
+    hosted: dict[str, HostedRepo] = field(default_factory=dict)  # as a repository host: server -> its repo
+
+    def shipping_of(self, repo: str, app: str) -> ShipState | None:
+        return next((s for s in self.shipping if s.repo == repo and s.app == app), None)
 
     def lock(self, app: str) -> LockInfo | None:
         return next((lock for lock in self.locks if lock.app == app), None)
@@ -570,6 +605,54 @@ def _drills(lines: list[str]) -> tuple[DrillResult, ...]:
     return tuple(found)
 
 
+def _key_line(lines: list[str], kind: str) -> str:
+    return next((line.split(" ", 1)[1].strip() for line in lines if line.startswith(kind + " ")), "")
+
+
+def _epoch(text: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(text), tz=UTC)
+    except ValueError:
+        return None
+
+
+def _shipping(lines: list[str]) -> tuple[ShipState, ...]:
+    """'app REPO APP FILES BYTES OLDEST LAST_OK [ERROR_EPOCH ERROR...]' lines of the ship section."""
+    found = []
+    for line in lines:
+        parts = line.split(" ", 7)
+        if len(parts) < 7 or parts[0] != "app" or not parts[3].isdigit() or not parts[4].isdigit():
+            continue
+        error = parts[7].strip() if len(parts) > 7 else ""
+        error_time = None
+        if error:
+            stamp, _, message = error.partition(" ")
+            error_time, error = (_epoch(stamp), message) if _epoch(stamp) else (None, error)
+        found.append(
+            ShipState(
+                parts[1], parts[2], int(parts[3]), int(parts[4]), _epoch(parts[5]), _epoch(parts[6]), error, error_time
+            )
+        )
+    return tuple(found)
+
+
+def _hosted(sections: dict[str, list[str]]) -> dict[str, HostedRepo]:
+    hosted = {}
+    for name, lines in sections.items():
+        if not name.startswith("hosted ") or name.startswith(("hosted-gaps ", "hosted-cipher ")):
+            continue
+        server = name.split(" ", 1)[1]
+        raw = "\n".join(lines).strip()
+        gaps = _gaps(sections.get(f"hosted-gaps {server}", []))
+        cipher = "".join(sections.get(f"hosted-cipher {server}", [])).strip()
+        try:
+            hosted[server] = HostedRepo(server, parse_pgbackrest_info(raw), gaps, cipher_sha256=cipher)
+        except (ValueError, KeyError, TypeError):
+            error = raw.splitlines()[-1] if raw else "no output"
+            hosted[server] = HostedRepo(server, {}, gaps, error=error, cipher_sha256=cipher)
+    return hosted
+
+
 def parse_probe(text: str) -> ServerFacts:
     """The whole probe output -> ServerFacts."""
     s = split_sections(text)
@@ -638,6 +721,15 @@ def parse_probe(text: str) -> ServerFacts:
         scheduled_runs=_runs(s.get("scheduled-runs", [])),
         drills=_drills(s.get("drills", [])),
         utc_offset_minutes=_offset(first("utc-offset", "+0000")),
+        user_key=_key_line(s.get("ssh-keys", []), "user-key"),
+        host_key=_key_line(s.get("ssh-keys", []), "host-key"),
+        trusted=frozenset(line.strip() for line in s.get("ssh-keys", []) if line.startswith(("known ", "authorized "))),
+        offsite_files={
+            parts[1]: parts[0] for parts in (line.split() for line in s.get("offsite-files", [])) if len(parts) == 2
+        },
+        shipper=next((line.split()[1] for line in s.get("ship", []) if line.startswith("shipper ")), ""),
+        shipping=_shipping(s.get("ship", [])),
+        hosted=_hosted(s),
         server_code=first("server-code", ""),
         parents={
             line.split(":", 1)[0].rsplit("/", 1)[-1].removesuffix(".conf"): line.rsplit(" ", 1)[-1]
@@ -647,10 +739,10 @@ def parse_probe(text: str) -> ServerFacts:
     )
 
 
-def gather(session: HostSession, recover: str | None = None) -> tuple[ServerFacts, str]:
+def gather(session: HostSession, recover: str | None = None, *, install: bool = False) -> tuple[ServerFacts, str]:
     """Run the probe on one host; returns the facts and the raw text (for fixtures).
 
     A mutating operation passes its app as ``recover`` (``--all`` for every app): what a killed
     job of it left is finished or undone before the facts are read."""
-    result = session.run(probe_command(recover))
+    result = session.run(probe_command(recover, install=install))
     return parse_probe(result.stdout), result.stdout

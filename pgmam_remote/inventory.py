@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,14 @@ _HOST_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "connect_timeout": ((int, float), "a number of seconds"),
 }
 _HOST_ONLY_KEYS: dict[str, tuple[tuple[type, ...], str]] = {"address": ((str,), "a host name or IP")}
+# [defaults] and [hosts.X] may name the off-host repositories its apps back up to.
+_REPOS_KEY: dict[str, tuple[tuple[type, ...], str]] = {"repos": ((list,), "a list of repo names")}
+_REPO_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "type": ((str,), '"host"'),
+    "host": ((str,), "the name of a host in this inventory"),
+    "address": ((str,), "the address the servers reach the repo host at"),
+}
+REPO_TYPES = ("host",)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class Host:
     known_hosts: Path = DEFAULT_KNOWN_HOSTS
     pg_version: int | None = None
     connect_timeout: float = 10.0
+    repos: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -56,10 +65,35 @@ class Host:
 
 
 @dataclass(frozen=True)
+class Repo:
+    """An off-host pgBackRest repository: for now a repository host, one of the inventory's servers.
+
+    ``address`` is where the other servers reach it (by default the host's own inventory address).
+    """
+
+    name: str
+    type: str
+    host: str
+    address: str
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: Path
     hosts: dict[str, Host]
     groups: dict[str, tuple[str, ...]]
+    repos: dict[str, Repo] = field(default_factory=dict)
+
+    def repos_of(self, host: Host) -> list[Repo]:
+        """The off-host repos the apps of this host back up to, in the order the inventory names them."""
+        return [self.repos[name] for name in host.repos]
+
+    def repo(self, name: str) -> Repo:
+        if name not in self.repos:
+            raise UsageError(
+                f"unknown repo {name!r} (not in {self.path})", hint=f"known repos: {', '.join(self.repos) or 'none'}"
+            )
+        return self.repos[name]
 
     def select(
         self, names: list[str] | tuple[str, ...] = (), group: str | None = None, all_hosts: bool = False
@@ -120,10 +154,10 @@ def parse(text: str, path: Path = DEFAULT_PATH) -> Inventory:
         reason = str(exc)[: found.start()].strip() if found else str(exc)
         raise InventoryError(f"{where}: malformed TOML: {reason}") from None
     checker = _Checker(text, path)
-    checker.unknown_keys("", data, {"defaults", "hosts", "groups"})
+    checker.unknown_keys("", data, {"defaults", "hosts", "groups", "repos"})
 
     defaults = checker.table("defaults", data.get("defaults", {}))
-    checker.fields("defaults", defaults, _HOST_KEYS)
+    checker.fields("defaults", defaults, {**_HOST_KEYS, **_REPOS_KEY})
 
     hosts_table = checker.table("hosts", data.get("hosts", {}))
     hosts: dict[str, Host] = {}
@@ -132,10 +166,25 @@ def parse(text: str, path: Path = DEFAULT_PATH) -> Inventory:
         if not NAME_RE.fullmatch(name):
             checker.fail(section, None, f"host name {name!r} must be letters, digits, '.', '_' or '-'")
         raw = checker.table(section, raw)
-        checker.fields(section, raw, {**_HOST_KEYS, **_HOST_ONLY_KEYS})
+        checker.fields(section, raw, {**_HOST_KEYS, **_HOST_ONLY_KEYS, **_REPOS_KEY})
         hosts[name] = _make_host(name, {**defaults, **raw}, checker, section)
     if not hosts:
         checker.fail("hosts", None, "no hosts defined; add a [hosts.NAME] table")
+    repos = _make_repos(checker, checker.table("repos", data.get("repos", {})), hosts)
+    for name, host in hosts.items():
+        section = f"hosts.{name}" if "repos" in hosts_table[name] else "defaults"
+        for repo_name in host.repos:
+            if repo_name not in repos:
+                checker.fail(
+                    section, "repos", f"repos names unknown repo {repo_name!r}; known: {', '.join(repos) or 'none'}"
+                )
+            if name in (repos[repo_name].host, repos[repo_name].address) or repos[repo_name].address == host.address:
+                checker.fail(
+                    section,
+                    "repos",
+                    f"host {name} would back up to repo {repo_name!r}, which is {name} itself: "
+                    f"that is not off-host; set repos = [] in [hosts.{name}]",
+                )
 
     groups: dict[str, tuple[str, ...]] = {}
     for group, members in checker.table("groups", data.get("groups", {})).items():
@@ -145,7 +194,29 @@ def parse(text: str, path: Path = DEFAULT_PATH) -> Inventory:
         if unknown:
             checker.fail("groups", group, f"group {group!r} names unknown host(s): {', '.join(unknown)}")
         groups[group] = tuple(members)
-    return Inventory(path=path, hosts=hosts, groups=groups)
+    return Inventory(path=path, hosts=hosts, groups=groups, repos=repos)
+
+
+def _make_repos(checker: _Checker, table: dict[str, Any], hosts: dict[str, Host]) -> dict[str, Repo]:
+    repos: dict[str, Repo] = {}
+    for name, raw in table.items():
+        section = f"repos.{name}"
+        if not NAME_RE.fullmatch(name):
+            checker.fail(section, None, f"repo name {name!r} must be letters, digits, '.', '_' or '-'")
+        raw = checker.table(section, raw)
+        checker.fields(section, raw, _REPO_KEYS)
+        kind = raw.get("type")
+        if kind not in REPO_TYPES:
+            checker.fail(
+                section, "type" if kind else None, f'[{section}] needs type = "host" (S3 repos are not supported yet)'
+            )
+        host = raw.get("host")
+        if host is None:
+            checker.fail(section, None, f'[{section}] needs host = "NAME", one of the hosts in this inventory')
+        if host not in hosts:
+            checker.fail(section, "host", f"repo {name!r} names unknown host {host!r}; known: {', '.join(hosts)}")
+        repos[name] = Repo(name=name, type=kind, host=host, address=raw.get("address", hosts[host].address))
+    return repos
 
 
 def _make_host(name: str, values: dict[str, Any], checker: _Checker, section: str) -> Host:
@@ -160,6 +231,9 @@ def _make_host(name: str, values: dict[str, Any], checker: _Checker, section: st
     if ssh_config_path is not None and "ssh_config" not in values and not ssh_config_path.exists():
         ssh_config_path = None  # the implicit default is optional; an explicit path must exist
     identity = values.get("identity_file")
+    repos = values.get("repos", [])
+    if not all(isinstance(r, str) for r in repos) or len(set(repos)) != len(repos):
+        checker.fail(section, "repos", f"repos in [{section}] must be a list of distinct repo names")
     return Host(
         name=name,
         address=values.get("address", name),
@@ -170,6 +244,7 @@ def _make_host(name: str, values: dict[str, Any], checker: _Checker, section: st
         known_hosts=Path(values.get("known_hosts", "~/.ssh/known_hosts")).expanduser(),
         pg_version=values.get("pg_version"),
         connect_timeout=timeout,
+        repos=tuple(repos),
     )
 
 

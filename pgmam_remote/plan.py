@@ -30,6 +30,7 @@ class Step:
     hint: str | None = None  # what to do if this step fails
     undo_if_failed: bool = False  # in a job, run the undo also when this very step fails (cleans partial work)
     commit: bool = False  # in a job: once done, the app runs on its new data; recovering keeps it
+    on: str | None = None  # runs on this other host (a repository host), not on the plan's
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Plan:
             lines.append(f"  (scripts named by a relative path are pgmam's, installed in {server_code.CODE_DIR})")
         lines += [f"  already done: {item}" for item in self.done]
         for i, step in enumerate(self.steps, 1):
-            lines.append(f"  {i:>2}. {step.title}")
+            lines.append(f"  {i:>2}. {f'[{step.on}] ' if step.on else ''}{step.title}")
             lines.append(f"      $ {server_code.display(step.command)}")
             if step.undo:
                 lines.append(f"      undo: $ {server_code.display(step.undo)}")
@@ -91,19 +92,29 @@ class PlanFailed(PgmamError):
         return self.cause.tail() if isinstance(self.cause, RemoteCommandError) else []
 
 
-def execute(plan: Plan, session: HostSession, console: Console, *, verbose: bool = False) -> Outcome:
-    """Run every step on the session's host; on failure undo completed steps and raise PlanFailed."""
+def execute(
+    plan: Plan,
+    session: HostSession,
+    console: Console,
+    *,
+    verbose: bool = False,
+    others: dict[str, HostSession] | None = None,
+) -> Outcome:
+    """Run every step on the session's host (a step with ``on`` on that one of ``others``); on
+    failure undo completed steps and raise PlanFailed."""
+    sessions = others or {}
     outcome = Outcome()
     started = time.monotonic()
     completed: list[Step] = []
     total = len(plan.steps)
     for index, step in enumerate(plan.steps, 1):
-        console.step(plan.host, index, total, step.title)
+        host = step.on or plan.host
+        console.step(host, index, total, step.title)
         t0 = time.monotonic()
         try:
-            result = _run_step(step, session, console, plan.host, verbose)
+            result = _run_step(step, sessions[step.on] if step.on else session, console, host, verbose)
         except PgmamError as exc:
-            outcome.undone = _undo(completed, session, console, plan.host)
+            outcome.undone = _undo(completed, session, console, plan.host, sessions)
             raise PlanFailed(step, exc, outcome.undone) from exc
         outcome.results.append((step, result, time.monotonic() - t0))
         completed.append(step)
@@ -128,13 +139,15 @@ def _run_step(step: Step, session: HostSession, console: Console, host: str, ver
     return result
 
 
-def _undo(completed: list[Step], session: HostSession, console: Console, host: str) -> list[str]:
+def _undo(
+    completed: list[Step], session: HostSession, console: Console, host: str, others: dict[str, HostSession]
+) -> list[str]:
     undone = []
     for step in reversed(completed):
         if step.undo is None:
             continue
         try:
-            session.run(step.undo)
+            (others[step.on] if step.on else session).run(step.undo)
             undone.append(step.title)
             console.warning(f"{host}: undid '{step.title}'")
         except PgmamError as exc:

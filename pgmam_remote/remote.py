@@ -8,12 +8,13 @@ else in pgmam builds shell strings.
 from __future__ import annotations
 
 import getpass
+import io
 import os
 import re
 import shlex
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import paramiko
@@ -38,10 +39,16 @@ class Command:
     argv: tuple[str, ...]
     user: str | None = ROOT
     timeout: float | None = 600.0
+    # fed to the command's stdin: how a secret reaches a server, never in a command line
+    stdin: str | None = field(default=None, repr=False, compare=False)
+    stdin_label: str = ""  # what the stdin holds, for --dry-run ("config with the repo passphrase")
 
     @classmethod
     def of(cls, *argv: str | int, user: str | None = ROOT, timeout: float | None = 600.0) -> Command:
         return cls(tuple(str(a) for a in argv), user, timeout)
+
+    def with_stdin(self, text: str, label: str) -> Command:
+        return replace(self, stdin=text, stdin_label=label)
 
     def line(self, sudo_flags: Sequence[str] = ("-n",)) -> str:
         return shell_line(self.argv, self.user, sudo_flags)
@@ -63,6 +70,8 @@ def shell_line(argv: Sequence[str], user: str | None = ROOT, sudo_flags: Sequenc
 
 def job_line(command: Command) -> str:
     """The shell line for a step run by a server-side job, which already runs as root."""
+    if command.stdin is not None:
+        raise ValueError("a command that reads a secret on stdin cannot run in a server job")
     argv = list(command.argv)
     if command.user not in (None, ROOT):
         argv = ["runuser", "-u", command.user, "--", *argv]
@@ -251,14 +260,22 @@ class HostSession:
     def _run_once(self, command: Command, on_line: Callable[[str, bool], None] | None) -> Result:
         watchers = []
         flags: tuple[str, ...] = ("-n",)
+        stdin = command.stdin
         if self._needs_password and command.user is not None:
             password = self._sudo_password()
             flags = ("-S", "-p", SUDO_PROMPT)
-            watchers.append(
-                FailingResponder(pattern=re.escape(SUDO_PROMPT), response=password + "\n", sentinel="Sorry, try again")
-            )
+            if stdin is not None:  # sudo -S reads the password's line first; the command gets the rest
+                stdin = password + "\n" + stdin
+            else:
+                watchers.append(
+                    FailingResponder(
+                        pattern=re.escape(SUDO_PROMPT), response=password + "\n", sentinel="Sorry, try again"
+                    )
+                )
         line = command.line(flags)
         kwargs: dict[str, object] = {"warn": True, "hide": on_line is None, "pty": False, "watchers": watchers}
+        if stdin is not None:
+            kwargs["in_stream"] = io.StringIO(stdin)
         sinks: list[_LineSink] = []
         if on_line is not None:
             sinks = [_LineSink(lambda text: on_line(text, False)), _LineSink(lambda text: on_line(text, True))]

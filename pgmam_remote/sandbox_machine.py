@@ -152,7 +152,9 @@ def prepare_root(
         _write(keys, authorized_key + "\n", 0o600)
         uid_gid = (root / "home" / user).stat()
         os.chown(keys, uid_gid.st_uid, uid_gid.st_gid)
-    _write(etc / "ssh" / "sshd_config.d" / "pgmam-users.conf", f"AllowUsers {' '.join(users)}\n", 0o644)
+    # postgres too, as on a real server: pgBackRest reaches a repository host (and back) as postgres,
+    # with keys that pgmam installs.
+    _write(etc / "ssh" / "sshd_config.d" / "pgmam-users.conf", f"AllowUsers {' '.join(users)} postgres\n", 0o644)
 
 
 # --------------------------------------------------------------------------- running

@@ -101,4 +101,6 @@ def display(command: Command) -> str:
     if is_script(command):
         argv[0] = argv[0][len(CODE_DIR) + 1 :]
     line = " ".join(f"<{arg.count(chr(10))} lines>" if "\n" in arg else shlex.quote(arg) for arg in argv)
+    if command.stdin is not None:
+        line += f" < <{command.stdin_label or 'stdin'}>"
     return line if command.user in (None, ROOT) else f"{line}   (as {command.user})"

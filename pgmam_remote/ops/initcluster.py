@@ -7,17 +7,17 @@ after an interruption resumes, and a re-run on a finished app is a no-op.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from .. import configs
 from ..console import Console
 from ..errors import Refusal
 from ..facts import PGBACKREST_CONF, ServerFacts, StanzaInfo, gather, parse_pgbackrest_info
-from ..inventory import Host
+from ..inventory import Host, Inventory
 from ..plan import Plan, Step, execute
 from ..remote import POSTGRES, Command, HostSession, PasswordSource, Result, ask_password
-from . import restore
+from . import offsite, restore
 
 BACKUP_TIMEOUT_S = 4 * 3600
 
@@ -40,6 +40,7 @@ class ClusterSummary:
     backup_label: str | None
     recovery_window_start: datetime | None
     already_done: bool
+    offsite: tuple[tuple[str, str, str | None], ...] = ()  # (repo, repository host, last backup label)
 
     def lines(self) -> list[str]:
         window = self.recovery_window_start.isoformat() if self.recovery_window_start else "-"
@@ -49,6 +50,7 @@ class ClusterSummary:
             f"data dir   {self.data_dir}",
             f"stanza     {self.stanza}",
             f"backup     {self.backup_label or '-'}",
+            *(f"off-host   repo {repo} on {host}: backup {label or '-'}" for repo, host, label in self.offsite),
             f"restorable from {window}",
         ]
 
@@ -265,27 +267,60 @@ def run(
     req: InitClusterRequest,
     console: Console,
     *,
+    inventory: Inventory | None = None,
     dry_run: bool = False,
     verbose: bool = False,
     password_source: PasswordSource = ask_password,
 ) -> ClusterSummary | None:
-    """Facts -> plan -> (print | execute) on one host. Returns the summary (None for --dry-run)."""
+    """Facts -> plan -> (print | execute) on one host, then the same for each of its off-host repos.
+    Returns the summary (None for --dry-run)."""
+    repos = inventory.repos_of(host) if inventory else []
+    for repo in repos:  # an unreachable repository host or a wrong passphrase: refused before any change
+        offsite.preflight(repo, inventory, password_source)  # type: ignore[arg-type]
     with HostSession(host, password_source=password_source) as session:
-        facts, _ = gather(session, recover=None if dry_run else req.app)
-        req = InitClusterRequest(req.app, req.port, req.pg_version or host.pg_version)
-        plan = plan_initcluster(host.name, facts, req)
-        version = req.pg_version or facts.newest_pg or 0
-        if existing := facts.cluster(req.app):
-            version = existing.version
-        if dry_run:
-            console.plan(plan.render())
+        summary = _run_local(session, host, req, console, dry_run=dry_run, verbose=verbose)
+        if not repos:
+            return summary
+        facts, _ = gather(session)
+        cluster = facts.cluster(req.app)
+        version = cluster.version if cluster else (req.pg_version or host.pg_version or facts.newest_pg or 0)
+        kept, changed = [], False
+        for repo in repos:
+            stanza, ran = offsite.attach(
+                session,
+                facts,
+                offsite.Attach(host, repo, req.app, version, req.port),
+                inventory,  # type: ignore[arg-type]
+                console,
+                dry_run=dry_run,
+                verbose=verbose,
+                password_source=password_source,
+            )
+            changed |= ran
+            kept.append((repo.name, repo.host, stanza.last.label if stanza and stanza.last else None))
+        if summary is None:
             return None
-        if plan.empty:
-            return summarize(host.name, req, version, facts.stanzas.get(req.app), already=True)
-        outcome = execute(plan, session, console, verbose=verbose)
-        info = outcome.results[-1][1]
-        stanza = parse_pgbackrest_info(info.stdout).get(req.app) if info.stdout.lstrip().startswith("[") else None
-        if stanza is None:  # the plan ended before the info step (backups existed already)
-            final = session.run(Command.of("pgbackrest", f"--stanza={req.app}", "--output=json", "info", user=POSTGRES))
-            stanza = parse_pgbackrest_info(final.stdout).get(req.app)
-        return summarize(host.name, req, version, stanza, already=False)
+        return replace(summary, offsite=tuple(kept), already_done=summary.already_done and not changed)
+
+
+def _run_local(
+    session: HostSession, host: Host, req: InitClusterRequest, console: Console, *, dry_run: bool, verbose: bool
+) -> ClusterSummary | None:
+    facts, _ = gather(session, recover=None if dry_run else req.app)
+    req = InitClusterRequest(req.app, req.port, req.pg_version or host.pg_version)
+    plan = plan_initcluster(host.name, facts, req)
+    version = req.pg_version or facts.newest_pg or 0
+    if existing := facts.cluster(req.app):
+        version = existing.version
+    if dry_run:
+        console.plan(plan.render())
+        return None
+    if plan.empty:
+        return summarize(host.name, req, version, facts.stanzas.get(req.app), already=True)
+    outcome = execute(plan, session, console, verbose=verbose)
+    info = outcome.results[-1][1]
+    stanza = parse_pgbackrest_info(info.stdout).get(req.app) if info.stdout.lstrip().startswith("[") else None
+    if stanza is None:  # the plan ended before the info step (backups existed already)
+        final = session.run(Command.of("pgbackrest", f"--stanza={req.app}", "--output=json", "info", user=POSTGRES))
+        stanza = parse_pgbackrest_info(final.stdout).get(req.app)
+    return summarize(host.name, req, version, stanza, already=False)

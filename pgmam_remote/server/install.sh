@@ -4,7 +4,8 @@
 # bundle's MANIFEST (a sha256sum list of every file), and points /var/lib/pgmam/current at it.
 # BUNDLE is a base64 tar.gz. Idempotent: a version already there is not unpacked again.
 # Then it installs the boot-time recovery of interrupted jobs (a systemd unit that the clusters
-# wait for, or cron's @reboot), and removes the versions that nothing refers to any more.
+# wait for, or cron's @reboot), updates the WAL shipper's unit where there is one, and removes the
+# versions that nothing refers to any more.
 set -eu
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 umask 022
@@ -50,8 +51,18 @@ if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl enable --quiet pgmam-recover.service
   fi
+  # the WAL shipper, where an app ships to an off-host repo: its unit follows the code
+  if [ -f /etc/systemd/system/pgmam-ship.service ]; then
+    changed=no
+    install_if_changed "$dir/units/pgmam-ship.service" /etc/systemd/system/pgmam-ship.service
+    if [ "$changed" = yes ]; then
+      systemctl daemon-reload
+      systemctl try-restart pgmam-ship.service
+    fi
+  fi
 else
   install_if_changed "$dir/units/pgmam-recover.cron" /etc/cron.d/pgmam-recover
+  [ ! -f /etc/cron.d/pgmam-ship ] || install_if_changed "$dir/units/pgmam-ship.cron" /etc/cron.d/pgmam-ship
 fi
 rm -f "$state/bin/recover-jobs" # where versions before code dirs kept it
 

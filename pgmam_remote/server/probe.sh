@@ -53,27 +53,73 @@ printf '%s\n' "$clusters" | while read -r ver name _port _status _owner data _re
   for f in "$data"/pg_wal/*.history; do [ -f "$f" ] && h=$f; done
   if [ -n "$h" ]; then section "history $ver $name"; cat "$h"; fi
 done
+# Each hole in the archived WAL under ROOT (a pgBackRest repo path): "<stanza> <archive id> <last
+# segment before it> <first after it> <archived at> <archived at>". pgBackRest stores a segment as
+# <24 hex digits>-<sha1>[.<ext>] in archive/<stanza>/<archive id>/<first 16 digits>/; a timeline's
+# segments follow each other, 256 to a log file (16 MiB segments). Partial segments, history and
+# backup labels are not counted.
+gaps() {
+  for dir in "$1"/archive/*/*/; do
+    [ -d "$dir" ] || continue
+    id=${dir%/}
+    stanza=${id%/*}
+    find "$dir" -mindepth 2 -maxdepth 2 -type f -name '????????????????????????-*' -printf '%f %T@\n' 2> /dev/null \
+      | LC_ALL=C sort | awk -v s="${stanza##*/}" -v id="${id##*/}" '
+        function h(x, i, n) {
+          n = 0
+          for (i = 1; i <= length(x); i++) n = n * 16 + index("0123456789ABCDEF", substr(x, i, 1)) - 1
+          return n
+        }
+        substr($1, 1, 24) ~ /^[0-9A-F]+$/ {
+          name = substr($1, 1, 24); tl = substr(name, 1, 8); n = h(substr(name, 9, 8)) * 256 + h(substr(name, 17, 8))
+          if (tl == ptl && n > pn + 1) print s, id, pname, name, pt, $2
+          ptl = tl; pn = n; pname = name; pt = $2
+        }'
+  done
+}
 section wal-gaps
-# Each hole in an app's archived WAL: "<stanza> <archive id> <last segment before it> <first after
-# it> <archived at> <archived at>". pgBackRest stores a segment as <24 hex digits>-<sha1>[.<ext>]
-# in archive/<stanza>/<archive id>/<first 16 digits>/; a timeline's segments follow each other,
-# 256 to a log file (16 MiB segments). Partial segments, history and backup labels are not counted.
-for dir in /var/lib/pgbackrest/archive/*/*/; do
-  [ -d "$dir" ] || continue
-  id=${dir%/}
-  stanza=${id%/*}
-  find "$dir" -mindepth 2 -maxdepth 2 -type f -name '????????????????????????-*' -printf '%f %T@\n' 2> /dev/null \
-    | LC_ALL=C sort | awk -v s="${stanza##*/}" -v id="${id##*/}" '
-      function h(x, i, n) {
-        n = 0
-        for (i = 1; i <= length(x); i++) n = n * 16 + index("0123456789ABCDEF", substr(x, i, 1)) - 1
-        return n
-      }
-      substr($1, 1, 24) ~ /^[0-9A-F]+$/ {
-        name = substr($1, 1, 24); tl = substr(name, 1, 8); n = h(substr(name, 9, 8)) * 256 + h(substr(name, 17, 8))
-        if (tl == ptl && n > pn + 1) print s, id, pname, name, pt, $2
-        ptl = tl; pn = n; pname = name; pt = $2
-      }'
+gaps /var/lib/pgbackrest
+# Off-host repositories (docs/offsite.md). This server's postgres SSH key and host key:
+section ssh-keys
+home=$(getent passwd postgres | cut -d: -f6)
+[ -n "$home" ] && [ -f "$home/.ssh/id_ed25519.pub" ] && echo "user-key $(cut -d' ' -f1,2 "$home/.ssh/id_ed25519.pub")"
+[ -f /etc/ssh/ssh_host_ed25519_key.pub ] && echo "host-key $(cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub)"
+# the other servers pgmam let postgres trust (server/steps/trust.sh)
+[ -n "$home" ] && sed -n 's/^\(.*\) pgmam$/known \1/p' "$home/.ssh/known_hosts" 2> /dev/null
+[ -n "$home" ] && sed -n 's/^restrict \(.*\) pgmam$/authorized \1/p' "$home/.ssh/authorized_keys" 2> /dev/null
+# the files pgmam wrote for them, by content hash, so that a re-run rewrites only what changed
+section offsite-files
+find /etc/pgbackrest/pgmam -type f -name '*.conf' -exec sha256sum {} + 2> /dev/null
+# WAL waiting to be shipped to each off-host repo: "<repo> <app> <files> <bytes> <oldest mtime>
+# <last clean pass> <last error...>"
+section ship
+if [ -d /run/systemd/system ]; then echo "shipper $(systemctl is-active pgmam-ship.service 2> /dev/null)"
+elif [ -f /etc/cron.d/pgmam-ship ]; then echo "shipper cron"; fi
+for d in /var/lib/pgmam/ship/*/*/; do
+  [ -d "$d" ] || continue
+  d=${d%/}
+  app=${d##*/}
+  repo=${d%/*}
+  repo=${repo##*/}
+  shipped=$d/shipped
+  [ -f "$shipped" ] || shipped=/dev/null
+  pending=$(find "/var/lib/pgbackrest/archive/$app" -mindepth 2 -maxdepth 3 -type f \
+    \( -name '????????????????????????-*' -o -name '????????.history' \) -printf '%f %s %T@\n' 2> /dev/null \
+    | sed 's/-[^ ]* / /' | LC_ALL=C sort | LC_ALL=C join -v 1 - "$shipped" \
+    | awk '{ n++; b += $2; if (o == "" || $3 < o) o = $3 } END { printf "%d %d %s", n, b, (o == "" ? "-" : o) }')
+  printf 'app %s %s %s %s %s\n' "$repo" "$app" "$pending" "$(cat "$d/ok" 2> /dev/null || echo -)" \
+    "$(cat "$d/error" 2> /dev/null)"
+done
+# The servers whose apps this server keeps backups of, as a repository host.
+for d in /etc/pgbackrest/pgmam/hosts/*/; do
+  [ -f "$d/pgbackrest.conf" ] || continue
+  d=${d%/}
+  section "hosted ${d##*/}"
+  (cd /tmp && runuser -u postgres -- timeout 30 pgbackrest --config-path="$d" --output=json info 2>&1)
+  section "hosted-cipher ${d##*/}" # the passphrase's sha256, to tell a wrong one from the right one
+  sed -n 's/^repo1-cipher-pass=//p' "$d/pgbackrest.conf" | tr -d '\n' | sha256sum | cut -d' ' -f1
+  section "hosted-gaps ${d##*/}"
+  gaps "/var/lib/pgbackrest/hosts/${d##*/}"
 done
 section locks
 for l in /var/lib/pgmam/locks/*; do
