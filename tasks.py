@@ -118,8 +118,8 @@ def status(c, host=None, group=None, all_hosts=False, json=False):
 
     Example: inv status --all-hosts
     """
-    hosts = inventory.load().select(host or [], group, all_hosts)
-    statuses = status_op.collect(hosts)
+    hosts = inventory.load()
+    statuses = status_op.collect(hosts.select(host or [], group, all_hosts), inventory=hosts)
     if not status_op.show(statuses, get_console(), as_json=json):
         raise Exit(code=1)
 

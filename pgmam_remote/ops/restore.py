@@ -134,13 +134,17 @@ class RecoveryWindow:
         }
 
 
-def recovery_window(cluster: ClusterFacts, backups: tuple[BackupInfo, ...], gaps: list[WalGap]) -> RecoveryWindow:
-    """Pure: what an app can be restored to. A hole no backup has been taken after ends it early."""
+def recovery_window(
+    cluster: ClusterFacts, backups: tuple[BackupInfo, ...], gaps: list[WalGap], wal_until: datetime | None = None
+) -> RecoveryWindow:
+    """Pure: what an app can be restored to. A hole no backup has been taken after ends it early.
+    ``wal_until``: where the repo's WAL ends, when not at the app's last archived segment (an
+    off-host repo that WAL is still on its way to)."""
     usable = usable_backups(cluster, backups) if cluster.timeline else list(backups)
     first = usable[0] if usable else (backups[0] if backups else None)
     if first is None:
         return RecoveryWindow(None, None)
-    archived = cluster.archiver.last_archived_time if cluster.archiver else None
+    archived = wal_until or (cluster.archiver.last_archived_time if cluster.archiver else None)
     end = max(archived, first.stop) if archived else first.stop
     breaks = tuple(window_breaks(usable, gaps))
     unresolved = [b.start for b in breaks if b.end is None]

@@ -18,7 +18,7 @@ from rich.text import Text
 from ..console import Console
 from ..errors import PgmamError
 from ..facts import ClusterFacts, PreservedDir, ServerFacts, StanzaInfo, gather
-from ..inventory import Host
+from ..inventory import Host, Inventory, Repo
 from ..remote import HostSession, PasswordSource, ask_password
 from ..server_code import VERSION as SERVER_CODE
 from . import restore
@@ -27,6 +27,9 @@ from .schedule import next_run, parse_calendar, what
 MAX_PARALLEL = 16
 BACKUP_MAX_AGE = timedelta(hours=26)
 DISK_MIN_FREE_RATIO = 0.10
+# WAL waiting longer than this for an off-host repo turns the app red (the shipper passes every 5 s);
+# so does WAL waiting after the shipper failed to push it
+OFFSITE_LAG_MAX = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,21 @@ class ClusterStatus:
     last_scheduled: dict[str, object] | None = None
     last_proven_restorable: dict[str, object] | None = None  # the last `inv verify`
     last_job: dict[str, str] | None = None
+    offsite: list[dict[str, object]] = field(default_factory=list)  # one per off-host repo (see offsite_status)
     problems: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
         return not self.problems
+
+
+@dataclass(frozen=True)
+class RepoView:
+    """An off-host repo as status sees it: its repository host's facts, or why they are missing."""
+
+    repo: Repo
+    facts: ServerFacts | None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,8 +122,10 @@ def _backup_ref(stanza: StanzaInfo | None, now: datetime, full: bool) -> BackupR
     return BackupRef(backup.type, backup.label, backup.stop.isoformat(), int((now - backup.stop).total_seconds()))
 
 
-def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
-    """Pure: one cluster's facts -> its status and the problems that need attention."""
+def assess_cluster(
+    cluster: ClusterFacts, facts: ServerFacts, repos: tuple[RepoView, ...] = (), server: str = ""
+) -> ClusterStatus:
+    """Pure: one cluster's facts (and its off-host repos') -> its status and the problems that need attention."""
     managed = cluster.name in facts.managed_stanzas
     stanza = facts.stanzas.get(cluster.name) if managed else None
     last = _backup_ref(stanza, facts.now, full=False)
@@ -204,6 +219,9 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
     window = recovery.json() if recovery.start else None
     if managed:  # a hole a backup has been taken after stays in the window (and the table) until it expires
         problems += [f"{b.describe()}; take a full backup now" for b in recovery.breaks if b.end is None]
+    offsite = [offsite_status(cluster, facts, view, server) for view in repos] if managed else []
+    for entry in offsite:
+        problems += entry.pop("problems")  # type: ignore[arg-type]
     return ClusterStatus(
         app=cluster.name,
         version=cluster.version,
@@ -225,12 +243,64 @@ def assess_cluster(cluster: ClusterFacts, facts: ServerFacts) -> ClusterStatus:
         last_scheduled=last_scheduled,
         last_proven_restorable=proven,
         last_job=last_job,
+        offsite=offsite,
         problems=problems,
     )
 
 
-def assess(host: Host, facts: ServerFacts, remote_commands: int = 0, seconds: float = 0.0) -> HostStatus:
-    """Pure: a host's facts -> HostStatus."""
+def offsite_status(cluster: ClusterFacts, facts: ServerFacts, view: RepoView, server: str) -> dict[str, object]:
+    """Pure: one app in one off-host repo: its backups there, the WAL still waiting to be shipped, the
+    recovery window there; with "problems", which the caller takes out."""
+    app, repo = cluster.name, view.repo
+    name = f"repo {repo.name} ({repo.host})"
+    entry: dict[str, object] = {"repo": repo.name, "host": repo.host, "reachable": view.facts is not None}
+    problems: list[str] = []
+    shipping = facts.shipping_of(repo.name, app)
+    if shipping is None:
+        problems.append(f"not kept in {name} yet: inv initcluster --host {server} --app {app} --port {cluster.port}")
+    else:
+        lag = int((facts.now - shipping.oldest).total_seconds()) if shipping.files and shipping.oldest else 0
+        entry["waiting"] = {"files": shipping.files, "bytes": shipping.bytes, "lag_seconds": lag}
+        entry["shipping_error"] = shipping.error or None
+        if lag > OFFSITE_LAG_MAX.total_seconds() or (shipping.error and shipping.files):
+            why = f": {shipping.error}" if shipping.error else ""
+            problems.append(
+                f"{repo.name}: WAL {_age(lag)} behind ({shipping.files} files, {_size(shipping.bytes)} waiting){why}"
+            )
+        if facts.shipper not in ("active", "cron"):
+            problems.append(
+                f"the WAL shipper is not running ({facts.shipper or 'not installed'}): systemctl status pgmam-ship"
+            )
+    if view.facts is None:
+        problems.append(f"{name} unreachable: {view.error}")
+        entry["problems"] = problems
+        return entry
+    hosted = view.facts.hosted.get(server)
+    stanza = hosted.stanzas.get(app) if hosted else None
+    now = view.facts.now
+    entry["backup_count"] = len(stanza.backups) if stanza else 0
+    entry["last_backup"] = asdict(ref) if (ref := _backup_ref(stanza, now, full=False)) else None
+    if shipping is not None and (stanza is None or not stanza.backups):
+        problems.append(f"no backup in {name}: inv backup --host {server} --app {app} --repo {repo.name}")
+    if hosted is not None and hosted.error:
+        problems.append(f"{name}: pgbackrest info failed: {hosted.error}")
+    gaps = [g for g in hosted.gaps if g.stanza == app] if hosted else []
+    waiting_since = shipping.oldest if shipping is not None and shipping.files else None
+    recovery = restore.recovery_window(cluster, stanza.backups if stanza else (), gaps, waiting_since)
+    entry["recovery_window"] = recovery.json() if recovery.start else None
+    problems += [f"{repo.name}: {b.describe()}; take a full backup there now" for b in recovery.breaks if b.end is None]
+    entry["problems"] = problems
+    return entry
+
+
+def assess(
+    host: Host,
+    facts: ServerFacts,
+    remote_commands: int = 0,
+    seconds: float = 0.0,
+    repos: tuple[RepoView, ...] = (),
+) -> HostStatus:
+    """Pure: a host's facts (and those of its off-host repos) -> HostStatus."""
     problems = []
     disk = facts.data_disk
     if disk and disk.total_bytes and disk.free_bytes / disk.total_bytes < DISK_MIN_FREE_RATIO:
@@ -243,7 +313,7 @@ def assess(host: Host, facts: ServerFacts, remote_commands: int = 0, seconds: fl
         reachable=True,
         disk_free_bytes=disk.free_bytes if disk else None,
         disk_total_bytes=disk.total_bytes if disk else None,
-        clusters=[assess_cluster(c, facts) for c in facts.clusters],
+        clusters=[assess_cluster(c, facts, repos, host.name) for c in facts.clusters],
         problems=problems,
         remote_commands=remote_commands,
         seconds=seconds,
@@ -257,14 +327,30 @@ def _server_code(facts: ServerFacts) -> str:
     return "current" if facts.server_code == SERVER_CODE else "older"
 
 
-def probe_host(host: Host, password_source: PasswordSource = ask_password) -> HostStatus:
+def probe(host: Host, password_source: PasswordSource = ask_password) -> tuple[ServerFacts | None, str | None, int]:
+    """Connect and probe: (facts, None, commands) or (None, the error, commands)."""
+    session = None
+    try:
+        session = HostSession(host, password_source=password_source).open()
+        facts, _ = gather(session)
+        return facts, None, session.commands_run
+    except PgmamError as exc:
+        return None, exc.message, session.commands_run if session else 0
+    finally:
+        if session is not None:
+            session.close()
+
+
+def probe_host(
+    host: Host, password_source: PasswordSource = ask_password, repos: tuple[RepoView, ...] = ()
+) -> HostStatus:
     """Connect, probe, assess. Any PgmamError becomes an unreachable/error row."""
     started = time.monotonic()
     session = None
     try:
         session = HostSession(host, password_source=password_source).open()
         facts, _ = gather(session)
-        return assess(host, facts, session.commands_run, time.monotonic() - started)
+        return assess(host, facts, session.commands_run, time.monotonic() - started, repos)
     except PgmamError as exc:
         reachable = session is not None and session.connection.is_connected
         return HostStatus(
@@ -281,12 +367,26 @@ def probe_host(host: Host, password_source: PasswordSource = ask_password) -> Ho
             session.close()
 
 
-def collect(hosts: list[Host], password_source: PasswordSource = ask_password) -> list[HostStatus]:
-    """Probe every host in parallel, bounded; results in inventory order."""
+def collect(
+    hosts: list[Host], password_source: PasswordSource = ask_password, inventory: Inventory | None = None
+) -> list[HostStatus]:
+    """Probe every host in parallel, bounded; results in inventory order. The repository hosts of
+    their off-host repos are probed too, at the same time, each once."""
     if not hosts:
         return []
-    with ThreadPoolExecutor(max_workers=min(len(hosts), MAX_PARALLEL)) as pool:
-        return list(pool.map(lambda h: probe_host(h, password_source), hosts))
+    repos = {name: inventory.repos[name] for h in hosts for name in h.repos} if inventory else {}
+    vaults = sorted({repo.host for repo in repos.values()})
+    with ThreadPoolExecutor(max_workers=min(len(hosts) + len(vaults), MAX_PARALLEL)) as pool:
+        vault_probes = {v: pool.submit(probe, inventory.hosts[v], password_source) for v in vaults}  # type: ignore[union-attr]
+
+        def views(host: Host) -> tuple[RepoView, ...]:
+            found = []
+            for name in host.repos:
+                facts, error, _ = vault_probes[repos[name].host].result()
+                found.append(RepoView(repos[name], facts, error))
+            return tuple(found)
+
+        return list(pool.map(lambda h: probe_host(h, password_source, views(h)), hosts))
 
 
 def to_json(statuses: list[HostStatus]) -> dict[str, object]:
@@ -396,6 +496,9 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
         wal = Text(f"ok, {_age(age)} ago" if age is not None else "ok, none yet", style="ok")
     else:
         wal = Text(f"FAILING ({c.archiving.failed_count})", style="bad")
+    for repo in c.offsite:
+        backups += f"\n{_offsite_backups(repo)}"
+        wal.append(f"\n{_offsite_wal(repo)}", style="ok" if _offsite_ok(repo) else "bad")
     proven = c.last_proven_restorable
     if proven is None:
         restore = Text("never drilled", style="dim")
@@ -416,6 +519,34 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
     if c.job and c.job.get("alive"):
         health.append(f" ({c.job['op']} running: {c.job['job']})", style="warn")
     return [Text(c.app), cluster, backups, wal, restore, health]
+
+
+def _offsite_backups(repo: dict[str, object]) -> str:
+    last = repo.get("last_backup")
+    if not repo["reachable"]:
+        return f"{repo['repo']}: ?"
+    if not last:
+        return f"{repo['repo']}: none"
+    return f"{repo['repo']}: {last['type']} {_age(last['age_seconds'])} ago"  # type: ignore[index]
+
+
+def _offsite_wal(repo: dict[str, object]) -> str:
+    waiting = repo.get("waiting")
+    if not waiting:
+        return f"{repo['repo']}: not shipped"
+    lag = waiting["lag_seconds"]  # type: ignore[index]
+    if not lag:
+        return f"{repo['repo']}: shipped"
+    return f"{repo['repo']}: {_age(lag)} behind, {_size(waiting['bytes'])}"  # type: ignore[index]
+
+
+def _offsite_ok(repo: dict[str, object]) -> bool:
+    waiting = repo.get("waiting")
+    if not waiting:
+        return False
+    return waiting["lag_seconds"] <= OFFSITE_LAG_MAX.total_seconds() and not (  # type: ignore[index]
+        repo.get("shipping_error") and waiting["files"]  # type: ignore[index]
+    )
 
 
 def render_table(statuses: list[HostStatus]) -> Table:

@@ -47,7 +47,7 @@ ship_app() { # REPO APP DIR
     if out=$(push "$1" "$2" "$name"); then
       echo "$name" >> "$3/shipped"
     else
-      failed="$name: $(printf '%s' "$out" | grep -m1 -E 'ERROR|error' || printf '%s' "$out" | tail -n 1)"
+      failed="$name: $(printf '%s' "$out" | grep -m1 -A1 ERROR || printf '%s' "$out" | tail -n 1)"
       break
     fi
   done
