@@ -561,7 +561,7 @@ def render_table(statuses: list[HostStatus]) -> Table:
             continue
         host = Text.assemble((status.host, "host"), (f"\n{_size(status.disk_free_bytes)} free", "dim"))
         if status.server_code == "older":
-            host.append("\nolder pgmam server code (the next pgmam change there updates it)", style="warn")
+            host.append("\nolder pgmam server code\n(the next change updates it)", style="warn")
         rows = [_cluster_row(c) for c in status.clusters] or [[Text("no clusters", style="dim"), *[""] * (width - 1)]]
         for i, row in enumerate(rows):
             row = row[:width] if len(row) >= width else [*row[:-1], *[""] * (width - len(row)), row[-1]]

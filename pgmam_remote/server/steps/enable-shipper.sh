@@ -9,9 +9,9 @@ if [ -d /run/systemd/system ]; then
     cp "$code/units/pgmam-ship.service" /etc/systemd/system/pgmam-ship.service.pgmam-tmp
     mv -f /etc/systemd/system/pgmam-ship.service.pgmam-tmp /etc/systemd/system/pgmam-ship.service
     systemctl daemon-reload
+    systemctl try-restart pgmam-ship.service
   fi
-  systemctl enable pgmam-ship.service 2> /dev/null
-  exec systemctl restart pgmam-ship.service
+  exec systemctl enable --now --quiet pgmam-ship.service
 fi
 cp "$code/units/pgmam-ship.cron" /etc/cron.d/pgmam-ship.pgmam-tmp
 mv -f /etc/cron.d/pgmam-ship.pgmam-tmp /etc/cron.d/pgmam-ship

@@ -1,0 +1,192 @@
+"""Off-host repos over real SSH: an app kept on a repository host, encrypted, through an outage.
+
+sbx1 runs the apps; sbx2 is the repository host of repo "vault". What matters: initcluster
+gives the app a stanza and a first full backup on sbx2, encrypted with a passphrase that only
+the operator's machine and sbx2 hold; new WAL reaches sbx2 by itself; while sbx2 is cut off the
+app and its local backups carry on, status turns red naming the repo and what waits, and after
+the link returns everything arrives with no hole; a wrong or missing passphrase, or an app not
+kept there, is refused with both servers unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_inv
+
+APP, PORT = "shop", 5432
+SERVER, VAULT = "sbx1", "sbx2"
+HOSTED_CONF = f"/etc/pgbackrest/pgmam/hosts/{SERVER}"
+HOSTED_REPO = f"/var/lib/pgbackrest/hosts/{SERVER}"
+
+
+@pytest.fixture(scope="module")
+def offsite(box, tmp_path_factory):
+    """An inventory where sbx1 backs up to repo vault on sbx2, and a config dir for its passphrase."""
+    home = tmp_path_factory.mktemp("offsite")
+    text = box.inventory.read_text().replace(f"[hosts.{SERVER}]\n", f'[hosts.{SERVER}]\nrepos = ["vault"]\n')
+    inventory = home / "hosts.toml"
+    inventory.write_text(text + f'\n[repos.vault]\ntype = "host"\nhost = "{VAULT}"\n')
+    config = home / "config"
+
+    def call(*args: str, config_dir: Path = config, **kwargs) -> subprocess.CompletedProcess[str]:
+        return run_inv(*args, inventory=inventory, env={"PGMAM_CONFIG_DIR": str(config_dir)}, **kwargs)
+
+    call.config = config  # type: ignore[attr-defined]
+    return call
+
+
+def vault_info(box, app: str = APP) -> dict:
+    argv = ["runuser", "-u", "postgres", "--", "pgbackrest", f"--config-path={HOSTED_CONF}", f"--stanza={app}"]
+    out = box.on(VAULT, "sh", "-c", 'cd /tmp && exec "$@"', "sh", *argv, "--output=json", "info").stdout
+    return json.loads(out)[0]
+
+
+def vault_archive_max(box) -> str:
+    return vault_info(box)["archive"][0]["max"]
+
+
+def switch_wal(box, rows: int) -> str:
+    """Writes rows, then closes the WAL segment: returns its name, which archiving will copy."""
+    box.psql(SERVER, PORT, f"insert into t select g, md5(g::text) from generate_series(1, {rows}) g")
+    segment = box.psql(SERVER, PORT, "select pg_walfile_name(pg_current_wal_lsn())")
+    box.psql(SERVER, PORT, "select pg_switch_wal()")
+    return segment
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout:.0f}s: {what}"
+        time.sleep(2)
+
+
+def status(offsite) -> tuple[int, dict]:
+    out = offsite("status", "--host", SERVER, "--json")
+    return out.returncode, json.loads(out.stdout)
+
+
+def app_status(payload: dict) -> dict:
+    return next(c for c in payload["hosts"][0]["clusters"] if c["app"] == APP)
+
+
+def test_initcluster_keeps_the_app_off_host_encrypted(box, offsite):
+    out = offsite("initcluster", "--host", SERVER, "--app", APP, "--port", str(PORT))
+    assert out.returncode == 0, out.stderr
+    assert "off-host   repo vault on sbx2: backup " in out.stderr
+    passphrase_file = offsite.config / "repo-vault.passphrase"
+    assert stat.S_IMODE(passphrase_file.stat().st_mode) == 0o600
+    passphrase = passphrase_file.read_text().strip()
+    assert len(passphrase) >= 40
+    assert passphrase not in out.stdout + out.stderr
+    assert "Keep a copy somewhere safe" in out.stderr
+
+    info = vault_info(box)
+    assert [b["type"] for b in info["backup"]] == ["full"]
+    assert info["cipher"] == "aes-256-cbc"
+    # every file of the repo there is ciphertext: no plain zstd, no plain text
+    files = box.on(VAULT, "find", HOSTED_REPO, "-type", "f").stdout.split()
+    assert len(files) > 10
+    for path in files:
+        head = box.on(VAULT, "head", "-c", "8", path).stdout
+        assert head == "Salted__", f"{path} starts with {head!r}"
+    mode = box.on(VAULT, "stat", "-c", "%U:%G %a", f"{HOSTED_CONF}/pgbackrest.conf").stdout.split()
+    assert mode == ["root:postgres", "640"]
+
+    # new WAL arrives by itself, and status says all is well
+    box.psql(SERVER, PORT, "create table t (id int, v text)")
+    segment = switch_wal(box, 100)
+    wait_until(lambda: vault_archive_max(box) >= segment, 60, f"{segment} on {VAULT}")
+    code, payload = status(offsite)
+    repo = app_status(payload)["offsite"][0]
+    assert code == 0, app_status(payload)["problems"]
+    assert repo["repo"] == "vault" and repo["backup_count"] == 1 and repo["recovery_window"]["breaks"] == []
+
+    # a re-run changes nothing
+    again = offsite("initcluster", "--host", SERVER, "--app", APP, "--port", str(PORT))
+    assert again.returncode == 0 and "already PITR-ready; nothing changed" in again.stderr
+
+
+def test_an_outage_of_the_repo_host_never_holds_the_app_up(box, offsite):
+    before = vault_archive_max(box)
+    link = box.naming.host_veth(2)
+    subprocess.run(["ip", "link", "set", link, "down"], check=True)
+    try:
+        segments = [switch_wal(box, 1000) for _ in range(3)]
+        # local archiving goes on, and so do local backups
+        wait_until(
+            lambda: box.psql(SERVER, PORT, "select last_archived_wal from pg_stat_archiver") >= segments[-1],
+            60,
+            "local archiving",
+        )
+        backup = offsite("backup", "--host", SERVER, "--app", APP)
+        assert backup.returncode == 0, backup.stderr
+
+        def lagging() -> bool:  # once a shipper pass has failed to push
+            return any(p.startswith("vault: WAL ") for p in app_status(status(offsite)[1])["problems"])
+
+        wait_until(lagging, 90, "status to name the WAL waiting for vault")
+        code, payload = status(offsite)
+        app = app_status(payload)
+        assert code == 1
+        assert any(p.startswith("vault: WAL ") and "files" in p and "waiting" in p for p in app["problems"]), app
+        assert any("repo vault (sbx2) unreachable" in p for p in app["problems"]), app
+        assert app["offsite"][0]["waiting"]["files"] >= 3
+        assert vault_archive_max(box) == before  # nothing got through (read on the repository host itself)
+    finally:
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+
+    wait_until(lambda: status(offsite)[0] == 0, 120, "status healthy again after the outage")
+    assert vault_archive_max(box) >= segments[-1]
+    repo = app_status(status(offsite)[1])["offsite"][0]
+    assert repo["waiting"]["files"] == 0 and repo["recovery_window"]["breaks"] == []
+
+
+def test_backup_into_the_off_host_repo(box, offsite):
+    out = offsite("backup", "--host", SERVER, "--app", APP, "--repo", "vault", "--type", "diff")
+    assert out.returncode == 0, out.stderr
+    assert [b["type"] for b in vault_info(box)["backup"]] == ["full", "diff"]
+    # the backup carries the cluster's config, for a server rebuilt from it
+    assert box.on(SERVER, "test", "-s", "/var/lib/postgresql/15/shop/pgmam-config.tar.gz").returncode == 0
+
+
+def server_state(box) -> tuple[list[str], str, str]:
+    return (
+        box.clusters(SERVER),
+        box.on(VAULT, "sh", "-c", f"ls -R {HOSTED_CONF} {HOSTED_REPO}/backup").stdout,
+        box.on(SERVER, "ls", "-R", "/etc/pgbackrest").stdout,
+    )
+
+
+@pytest.mark.parametrize("passphrase", [None, "not-the-passphrase"])
+def test_a_missing_or_wrong_passphrase_is_refused_and_changes_nothing(box, offsite, tmp_path, passphrase):
+    config = tmp_path / "config"
+    if passphrase:
+        config.mkdir(mode=0o700)
+        (config / "repo-vault.passphrase").write_text(passphrase + "\n")
+    before = server_state(box)
+    out = offsite("initcluster", "--host", SERVER, "--app", "blog", "--port", "5433", config_dir=config)
+    assert out.returncode == 1
+    expected = "is not the one the backups of sbx1" if passphrase else "its passphrase is missing"
+    assert expected in out.stderr
+    assert server_state(box) == before
+    assert not os.path.exists(config / "repo-vault.passphrase") or passphrase
+
+
+def test_backup_refusals(box, offsite):
+    before = server_state(box)
+    unknown = offsite("backup", "--host", SERVER, "--app", APP, "--repo", "nosuch")
+    assert unknown.returncode == 2 and "unknown repo 'nosuch'" in unknown.stderr
+    box.psql(SERVER, PORT, "select 1")
+    made = offsite("initcluster", "--host", VAULT, "--app", "lone", "--port", "5440")
+    assert made.returncode == 0, made.stderr
+    not_kept = offsite("backup", "--host", VAULT, "--app", "lone", "--repo", "vault")
+    assert not_kept.returncode == 1 and "sbx2 does not back up to repo vault" in not_kept.stderr
+    assert server_state(box) == before

@@ -1,0 +1,202 @@
+"""Off-host repos, the pure parts: the inventory contract, the probe's sections, the plan that keeps
+an app in a repo, the passphrase checks, and what status says of each repo."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pgmam_remote import facts, inventory, passphrases
+from pgmam_remote.errors import InventoryError, Refusal
+from pgmam_remote.ops import offsite, status
+
+from .conftest import load
+
+GOOD = """
+[defaults]
+repos = ["vault"]
+
+[hosts.prod1]
+address = "10.0.0.1"
+
+[hosts.prod2]
+address = "10.0.0.2"
+
+[hosts.vault1]
+address = "10.0.0.9"
+repos = []
+
+[repos.vault]
+type = "host"
+host = "vault1"
+"""
+SERVER_KEY, VAULT_KEY = "ssh-ed25519 AAAAserver", "ssh-ed25519 AAAAvault"
+HOST_KEY, VAULT_HOST_KEY = "ssh-ed25519 HHHHserver", "ssh-ed25519 HHHHvault"
+PASS = "correct horse battery staple"
+
+
+def test_repos_come_from_defaults_and_a_host_may_opt_out():
+    inv = inventory.parse(GOOD)
+    assert inv.hosts["prod1"].repos == ("vault",) and inv.hosts["vault1"].repos == ()
+    (repo,) = inv.repos_of(inv.hosts["prod2"])
+    assert (repo.name, repo.type, repo.host, repo.address) == ("vault", "host", "vault1", "10.0.0.9")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (GOOD.replace('repos = ["vault"]', 'repos = ["vualt"]'), r"hosts.toml:3: repos names unknown repo 'vualt'"),
+        (GOOD.replace("repos = []\n", ""), r"hosts.toml:3: host vault1 would back up to repo 'vault', which is"),
+        (GOOD.replace('host = "vault1"', 'host = "vault9"'), r"hosts.toml:\d+: repo 'vault' names unknown host"),
+        (GOOD.replace('type = "host"', 'type = "s3"'), r'needs type = "host" \(S3 repos are not supported yet\)'),
+        (GOOD.replace('type = "host"', 'type = "host"\nbucket = "b"'), r"hosts.toml:\d+: unknown key 'bucket'"),
+        (GOOD.replace('host = "vault1"\n', ""), r'\[repos.vault\] needs host = "NAME"'),
+        (GOOD.replace('repos = ["vault"]', 'repos = "vault"'), r"repos in \[defaults\] must be a list"),
+        (GOOD.replace('repos = ["vault"]', 'repos = ["vault", "vault"]'), r"must be a list of distinct repo names"),
+        (GOOD + '\n[repos."a b"]\ntype = "host"\nhost = "prod1"\n', r"repo name 'a b'"),
+    ],
+)
+def test_bad_repos_are_refused_with_file_and_line(text, expected):
+    with pytest.raises(InventoryError, match=expected):
+        inventory.parse(text, Path("hosts.toml"))
+
+
+def test_a_repo_host_reached_at_the_servers_own_address_is_not_off_host():
+    text = GOOD.replace('host = "vault1"', 'host = "vault1"\naddress = "10.0.0.1"')
+    with pytest.raises(InventoryError, match="host prod1 would back up to repo 'vault'"):
+        inventory.parse(text, Path("hosts.toml"))
+
+
+def hosted_info(backups: int) -> str:
+    info = json.loads(load("pgbackrest-info-one-full.json"))
+    info[0]["backup"] = info[0]["backup"][:backups]
+    return json.dumps(info).replace('"fixt"', '"app1"')
+
+
+def server_facts(extra: str = "") -> facts.ServerFacts:
+    return facts.parse_probe(load("probe-one-app.txt") + extra)
+
+
+def vault_facts(*, backups: int | None = None, passphrase: str = PASS, trusted: str = "") -> facts.ServerFacts:
+    text = f"@@host\nvault1\n@@now\n{server_facts().now.timestamp()}\n@@cpus\n2\n"
+    text += f"@@ssh-keys\nuser-key {VAULT_KEY}\nhost-key {VAULT_HOST_KEY}\n"
+    text += trusted
+    if backups is not None:
+        text += f"@@hosted prod1\n{hosted_info(backups)}\n"
+        text += f"@@hosted-cipher prod1\n{passphrases.fingerprint(passphrase)}\n"
+    return facts.parse_probe(text)
+
+
+def attach_plan(server: facts.ServerFacts, vault: facts.ServerFacts) -> list[str]:
+    inv = inventory.parse(GOOD)
+    a = offsite.Attach(inv.hosts["prod1"], inv.repos["vault"], "app1", 15, 5433)
+    keys = (offsite.Keys(SERVER_KEY, HOST_KEY), offsite.Keys.of(vault))
+    plan = offsite.plan_attach(a, server, vault, PASS, keys)
+    return [f"{s.on or 'prod1'}: {s.title}" for s in plan.steps]
+
+
+def test_a_new_app_gets_trust_configs_a_stanza_shipping_and_a_first_full_backup_there():
+    assert attach_plan(server_facts(), vault_facts()) == [
+        "vault1: postgres on vault1 and prod1 trust each other",
+        "prod1: postgres on prod1 and vault1 trust each other",
+        "vault1: write /etc/pgbackrest/pgmam/hosts/prod1/pgbackrest.conf",
+        "vault1: write /etc/pgbackrest/pgmam/hosts/prod1/conf.d/app1.conf",
+        "prod1: write /etc/pgbackrest/pgmam/repos/vault.conf",
+        "vault1: directories for prod1's repository",
+        "prod1: create stanza app1 in repo vault",
+        "prod1: ship app1's WAL to repo vault",
+        "prod1: copy the cluster's config into its data dir (every backup carries it)",
+        "vault1: full backup of app1 into repo vault",
+        "vault1: verify the backup is in repo vault",
+    ]
+
+
+def test_the_passphrase_travels_on_stdin_never_in_a_command_line():
+    inv = inventory.parse(GOOD)
+    a = offsite.Attach(inv.hosts["prod1"], inv.repos["vault"], "app1", 15, 5433)
+    plan = offsite.plan_attach(a, server_facts(), vault_facts(), PASS, (offsite.Keys(SERVER_KEY, HOST_KEY),) * 2)
+    for step in plan.steps:
+        assert not any(PASS in arg for arg in step.command.argv), step.title
+    (secret,) = [s for s in plan.steps if s.command.stdin]
+    assert PASS in secret.command.stdin and PASS not in repr(secret.command)
+    assert "\n".join(plan.render()).count("< <config with the repo passphrase>") == 1
+    assert PASS not in "\n".join(plan.render())
+
+
+def test_what_is_in_place_is_not_done_again():
+    server_lines = "\n".join(
+        [
+            "@@ssh-keys",
+            f"user-key {SERVER_KEY}",
+            f"host-key {HOST_KEY}",
+            f"known 10.0.0.9 {VAULT_HOST_KEY}",
+            f"authorized {VAULT_KEY}",
+            "@@offsite-files",
+            f"{passphrases.fingerprint(offsite.server_repo_conf(inventory.parse(GOOD).repos['vault'], 'prod1'))}"
+            " /etc/pgbackrest/pgmam/repos/vault.conf",
+            "@@ship",
+            "shipper active",
+            "app vault app1 0 0 - 1764547000",
+        ]
+    )
+    vault = vault_facts(backups=1, trusted=f"known 10.0.0.1 {HOST_KEY}\nauthorized {SERVER_KEY}\n")
+    assert attach_plan(server_facts("\n" + server_lines + "\n"), vault) == [
+        "vault1: write /etc/pgbackrest/pgmam/hosts/prod1/pgbackrest.conf",
+        "vault1: write /etc/pgbackrest/pgmam/hosts/prod1/conf.d/app1.conf",
+    ]
+
+
+def test_a_missing_or_wrong_passphrase_for_a_repo_in_use_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(passphrases.CONFIG_ENV, str(tmp_path))
+    repo = inventory.parse(GOOD).repos["vault"]
+    offsite.check_passphrase(repo, vault_facts(), None)  # a new repo: a passphrase will be made
+    with pytest.raises(Refusal, match=r"its passphrase is missing .*already keeps encrypted backups in it"):
+        offsite.check_passphrase(repo, vault_facts(backups=1), None)
+    with pytest.raises(Refusal, match="is not the one the backups of prod1 on vault1 were encrypted with"):
+        offsite.check_passphrase(repo, vault_facts(backups=1), "another one")
+    offsite.check_passphrase(repo, vault_facts(backups=1), PASS)
+
+
+def test_a_passphrase_is_made_once_and_private(tmp_path, monkeypatch):
+    monkeypatch.setenv(passphrases.CONFIG_ENV, str(tmp_path / "pgmam"))
+    made = passphrases.create("vault")
+    assert passphrases.read("vault") == made and len(made) >= 60
+    assert (tmp_path / "pgmam" / "repo-vault.passphrase").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        passphrases.create("vault")
+
+
+def offsite_problems(ship_line: str, vault: facts.ServerFacts | None, shipper: str = "active") -> list[str]:
+    server = server_facts(f"\n@@ship\nshipper {shipper}\n{ship_line}\n")
+    inv = inventory.parse(GOOD)
+    view = status.RepoView(inv.repos["vault"], vault, None if vault else "no answer within 5 s")
+    cluster = server.cluster("app1")
+    entry = status.offsite_status(cluster, server, view, "prod1")
+    return entry["problems"]
+
+
+def test_status_of_a_repo_that_keeps_up_is_quiet():
+    assert offsite_problems("app vault app1 0 0 - 1764547000", vault_facts(backups=1)) == []
+
+
+def test_status_names_the_repo_and_what_waits_when_a_push_failed_or_it_lags():
+    now = server_facts().now
+    recent = (now - timedelta(seconds=40)).timestamp()
+    failed = f"app vault app1 3 70000 {recent} - {now.timestamp()} 0000000100000000000000A1: ERROR: [103]: no repo"
+    (problem,) = offsite_problems(failed, vault_facts(backups=1))
+    assert problem.startswith("vault: WAL 40s behind (3 files, 70.0 kB waiting): 0000000100000000000000A1: ERROR")
+    late = f"app vault app1 9 1000 {(now - timedelta(minutes=7)).timestamp()} -"
+    assert offsite_problems(late, vault_facts(backups=1))[0].startswith("vault: WAL 7m behind (9 files")
+
+
+def test_status_of_an_unreachable_repo_host_a_dead_shipper_and_an_app_not_kept_there():
+    assert offsite_problems("app vault app1 0 0 - -", None) == ["repo vault (vault1) unreachable: no answer within 5 s"]
+    assert offsite_problems("app vault app1 0 0 - -", vault_facts(backups=1), shipper="failed") == [
+        "the WAL shipper is not running (failed): systemctl status pgmam-ship"
+    ]
+    assert offsite_problems("", vault_facts()) == [
+        "not kept in repo vault (vault1) yet: inv initcluster --host prod1 --app app1 --port 5433"
+    ]
