@@ -23,6 +23,7 @@ from pgmam_remote.ops import drop as drop_op
 from pgmam_remote.ops import initcluster as initcluster_op
 from pgmam_remote.ops import offsite as offsite_op
 from pgmam_remote.ops import pitr as pitr_op
+from pgmam_remote.ops import recover as recover_op
 from pgmam_remote.ops import restore as restore_op
 from pgmam_remote.ops import rollback as rollback_op
 from pgmam_remote.ops import schedule as schedule_op
@@ -364,6 +365,64 @@ def backup(c, host=None, app=None, all_apps=False, type=None, repo=None):
 
 @task(
     auto_shortflags=False,
+    iterable=["app"],
+    help={
+        "host": "the NEW server to rebuild the apps on (required)",
+        "from": "the lost server, by its inventory name (required); it is not contacted",
+        "app": "an app to recover; repeat for several",
+        "all_apps": "every app the repo keeps of the lost server",
+        "to": "restore to this time WITH a zone (default: the newest point the repo has)",
+        "repo": "the off-host repo to recover from (default: the lost server's one repo)",
+        "port": "with one --app: its port on the new server (default: the port it had)",
+        "yes": YES,
+        "dry_run": DRY_RUN,
+    },
+)
+@edge
+def recover(
+    c, host=None, from_=None, app=None, all_apps=False, to=None, repo=None, port=None, yes=False, dry_run=False
+):
+    """Rebuild a lost server's apps on another server, from an off-host repo.
+
+    The lost server is never contacted. Each app gets its cluster (same name and port),
+    its data at --to or at the newest point the repo has, and the config its backup
+    carries; it is proven, then the new server becomes its home: a local stanza and
+    the off-host repo, each with a first full backup. The summary says what was lost.
+
+    Examples:
+      inv recover --host prod2 --from prod1 --all-apps
+      inv recover --host prod2 --from prod1 --app shop --to "2026-01-19 10:40:00+00" --port 5440
+    """
+    require(host=host, **{"from": from_})
+    if bool(app) == bool(all_apps):
+        raise UsageError("pass --app NAME (repeatable) or --all-apps")
+    if port and len(app or []) != 1:
+        raise UsageError("--port applies to one --app")
+    req = recover_op.RecoverRequest(
+        source=validate.host_name(from_),
+        apps=tuple(validate.app_name(a) for a in app or []),
+        all_apps=all_apps,
+        to=validate.target_time(to) if to else None,
+        repo=repo,
+        port=validate.port(port) if port else None,
+    )
+    hosts = inventory.load()
+    console = get_console()
+    with recover_op.Recover(hosts, hosts.host(host), req, console) as op:
+        words = op.prepare(dry_run=dry_run)
+        if dry_run:
+            console.plan(op.render())
+            return
+        confirm(words, host, yes)
+        done = op.run()
+    console.success(f"{len(done)} app(s) of {req.source} recovered on {host}")
+    for item in done:
+        for line in item.lines():
+            console.plain(f"  {line}")
+
+
+@task(
+    auto_shortflags=False,
     help={
         "host": HOST,
         "app": "the app (required)",
@@ -574,6 +633,6 @@ def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=
 
 
 ns = Collection(
-    initcluster, status, pitr, rollback, restore_point, backup, backups, schedule, verify, branch, dropcluster
+    initcluster, status, pitr, rollback, restore_point, backup, backups, schedule, verify, branch, dropcluster, recover
 )
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_reboot))

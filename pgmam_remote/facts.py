@@ -309,6 +309,8 @@ class HostedRepo:
     gaps: tuple[WalGap, ...] = ()
     error: str | None = None
     cipher_sha256: str = ""
+    newest: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # stanza -> newest segment, arrival
+    ports: dict[str, int] = field(default_factory=dict)  # app -> its port on that server
 
 
 @dataclass(frozen=True)
@@ -639,17 +641,29 @@ def _shipping(lines: list[str]) -> tuple[ShipState, ...]:
 def _hosted(sections: dict[str, list[str]]) -> dict[str, HostedRepo]:
     hosted = {}
     for name, lines in sections.items():
-        if not name.startswith("hosted ") or name.startswith(("hosted-gaps ", "hosted-cipher ")):
+        if not name.startswith("hosted "):
             continue
         server = name.split(" ", 1)[1]
         raw = "\n".join(lines).strip()
         gaps = _gaps(sections.get(f"hosted-gaps {server}", []))
         cipher = "".join(sections.get(f"hosted-cipher {server}", [])).strip()
+        newest = {}
+        for line in sections.get(f"hosted-newest {server}", []):
+            parts = line.split()
+            if len(parts) == 3 and (arrived := _epoch(parts[2])):
+                newest[parts[0]] = (parts[1][:24], arrived)
+        ports = {
+            parts[0]: int(parts[1])
+            for parts in (line.split() for line in sections.get(f"hosted-ports {server}", []))
+            if len(parts) == 2 and parts[1].isdigit()
+        }
         try:
-            hosted[server] = HostedRepo(server, parse_pgbackrest_info(raw), gaps, cipher_sha256=cipher)
+            hosted[server] = HostedRepo(
+                server, parse_pgbackrest_info(raw), gaps, cipher_sha256=cipher, newest=newest, ports=ports
+            )
         except (ValueError, KeyError, TypeError):
             error = raw.splitlines()[-1] if raw else "no output"
-            hosted[server] = HostedRepo(server, {}, gaps, error=error, cipher_sha256=cipher)
+            hosted[server] = HostedRepo(server, {}, gaps, error=error, cipher_sha256=cipher, newest=newest, ports=ports)
     return hosted
 
 

@@ -69,3 +69,10 @@ def restore_point(name: str) -> str:
             hint="use up to 63 letters, digits, '_', '.' or '-', starting with a letter or digit",
         )
     return name
+
+
+def host_name(name: str) -> str:
+    """A server's inventory name (also the name of its place in an off-host repo)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", name or ""):
+        raise Refusal(f"server name {name!r} is not allowed", hint="use the name it has in hosts.toml")
+    return name

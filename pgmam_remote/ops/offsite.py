@@ -32,6 +32,9 @@ from .backup import BackupDone
 HOSTS_CONF_DIR = "/etc/pgbackrest/pgmam/hosts"
 REPOS_CONF_DIR = "/etc/pgbackrest/pgmam/repos"
 HOSTS_REPO_DIR = "/var/lib/pgbackrest/hosts"
+RECOVER_CONF_DIR = "/etc/pgbackrest/pgmam/recover"
+# pgBackRest's SSH, with timeouts: an unreachable repository host fails a push in seconds, not minutes
+CMD_SSH = f"{server_code.CODE_DIR}/pgbackrest-ssh.sh"
 BACKUP_TIMEOUT_S = 4 * 3600
 # How long a backup on the repository host waits for its last WAL segment to arrive from the
 # server's shipper, which passes every few seconds (or every minute, from cron).
@@ -62,6 +65,7 @@ compress-level=1
 start-fast=y
 process-max={configs.process_max(cpu_count)}
 archive-timeout={ARCHIVE_TIMEOUT_S}
+cmd-ssh={CMD_SSH}
 log-level-console=warn
 log-level-file=info
 log-path=/var/log/pgbackrest/hosts/{server}
@@ -81,22 +85,28 @@ pg1-socket-path=/var/run/postgresql
 """
 
 
-def server_repo_conf(repo: Repo, server: str) -> str:
-    """On the server: how its WAL shipper (and status) reach the repository host."""
+def server_repo_conf(repo: Repo, server: str, *, log_dir: str = "repos") -> str:
+    """On a server: how its WAL shipper reaches the repository host, to server's repository there
+    (its own, or, for `inv recover`, the lost server's)."""
     return f"""{MARKER}
-# Off-host repo {repo.name} on repository host {repo.host}; used by the WAL shipper with the
-# stanzas of /etc/pgbackrest/conf.d (--config-include-path). PostgreSQL archives to the local repo.
+# Off-host repo {repo.name} on repository host {repo.host}, {server}'s repository there; used with
+# the stanzas of /etc/pgbackrest/conf.d (--config-include-path). PostgreSQL archives to the local repo.
 [global]
 repo1-host={repo.address}
 repo1-host-user=postgres
 repo1-host-config-path={host_conf_dir(server)}
+cmd-ssh={CMD_SSH}
 compress-type=zst
 compress-level=1
 log-level-console=warn
 log-level-file=info
-log-path=/var/log/pgbackrest/repos/{repo.name}
-lock-path=/tmp/pgbackrest/repos/{repo.name}
+log-path=/var/log/pgbackrest/{log_dir}/{repo.name}
+lock-path=/tmp/pgbackrest/{log_dir}/{repo.name}
 """
+
+
+def recover_conf_path(repo: str, source: str) -> str:
+    return f"{RECOVER_CONF_DIR}/{repo}-{source}.conf"
 
 
 def info_command(server: str, app: str) -> Command:

@@ -118,6 +118,16 @@ for d in /etc/pgbackrest/pgmam/hosts/*/; do
   (cd /tmp && runuser -u postgres -- timeout 30 pgbackrest --config-path="$d" --output=json info 2>&1)
   section "hosted-cipher ${d##*/}" # the passphrase's sha256, to tell a wrong one from the right one
   sed -n 's/^repo1-cipher-pass=//p' "$d/pgbackrest.conf" | tr -d '\n' | sha256sum | cut -d' ' -f1
+  section "hosted-newest ${d##*/}" # each stanza's newest archived segment, and when it arrived
+  for a in "/var/lib/pgbackrest/hosts/${d##*/}"/archive/*/; do
+    [ -d "$a" ] || continue
+    a=${a%/}
+    newest=$(find "$a" -mindepth 3 -maxdepth 3 -type f -name '????????????????????????-*' -printf '%f %T@\n' 2> /dev/null \
+      | LC_ALL=C sort | tail -n 1)
+    [ -z "$newest" ] || echo "${a##*/} $newest"
+  done
+  section "hosted-ports ${d##*/}" # the port each app had there
+  grep -H '^pg1-port=' "$d"/conf.d/*.conf 2> /dev/null | sed 's|.*/\([^/]*\)\.conf:pg1-port=|\1 |'
   section "hosted-gaps ${d##*/}"
   gaps "/var/lib/pgbackrest/hosts/${d##*/}"
 done

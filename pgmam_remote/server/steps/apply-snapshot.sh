@@ -1,11 +1,14 @@
 #!/bin/sh
-# Usage: apply-snapshot.sh SOURCE NEW VERSION PORT BACKUP
-# A new cluster (pitr --into, branch) gets SOURCE's config as it was at BACKUP: its
-# postgresql.conf with paths, port and name rewritten, pg_hba/pg_ident, and conf.d (but the
-# archiving file: the new app gets one for its own stanza).
+# Usage: apply-snapshot.sh SOURCE NEW VERSION PORT BACKUP|TARBALL
+# A new cluster (pitr --into, branch, recover) gets SOURCE's config as it was at BACKUP (or as
+# TARBALL, a path, holds it): its postgresql.conf with paths, port and name rewritten, pg_hba and
+# pg_ident, and conf.d (but the archiving file: the new app gets one for its own stanza).
 set -e
 src=$1; new=$2; v=$3; port=$4; backup=$5
-snap=/var/lib/pgbackrest/pgmam-config/$src/$backup.tar.gz
+case $backup in
+  /*) snap=$backup ;;
+  *) snap=/var/lib/pgbackrest/pgmam-config/$src/$backup.tar.gz ;;
+esac
 if [ ! -f "$snap" ]; then
   echo "no config snapshot for backup $backup: the new app keeps default settings"
   exit 0

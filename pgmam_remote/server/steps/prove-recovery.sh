@@ -1,10 +1,10 @@
 #!/bin/sh
-# Usage: prove-recovery.sh SOCKET_DIR PORT LOG OLD_TIMELINE DATA
+# Usage: prove-recovery.sh SOCKET_DIR PORT LOG OLD_TIMELINE DATA [end]
 # Waits until the restored instance has left recovery, then proves it stopped at its target on a
 # new timeline, with SQL and the timeline history file: nothing here reads a log message, so the
 # server's language and logging settings do not matter. Prints pgmam-note lines.
 set -u
-sock=$1; port=$2; log=$3; old_tl=$4; data=$5
+sock=$1; port=$2; log=$3; old_tl=$4; data=$5; upto=${6:-target} # end: to the end of the archived WAL
 q() { runuser -u postgres -- psql -XAtq -h "$sock" -p "$port" -d postgres -c "$1" 2> /dev/null; }
 while :; do
   [ "$(q 'select pg_is_in_recovery()')" = f ] && break
@@ -25,6 +25,7 @@ fi
 # <commit>", "at restore point", "reached consistency".
 history="$data/pg_wal/$(printf '%08X' "$tl").history"
 stop=$(awk -F '\t' 'NF >= 3 { reason = $3 } END { print reason }' "$history" 2> /dev/null)
+[ "$upto" != end ] || [ "$stop" != "no recovery target specified" ] || stop="end of the archived WAL"
 case $stop in
   "" | "no recovery target specified")
     echo "recovery did not stop at the target (timeline $tl history says: ${stop:-nothing})"
