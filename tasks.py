@@ -177,13 +177,29 @@ def sandbox_reboot(c, host=None, power_cut=False):
 
     Example: sudo inv sandbox.reboot --host sbx1 --power-cut
     """
+    sandbox.reboot(sandbox_server(host), log=get_console().info, power_cut=power_cut)
+    get_console().success(f"{host} is back up")
+
+
+@task(name="lose", auto_shortflags=False, help={"host": "sandbox server to destroy (e.g. sbx1)"})
+@edge
+def sandbox_lose(c, host=None):
+    """Destroy a sandbox server as a disaster would, to rehearse `inv recover`: its network cut,
+    its PostgreSQL killed and its data wiped. Only `inv sandbox.down` removes it.
+
+    Example: sudo inv sandbox.lose --host sbx1 && inv recover --host sbx2 --from sbx1 --all-apps
+    """
+    sandbox.lose(sandbox_server(host), log=get_console().info)
+    get_console().success(f"{host} is lost")
+
+
+def sandbox_server(host: str | None) -> sandbox.SandboxServer:
     require(host=host)
     box = sandbox.current()
     server = next((s for s in box.servers if s.name == host), None) if box else None
     if server is None:
         raise UsageError(f"no sandbox server {host!r}", hint="`inv sandbox.up` lists the servers it creates")
-    sandbox.reboot(server, log=get_console().info, power_cut=power_cut)
-    get_console().success(f"{host} is back up")
+    return server
 
 
 def confirm(words: list[str], app: str, yes: bool) -> None:
@@ -635,4 +651,4 @@ def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=
 ns = Collection(
     initcluster, status, pitr, rollback, restore_point, backup, backups, schedule, verify, branch, dropcluster, recover
 )
-ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_reboot))
+ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_reboot, sandbox_lose))

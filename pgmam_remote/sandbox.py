@@ -208,6 +208,7 @@ class SandboxServer:
     sshd_pid: int  # plain servers: sshd, which pins the namespaces; 0 on systemd servers
     root: Path
     machine: str = ""  # systemd servers: the nspawn machine (its cgroups are named after it)
+    host_veth: str = ""  # the machine's end of its link to the sandbox bridge
 
     @property
     def systemd(self) -> bool:
@@ -356,6 +357,18 @@ def reboot(server: SandboxServer, log: Log = None, *, power_cut: bool = False) -
     state = sandbox_machine.wait_booted(server.machine)
     _say(log, f"sandbox: {server.name} {'lost power and ' if power_cut else ''}rebooted ({state})")
     return server
+
+
+def lose(server: SandboxServer, log: Log = None) -> None:
+    """Destroy a server as a disaster would, to rehearse `inv recover`: its link to the network is
+    cut (nothing more leaves it), then every postgres process is killed and every cluster's data
+    dir wiped. It stays lost until `inv sandbox.down`."""
+    if not server.host_veth:
+        raise SandboxError(f"{server.name}: its link is not recorded (a sandbox made by an older pgmam)")
+    _run(["ip", "link", "set", server.host_veth, "down"])
+    wipe = "pkill -KILL -u postgres; sleep 1; pkill -KILL -u postgres; rm -rf /var/lib/postgresql/*/*"
+    subprocess.run(netns_exec_argv(server, ["sh", "-c", wipe]), check=False, capture_output=True)
+    _say(log, f"sandbox: {server.name} is lost: link down, postgres killed, data dirs wiped")
 
 
 # --------------------------------------------------------------------------- building
@@ -813,6 +826,7 @@ def _sandbox_from_state(state_dir: Path, state: dict) -> Sandbox:
             sshd_pid=int(s["sshd_pid"]),
             root=Path(s["root"]),
             machine=s.get("machine", ""),
+            host_veth=s.get("host_veth", ""),
         )
         for s in state["servers"]
     )

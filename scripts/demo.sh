@@ -7,15 +7,27 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
 run() { printf '\033[2m$'; printf ' %q' "$@"; printf '\033[0m\n'; "$@"; }
 
-say "Two local sandbox servers: Debian 12 booted with systemd (systemd-nspawn), each with its own sshd and sudo user"
-run inv sandbox.up --servers 2
+say "Three local sandbox servers: Debian 12 booted with systemd (systemd-nspawn), each with its own sshd and sudo user"
+run inv sandbox.up --servers 3
 PGMAM_HOSTS="$(python3 -c 'from pgmam_remote import sandbox; print(sandbox.current().inventory)')"
 export PGMAM_HOSTS
+PGMAM_CONFIG_DIR="$(dirname "$PGMAM_HOSTS")/pgmam-config" # the demo's repo passphrase, not yours
+export PGMAM_CONFIG_DIR
 
-say "Two apps on sbx1 and one on sbx2: each its own cluster, WAL archiving, stanza and first full backup"
+say "sbx3 is the repository host of an off-host repo, vault: every app is also kept there, encrypted"
+python3 - "$PGMAM_HOSTS" <<'TOML'
+import sys
+path = sys.argv[1]
+text = open(path).read().replace("[defaults]\n", '[defaults]\nrepos = ["vault"]\n', 1)
+text = text.replace("[hosts.sbx3]\n", "[hosts.sbx3]\nrepos = []\n", 1)
+open(path, "w").write(text + '\n[repos.vault]\ntype = "host"\nhost = "sbx3"\n')
+TOML
+grep -A2 -E '^\[repos|^repos' "$PGMAM_HOSTS"
+
+say "Two apps on sbx1 and one on sbx2: each its own cluster, WAL archiving, stanza and first full backup, here and in vault"
 run inv initcluster --host sbx1 --app shop --port 5433
 run inv initcluster --host sbx1 --app blog --port 5434
-run inv initcluster --host sbx2 --app crm --port 5433
+run inv initcluster --host sbx2 --app crm --port 5435
 
 say "Re-running is safe: a finished app is left alone"
 run inv initcluster --host sbx1 --app shop --port 5433
@@ -55,8 +67,19 @@ echo "orders after the power cut: $(sql sbx1 5433 'select count(*) from orders')
 say "The fleet again: shop is on a new timeline, proven restorable, its old data preserved beside it"
 run inv status --all-hosts
 
+say "Disaster: sbx1 is destroyed (network cut, PostgreSQL killed, disk wiped) a few seconds after its last writes"
+sql sbx1 5433 "insert into orders select g, 'late item ' || g from generate_series(101, 110) g"
+sql sbx1 5433 "select pg_switch_wal()" > /dev/null
+sleep 12 # the WAL shipper passes every 5 s
+run inv sandbox.lose --host sbx1
+
+say "Rebuild sbx1's apps on sbx2 from vault: proven, archiving, and kept in vault under sbx2 from now on"
+run inv recover --host sbx2 --from sbx1 --all-apps --yes
+echo "orders on sbx2: $(sql sbx2 5433 'select count(*) from orders')"
+run inv status --host sbx2
+
 say "Done. The sandbox is still up:"
 echo "  export PGMAM_HOSTS=$PGMAM_HOSTS"
 echo "  inv status --all-hosts --json"
-echo "  inv rollback --host sbx1 --app shop      # swap the pre-restore data back"
+echo "  inv backups --host sbx2 --app shop"
 echo "  make demo-down        # remove the sandbox servers"

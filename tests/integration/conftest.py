@@ -113,7 +113,8 @@ class Box:
 def box(request: pytest.FixtureRequest) -> Iterator[Box]:
     """A fresh sandbox per test module: what one module leaves behind never colours another's status."""
     sandbox.down(STATE_DIR, naming=NAMING)
-    created = sandbox.up(2, STATE_DIR, naming=NAMING, systemd=getattr(request.module, "SYSTEMD_SERVERS", True))
+    servers = getattr(request.module, "SERVERS", 2)
+    created = sandbox.up(servers, STATE_DIR, naming=NAMING, systemd=getattr(request.module, "SYSTEMD_SERVERS", True))
     try:
         yield Box(created)
     finally:

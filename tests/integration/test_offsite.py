@@ -1,11 +1,14 @@
-"""Off-host repos over real SSH: an app kept on a repository host, encrypted, through an outage.
+"""Off-host repos over real SSH: an app kept on a repository host, encrypted, through an outage,
+and a lost server's apps rebuilt on another.
 
-sbx1 runs the apps; sbx2 is the repository host of repo "vault". What matters: initcluster
-gives the app a stanza and a first full backup on sbx2, encrypted with a passphrase that only
-the operator's machine and sbx2 hold; new WAL reaches sbx2 by itself; while sbx2 is cut off the
-app and its local backups carry on, status turns red naming the repo and what waits, and after
-the link returns everything arrives with no hole; a wrong or missing passphrase, or an app not
-kept there, is refused with both servers unchanged.
+sbx1 runs the apps; sbx2 is the repository host of repo "vault"; sbx3 is a fresh server. What
+matters: initcluster gives the app a stanza and a first full backup on sbx2, encrypted with a
+passphrase that only the operator's machine and sbx2 hold; new WAL reaches sbx2 by itself; while
+sbx2 is cut off the app and its local backups carry on, status turns red naming the repo and what
+waits, and after the link returns everything arrives with no hole; a wrong or missing passphrase,
+or an app not kept there, is refused with both servers unchanged. When sbx1 is destroyed under
+writes, `inv recover` brings both its apps back on sbx3 with exactly the data the repo had, and
+sbx3 becomes their home, healthy; recover's refusals leave sbx3 unchanged.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import pytest
 
 from .conftest import run_inv
 
+SERVERS = 3
 APP, PORT = "shop", 5432
-SERVER, VAULT = "sbx1", "sbx2"
+OTHER, OTHER_PORT = "blog", 5433
+SERVER, VAULT, NEW = "sbx1", "sbx2", "sbx3"
 HOSTED_CONF = f"/etc/pgbackrest/pgmam/hosts/{SERVER}"
 HOSTED_REPO = f"/var/lib/pgbackrest/hosts/{SERVER}"
 
@@ -31,7 +36,9 @@ HOSTED_REPO = f"/var/lib/pgbackrest/hosts/{SERVER}"
 def offsite(box, tmp_path_factory):
     """An inventory where sbx1 backs up to repo vault on sbx2, and a config dir for its passphrase."""
     home = tmp_path_factory.mktemp("offsite")
-    text = box.inventory.read_text().replace(f"[hosts.{SERVER}]\n", f'[hosts.{SERVER}]\nrepos = ["vault"]\n')
+    text = box.inventory.read_text()
+    for host in (SERVER, NEW):
+        text = text.replace(f"[hosts.{host}]\n", f'[hosts.{host}]\nrepos = ["vault"]\n')
     inventory = home / "hosts.toml"
     inventory.write_text(text + f'\n[repos.vault]\ntype = "host"\nhost = "{VAULT}"\n')
     config = home / "config"
@@ -68,9 +75,13 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(2)
 
 
-def status(offsite) -> tuple[int, dict]:
-    out = offsite("status", "--host", SERVER, "--json")
+def run_status(offsite, host: str) -> tuple[int, dict]:
+    out = offsite("status", "--host", host, "--json")
     return out.returncode, json.loads(out.stdout)
+
+
+def status(offsite) -> tuple[int, dict]:
+    return run_status(offsite, SERVER)
 
 
 def app_status(payload: dict) -> dict:
@@ -190,3 +201,80 @@ def test_backup_refusals(box, offsite):
     not_kept = offsite("backup", "--host", VAULT, "--app", "lone", "--repo", "vault")
     assert not_kept.returncode == 1 and "sbx2 does not back up to repo vault" in not_kept.stderr
     assert server_state(box) == before
+
+
+# -- a lost server --------------------------------------------------------------------------
+
+CHECKSUM = (
+    "select count(*) || ':' || coalesce(md5(string_agg(aid || '=' || abalance, ',' order by aid)), '-') "
+    "from pgbench_accounts"
+)
+
+
+def checksums(box, server: str) -> dict[str, str]:
+    return {app: box.psql(server, port, CHECKSUM) for app, port in ((APP, PORT), (OTHER, OTHER_PORT))}
+
+
+def pgbench(box, server: str, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return box.on(server, "runuser", "-u", "postgres", "--", "pgbench", "-p", str(port), *args, "postgres")
+
+
+def test_recover_refusals_leave_the_new_server_unchanged(box, offsite):
+    before = (box.clusters(NEW), box.on(NEW, "ls", "-R", "/etc/pgbackrest", check=False).stdout)
+    cases = [
+        (("--from", NEW, "--all-apps"), 2, "is the server to recover onto"),
+        (("--from", SERVER, "--app", "nosuch"), 1, "repo vault keeps no backup of nosuch from sbx1"),
+        (("--from", "sbx9", "--all-apps"), 2, "sbx9 is not in the inventory"),
+        (("--from", SERVER, "--app", APP, "--to", "2099-01-01 00:00:00+00"), 1, "is after the newest WAL repo vault"),
+    ]
+    for args, code, message in cases:
+        out = offsite("recover", "--host", NEW, *args, "--yes")
+        assert out.returncode == code and message in out.stderr, (args, out.stderr)
+    assert (box.clusters(NEW), box.on(NEW, "ls", "-R", "/etc/pgbackrest", check=False).stdout) == before
+
+
+def test_a_lost_server_is_rebuilt_elsewhere_with_the_data_the_repo_had(box, offsite):
+    made = offsite("initcluster", "--host", SERVER, "--app", OTHER, "--port", str(OTHER_PORT))
+    assert made.returncode == 0, made.stderr
+    for port in (PORT, OTHER_PORT):
+        assert pgbench(box, SERVER, port, "-i", "-s", "2", "-q").returncode == 0
+        assert pgbench(box, SERVER, port, "-T", "15", "-c", "2").returncode == 0
+    # what the repo has when the server dies: everything up to this switch, shipped
+    archived = checksums(box, SERVER)
+    for app, port in ((APP, PORT), (OTHER, OTHER_PORT)):
+        segment = box.psql(SERVER, port, "select pg_walfile_name(pg_switch_wal())")
+        wait_until(
+            lambda app=app, segment=segment: vault_info(box, app)["archive"][0]["max"] >= segment,
+            120,
+            f"{app}'s {segment} on {VAULT}",
+        )
+    # then more writes that never reach the repo: they are lost with the server
+    for port in (PORT, OTHER_PORT):
+        box.psql(SERVER, port, "update pgbench_accounts set abalance = abalance + 1 where aid <= 100")
+    assert checksums(box, SERVER) != archived
+    # the server dies: its link, its processes and its disk
+    subprocess.run(["ip", "link", "set", box.naming.host_veth(1), "down"], check=True)
+    box.on(
+        SERVER, "sh", "-c", "systemctl kill --signal=KILL 'postgresql@*' 'pgmam-ship*'; rm -rf /var/lib/postgresql/15"
+    )
+
+    dry = offsite("recover", "--host", NEW, "--from", SERVER, "--all-apps", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert box.clusters(NEW) == []  # a dry run changes nothing
+    out = offsite("recover", "--host", NEW, "--from", SERVER, "--all-apps", "--yes", timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "2 app(s) of sbx1 recovered on sbx3" in out.stderr
+    assert out.stderr.count("restored to   end of the archived WAL") == 2
+    assert box.clusters(NEW) == [f"15 {OTHER} {OTHER_PORT} online", f"15 {APP} {PORT} online"]
+    assert checksums(box, NEW) == archived
+
+    # sbx3 is their home now: archiving off-host under its own place, healthy
+    for port in (PORT, OTHER_PORT):
+        box.psql(NEW, port, "insert into pgbench_history (tid, bid, aid, delta, mtime) values (1, 1, 1, 1, now())")
+    code, payload = run_status(offsite, NEW)
+    assert code == 0, [c["problems"] for c in payload["hosts"][0]["clusters"]]
+    for cluster in payload["hosts"][0]["clusters"]:
+        (repo,) = cluster["offsite"]
+        assert repo["backup_count"] == 1 and repo["recovery_window"]["breaks"] == []
+    # sbx1's backups are still in the repo, readable
+    assert len(vault_info(box, APP)["backup"]) >= 2

@@ -4,14 +4,14 @@ an app in a repo, the passphrase checks, and what status says of each repo."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from pgmam_remote import facts, inventory, passphrases
-from pgmam_remote.errors import InventoryError, Refusal
-from pgmam_remote.ops import offsite, status
+from pgmam_remote.errors import InventoryError, Refusal, UsageError
+from pgmam_remote.ops import offsite, recover, status
 
 from .conftest import load
 
@@ -200,3 +200,61 @@ def test_status_of_an_unreachable_repo_host_a_dead_shipper_and_an_app_not_kept_t
     assert offsite_problems("", vault_facts()) == [
         "not kept in repo vault (vault1) yet: inv initcluster --host prod1 --app app1 --port 5433"
     ]
+
+
+# -- recover (pure): which repo, which apps, and every refusal before anything changes ------------
+
+
+def recover_request(**kwargs) -> recover.RecoverRequest:
+    return recover.RecoverRequest(**{"source": "prod1", "all_apps": True, **kwargs})
+
+
+def test_recover_picks_the_lost_servers_repo_and_refuses_what_cannot_work():
+    inv = inventory.parse(GOOD)
+    assert recover.pick_repo(inv, inv.hosts["prod2"], recover_request()).name == "vault"
+    with pytest.raises(UsageError, match="--from prod2 is the server to recover onto"):
+        recover.pick_repo(inv, inv.hosts["prod2"], recover_request(source="prod2"))
+    with pytest.raises(UsageError, match="gone1 is not in the inventory"):
+        recover.pick_repo(inv, inv.hosts["prod2"], recover_request(source="gone1"))
+    assert recover.pick_repo(inv, inv.hosts["prod2"], recover_request(source="gone1", repo="vault")).name == "vault"
+    with pytest.raises(Refusal, match="vault1 does not back up to repo vault"):
+        recover.pick_repo(inv, inv.hosts["vault1"], recover_request())
+
+
+def test_recover_refuses_apps_the_repo_does_not_keep():
+    repo = inventory.parse(GOOD).repos["vault"]
+    hosted = vault_facts(backups=1).hosted["prod1"]
+    assert recover.apps_to_recover(hosted, repo, recover_request()) == ["app1"]
+    with pytest.raises(Refusal, match="keeps no backup of nosuch from prod1"):
+        recover.apps_to_recover(hosted, repo, recover_request(all_apps=False, apps=("nosuch",)))
+    with pytest.raises(Refusal, match="keeps no backup of prod1's apps"):
+        recover.apps_to_recover(None, repo, recover_request())
+
+
+def plan_recover(new_facts: facts.ServerFacts, **kwargs) -> recover.AppPlan:
+    repo = inventory.parse(GOOD).repos["vault"]
+    hosted = vault_facts(backups=1).hosted["prod1"]
+    return recover.plan_app("prod2", new_facts, hosted, repo, recover_request(**kwargs), "app1", "me@laptop", {})
+
+
+EMPTY = "@@host\nprod2\n@@now\n{now}\n@@pgversions\n15\n@@clusters\n@@listen\n"
+
+
+def test_recover_plans_the_app_on_a_fresh_server():
+    fresh = facts.parse_probe(EMPTY.format(now=server_facts().now.timestamp()))
+    plan = plan_recover(fresh, port=5440)
+    titles = [s.title for s in plan.spec.plan.steps]
+    assert titles[2] == "restore app1 from repo vault (prod1's backups on vault1) into /var/lib/postgresql/15/app1"
+    assert plan.port == 5440 and plan.spec.plan.as_job
+    assert "end" in plan.spec.plan.steps[5].command.argv  # no --to: all the WAL the repo has
+
+
+def test_recover_refuses_an_app_already_there_a_taken_port_and_a_target_past_the_repos_wal():
+    with pytest.raises(Refusal, match="an app named app1 already exists there"):
+        plan_recover(server_facts())
+    fresh = facts.parse_probe(EMPTY.format(now=server_facts().now.timestamp()) + "0.0.0.0:5440\n")
+    with pytest.raises(Refusal, match=r"port 5440 .* is taken by a listening socket"):
+        plan_recover(fresh, port=5440)
+    fresh = facts.parse_probe(EMPTY.format(now=server_facts().now.timestamp()))
+    with pytest.raises(Refusal, match=r"target 2020-01-01T00:00:00\+00:00 is before the earliest restorable point"):
+        plan_recover(fresh, port=5440, to=datetime(2020, 1, 1, tzinfo=UTC))
