@@ -357,7 +357,7 @@ class Recover:
                     app=plan.app,
                     port=plan.port,
                     restored_to=state.notes.get("stop", "?").replace("_", " "),
-                    last_commit=state.notes.get("last_tx", "-").replace("_", " "),
+                    last_commit=state.notes.get("last_tx", "none after the backup").replace("_", " "),
                     newest_wal=newest,
                     seconds=time.monotonic() - started,
                     offsite_backup=f"repo {self.repo.name}: backup {stanza.last.label}"
