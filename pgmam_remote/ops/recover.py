@@ -22,7 +22,7 @@ from ..console import Console
 from ..errors import Refusal, UsageError
 from ..facts import PGBACKREST_CONF, BackupInfo, ClusterFacts, HostedRepo, ServerFacts, gather
 from ..inventory import Host, Inventory, Repo
-from ..job import JobSpec
+from ..job import JobSpec, JobState
 from ..plan import Plan, Step, execute
 from ..remote import POSTGRES, Command, HostSession
 from . import offsite, restore
@@ -47,6 +47,7 @@ class AppPlan:
     newest_wal: tuple[str, datetime] | None
     spec: JobSpec
     words: list[str]
+    online_step: int  # the step after which the app serves (proven, accepting writes)
 
 
 @dataclass
@@ -57,12 +58,14 @@ class Recovered:
     last_commit: str
     newest_wal: str
     seconds: float
+    online_seconds: float | None = None  # from the job's start until the app served
     offsite_backup: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         return [
-            f"{self.app}: port {self.port}, in {self.seconds:.1f} s",
+            f"{self.app}: port {self.port}, serving after {self.online_seconds or 0:.1f} s, "
+            f"secured (backups here and off-host) after {self.seconds:.1f} s",
             f"  restored to   {self.restored_to}",
             f"  last commit   {self.last_commit}",
             f"  newest WAL    {self.newest_wal} (what the repo had: anything after it is lost)",
@@ -216,12 +219,15 @@ def plan_app(
         ),
         Step("archive its timeline history into that stanza", server_code.step("push-history", app, data)),
         Step(f"verify {app} accepts writes", server_code.step("verify-live", port, "any")),
+    ]
+    online_step = len(steps)  # from here on the app serves; the rest secures it
+    steps.append(
         Step(
             "prove archiving and take its first full backup here",
             server_code.step("backup", app, version, "full", "check"),
             long=True,
-        ),
-    ]
+        )
+    )
     stamp = restore.stamp(facts.now)
     plan = Plan(host=new, title=f"recover {app} from {req.source}", steps=tuple(steps), as_job=True)
     info = {"source": req.source, "repo": repo.name, "target": req.to.isoformat() if req.to else "newest"}
@@ -234,7 +240,7 @@ def plan_app(
         f"and repo {repo.name} under {new}'s own place, each with a first full backup.",
     ]
     _ = when
-    return AppPlan(app, version, port, backup, newest, spec, words)
+    return AppPlan(app, version, port, backup, newest, spec, words, online_step)
 
 
 def _old_port(hosted: HostedRepo, app: str) -> int | None:
@@ -360,6 +366,7 @@ class Recover:
                     last_commit=state.notes.get("last_tx", "none after the backup").replace("_", " "),
                     newest_wal=newest,
                     seconds=time.monotonic() - started,
+                    online_seconds=_online_after(state, plan.online_step),
                     offsite_backup=f"repo {self.repo.name}: backup {stanza.last.label}"
                     if stanza and stanza.last
                     else None,
@@ -367,3 +374,8 @@ class Recover:
                 )
             )
         return done
+
+
+def _online_after(state: JobState, step: int) -> float | None:
+    done = state.steps.get(step)
+    return done.ended - state.began if done and done.ended and state.began else None
