@@ -89,6 +89,18 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
             raise SystemExit(f"inv {' '.join(argv)} failed:\n{done.stderr}")
         return time.monotonic() - started, done.stdout
 
+    def pgbench_writers(clients: int, rate: int, seconds: int) -> list[subprocess.Popen[bytes]]:
+        """Steady writes on both apps, rate-limited, in the background."""
+        argv = ["runuser", "-u", "postgres", "--", "pgbench", "-c", str(clients), "-R", str(rate), "-T", str(seconds)]
+        return [
+            subprocess.Popen(
+                sandbox.netns_exec_argv(servers["sbx1"], [*argv, "-p", str(port), "postgres"]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for port in APPS.values()
+        ]
+
     for app, port in APPS.items():
         inv("initcluster", "--host", "sbx1", "--app", app, "--port", str(port))
         postgres("sbx1", "pgbench", "-p", str(port), "-i", "-q", "-s", str(args.scale), "postgres")
@@ -100,32 +112,7 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
     inv("backup", "--host", "sbx1", "--app", "two", "--repo", "vault", "--type", "full")
 
     # 2. steady writes: the WAL waiting for vault, as status reports it
-    writers = [
-        subprocess.Popen(
-            sandbox.netns_exec_argv(
-                servers["sbx1"],
-                [
-                    "runuser",
-                    "-u",
-                    "postgres",
-                    "--",
-                    "pgbench",
-                    "-p",
-                    str(port),
-                    "-c",
-                    "4",
-                    "-R",
-                    "200",
-                    "-T",
-                    str(args.seconds),
-                    "postgres",
-                ],
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in APPS.values()
-    ]
+    writers = pgbench_writers(clients=4, rate=200, seconds=args.seconds)
     lags: list[int] = []
     while any(w.poll() is None for w in writers):
         _, out, _ = inv("status", "--host", "sbx1", "--json")
@@ -175,32 +162,7 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
         on("sbx2", "rm", "-rf", target)
 
     # 4. the server is lost under writes; recover
-    writers = [
-        subprocess.Popen(
-            sandbox.netns_exec_argv(
-                servers["sbx1"],
-                [
-                    "runuser",
-                    "-u",
-                    "postgres",
-                    "--",
-                    "pgbench",
-                    "-p",
-                    str(port),
-                    "-c",
-                    "2",
-                    "-R",
-                    "100",
-                    "-T",
-                    "600",
-                    "postgres",
-                ],
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in APPS.values()
-    ]
+    writers = pgbench_writers(clients=2, rate=100, seconds=600)
     time.sleep(20)
     lost_at = datetime.now(UTC)
     sandbox.lose(servers["sbx1"])

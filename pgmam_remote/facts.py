@@ -481,6 +481,19 @@ def parse_pgbackrest_info(text: str) -> dict[str, StanzaInfo]:
     return stanzas
 
 
+def backup_problem(app: str, info_json: str, where: str = "the repository") -> str | None:
+    """What is wrong with `pgbackrest info --output=json` after a backup of app, or None."""
+    try:
+        stanza = parse_pgbackrest_info(info_json).get(app)
+    except (ValueError, KeyError, TypeError):
+        return "pgbackrest info did not return JSON"
+    if stanza is None or not stanza.backups:
+        return f"{where} shows no backup of {app}"
+    if stanza.status_code != 0:
+        return f"stanza {app} in {where}: {stanza.status_message}"
+    return None
+
+
 def parse_cluster_sql(lines: list[str]) -> dict[str, object]:
     """The CLUSTER_SQL row -> dict; {'error': text} when psql failed."""
     text = "\n".join(lines).strip()

@@ -162,12 +162,8 @@ def parse(text: str, path: Path = DEFAULT_PATH) -> Inventory:
     hosts_table = checker.table("hosts", data.get("hosts", {}))
     hosts: dict[str, Host] = {}
     for name, raw in hosts_table.items():
-        section = f"hosts.{name}"
-        if not NAME_RE.fullmatch(name):
-            checker.fail(section, None, f"host name {name!r} must be letters, digits, '.', '_' or '-'")
-        raw = checker.table(section, raw)
-        checker.fields(section, raw, {**_HOST_KEYS, **_HOST_ONLY_KEYS, **_REPOS_KEY})
-        hosts[name] = _make_host(name, {**defaults, **raw}, checker, section)
+        raw = checker.entry("host", name, raw, {**_HOST_KEYS, **_HOST_ONLY_KEYS, **_REPOS_KEY})
+        hosts[name] = _make_host(name, {**defaults, **raw}, checker, f"hosts.{name}")
     if not hosts:
         checker.fail("hosts", None, "no hosts defined; add a [hosts.NAME] table")
     repos = _make_repos(checker, checker.table("repos", data.get("repos", {})), hosts)
@@ -201,10 +197,7 @@ def _make_repos(checker: _Checker, table: dict[str, Any], hosts: dict[str, Host]
     repos: dict[str, Repo] = {}
     for name, raw in table.items():
         section = f"repos.{name}"
-        if not NAME_RE.fullmatch(name):
-            checker.fail(section, None, f"repo name {name!r} must be letters, digits, '.', '_' or '-'")
-        raw = checker.table(section, raw)
-        checker.fields(section, raw, _REPO_KEYS)
+        raw = checker.entry("repo", name, raw, _REPO_KEYS)
         kind = raw.get("type")
         if kind not in REPO_TYPES:
             checker.fail(
@@ -264,6 +257,15 @@ class _Checker:
         if not isinstance(value, dict):
             self.fail(section, None, f"[{section}] must be a table")
         return value
+
+    def entry(self, kind: str, name: str, raw: Any, spec: dict[str, tuple[tuple[type, ...], str]]) -> dict[str, Any]:
+        """A [hosts.NAME] or [repos.NAME] table: its name and its keys checked."""
+        section = f"{kind}s.{name}"
+        if not NAME_RE.fullmatch(name):
+            self.fail(section, None, f"{kind} name {name!r} must be letters, digits, '.', '_' or '-'")
+        table = self.table(section, raw)
+        self.fields(section, table, spec)
+        return table
 
     def unknown_keys(self, section: str, table: dict[str, Any], allowed: set[str]) -> None:
         for key in table:

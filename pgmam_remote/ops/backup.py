@@ -52,14 +52,20 @@ def backup_spec(host: str, cluster: ClusterFacts, kind: str, stamp: str, who: st
     )
 
 
+def apps_to_back_up(session: HostSession, apps: list[str] | None) -> tuple[ServerFacts, list[str]]:
+    """The host's facts (their interrupted jobs recovered first), and the apps named, or every pgmam app."""
+    facts, _ = gather(session, recover=apps[0] if apps and len(apps) == 1 else "--all")
+    names = apps if apps is not None else sorted(facts.managed_stanzas & {c.name for c in facts.clusters})
+    if not names:
+        raise Refusal(f"{session.host.name}: no pgmam apps to back up", hint="create one with inv initcluster")
+    return facts, names
+
+
 def run_backups(host: Host, apps: list[str] | None, backup_type: str | None, console: Console) -> list[BackupDone]:
     """Back up the named apps (None: every pgmam app on the host), one after another, each as a job."""
     done = []
     with HostSession(host) as session:
-        facts, _ = gather(session, recover=apps[0] if apps and len(apps) == 1 else "--all")
-        names = apps if apps is not None else sorted(facts.managed_stanzas & {c.name for c in facts.clusters})
-        if not names:
-            raise Refusal(f"{host.name}: no pgmam apps to back up", hint="create one with inv initcluster")
+        facts, names = apps_to_back_up(session, apps)
         specs = []
         for app in names:
             cluster = restore.managed_cluster(host.name, facts, app)

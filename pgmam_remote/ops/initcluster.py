@@ -13,10 +13,10 @@ from datetime import datetime
 from .. import configs
 from ..console import Console
 from ..errors import Refusal
-from ..facts import PGBACKREST_CONF, ServerFacts, StanzaInfo, gather, parse_pgbackrest_info
+from ..facts import PGBACKREST_CONF, ServerFacts, StanzaInfo, backup_problem, gather, parse_pgbackrest_info
 from ..inventory import Host, Inventory
 from ..plan import Plan, Step, execute
-from ..remote import POSTGRES, Command, HostSession, PasswordSource, Result, ask_password
+from ..remote import POSTGRES, Command, HostSession, PasswordSource, ask_password
 from . import offsite, restore
 
 BACKUP_TIMEOUT_S = 4 * 3600
@@ -224,25 +224,13 @@ def plan_initcluster(host: str, facts: ServerFacts, req: InitClusterRequest) -> 
             Step(
                 "verify the backup is in the repository",
                 Command.of(*pgbackrest, "--output=json", "info", user=POSTGRES),
-                check=lambda result: _check_backup(app, result),
+                check=lambda result: backup_problem(app, result.stdout),
             )
         )
     else:
         done.append(f"{len(stanza.backups)} backup(s), last {stanza.backups[-1].label}")
 
     return Plan(host=host, title=f"initcluster {app}", steps=tuple(steps), done=tuple(done))
-
-
-def _check_backup(app: str, result: Result) -> str | None:
-    try:
-        stanza = parse_pgbackrest_info(result.stdout).get(app)
-    except (ValueError, KeyError, TypeError):
-        return "pgbackrest info did not return JSON"
-    if stanza is None or not stanza.backups:
-        return f"pgbackrest info shows no backup for stanza {app}"
-    if stanza.status_code != 0:
-        return f"stanza {app} status: {stanza.status_message}"
-    return None
 
 
 def summarize(

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from .. import configs, passphrases, server_code
 from ..console import Console
 from ..errors import Refusal
-from ..facts import MARKER, ServerFacts, StanzaInfo, gather, parse_pgbackrest_info
+from ..facts import MARKER, ServerFacts, StanzaInfo, backup_problem, gather, parse_pgbackrest_info
 from ..inventory import Host, Inventory, Repo
 from ..plan import Plan, Step, execute
 from ..remote import POSTGRES, Command, HostSession, PasswordSource, Result, ask_password
 from . import restore
-from .backup import BackupDone
+from .backup import BackupDone, apps_to_back_up
 
 HOSTS_CONF_DIR = "/etc/pgbackrest/pgmam/hosts"
 REPOS_CONF_DIR = "/etc/pgbackrest/pgmam/repos"
@@ -273,19 +273,9 @@ def backup_steps(a: Attach, kind: str) -> list[Step]:
             f"verify the backup is in repo {a.repo.name}",
             info_command(server, app),
             on=v,
-            check=lambda result: _check_backup(app, result),
+            check=lambda result: backup_problem(app, result.stdout, f"repo {a.repo.name}"),
         ),
     ]
-
-
-def _check_backup(app: str, result: Result) -> str | None:
-    try:
-        stanza = parse_pgbackrest_info(result.stdout).get(app)
-    except (ValueError, KeyError, TypeError):
-        return "pgbackrest info did not return JSON"
-    if stanza is None or not stanza.backups:
-        return f"the off-host repository shows no backup of {app}"
-    return None
 
 
 def _sha256(text: str) -> str:
@@ -385,10 +375,7 @@ def run_backups(
         )
     done = []
     with HostSession(host) as session:
-        facts, _ = gather(session, recover=apps[0] if apps and len(apps) == 1 else "--all")
-        names = apps if apps is not None else sorted(facts.managed_stanzas & {c.name for c in facts.clusters})
-        if not names:
-            raise Refusal(f"{host.name}: no pgmam apps to back up", hint="create one with inv initcluster")
+        facts, names = apps_to_back_up(session, apps)
         clusters = [restore.managed_cluster(host.name, facts, app) for app in names]
         for cluster in clusters:
             restore.require_running(host.name, cluster)
