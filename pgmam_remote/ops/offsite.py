@@ -16,6 +16,7 @@ The planners are pure: facts of both hosts (and their keys) in, a Plan out.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -179,31 +180,32 @@ def key_steps(server: str, vault: str) -> list[Step]:
     ]
 
 
-def plan_attach(
-    a: Attach,
-    facts: ServerFacts,
-    vault: ServerFacts,
-    passphrase: str,
-    keys: tuple[Keys, Keys],
-    *,
-    backup: bool = True,
-) -> Plan:
+def trust_steps(
+    server: Host, repo: Repo, facts: ServerFacts, vault: ServerFacts, keys: tuple[Keys, Keys]
+) -> tuple[list[Step], list[str]]:
+    """Pure: postgres on the server and on the repository host trust each other (host keys in
+    known_hosts, user keys in authorized_keys); the steps still missing, and what is in place.
+    ``keys``: (server's, repository host's); a key not made yet shows as a placeholder."""
+    steps, done = [], []
+    for on, on_facts, address, other, label in (
+        (repo.host, vault, server.address, keys[0], f"postgres on {repo.host} and {server.name} trust each other"),
+        (None, facts, repo.address, keys[1], f"postgres on {server.name} and {repo.host} trust each other"),
+    ):
+        if {f"known {address} {other.host_key}", f"authorized {other.user_key}"} <= on_facts.trusted:
+            done.append(label)
+        else:
+            user_key = other.user_key or "<its key, made first>"
+            steps.append(Step(label, server_code.step("trust", address, other.host_key, user_key), on=on))
+    return steps, done
+
+
+def plan_attach(a: Attach, facts: ServerFacts, vault: ServerFacts, passphrase: str, keys: tuple[Keys, Keys]) -> Plan:
     """Pure: the steps still missing for app a.app to be kept in repo a.repo.
 
     ``keys``: (server's, repository host's). Writes only configs whose content differs; makes the
     off-host stanza and its first full backup only when missing."""
     server, repo, app, v = a.server.name, a.repo, a.app, a.repo.host
-    server_keys, vault_keys = keys
-    steps, done = [], []
-    for on, on_facts, address, other, label in (
-        (v, vault, a.server.address, server_keys, f"postgres on {v} and {server} trust each other"),
-        (None, facts, repo.address, vault_keys, f"postgres on {server} and {v} trust each other"),
-    ):
-        wanted_lines = {f"known {address} {other.host_key}", f"authorized {other.user_key}"}
-        if wanted_lines <= on_facts.trusted:
-            done.append(label)
-        else:
-            steps.append(Step(label, server_code.step("trust", address, other.host_key, other.user_key), on=on))
+    steps, done = trust_steps(a.server, repo, facts, vault, keys)
     wanted = [
         (v, f"{host_conf_dir(server)}/pgbackrest.conf", host_global_conf(server, vault.cpu_count, passphrase), True),
         (
@@ -216,7 +218,7 @@ def plan_attach(
     ]
     for host, path, content, secret in wanted:
         on_facts = vault if host == v else facts
-        if on_facts.offsite_files.get(path) == _sha256(content):
+        if on_facts.offsite_files.get(path) == hashlib.sha256(content.encode()).hexdigest():
             done.append(f"{path} on {host}")
             continue
         write = configs.write_file(path, content, "root:postgres", "0640")
@@ -247,9 +249,9 @@ def plan_attach(
         steps.append(Step(f"ship {app}'s WAL to repo {repo.name}", server_code.step("ship-app", repo.name, app)))
     else:
         done.append(f"WAL shipping to repo {repo.name}")
-    if backup and (stanza is None or not stanza.backups):
+    if stanza is None or not stanza.backups:
         steps += backup_steps(a, "full")
-    elif stanza is not None and stanza.backups:
+    else:
         done.append(f"{len(stanza.backups)} backup(s) in repo {repo.name}, last {stanza.backups[-1].label}")
     return Plan(host=server, title=f"keep {app} in off-host repo {repo.name}", steps=tuple(steps), done=tuple(done))
 
@@ -276,10 +278,6 @@ def backup_steps(a: Attach, kind: str) -> list[Step]:
             check=lambda result: backup_problem(app, result.stdout, f"repo {a.repo.name}"),
         ),
     ]
-
-
-def _sha256(text: str) -> str:
-    return passphrases.fingerprint(text)
 
 
 # -- running ---------------------------------------------------------------------
@@ -320,9 +318,7 @@ def attach(
         secret, created = passphrase_for(a.repo, vault, create=not dry_run)
         others = {vault_host.name: vault_session}
         keys = (Keys.of(facts), Keys.of(vault))
-        if dry_run:
-            keys = tuple(Keys(k.user_key or "<its new key>", k.host_key) for k in keys)  # type: ignore[assignment]
-        elif not all(k.user_key and k.host_key for k in keys):
+        if not dry_run and not all(k.user_key and k.host_key for k in keys):
             made = execute(
                 Plan(a.server.name, "SSH keys", tuple(key_steps(a.server.name, vault_host.name))),
                 session,

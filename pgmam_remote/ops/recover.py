@@ -252,15 +252,7 @@ def prepare_steps(new: Host, repo: Repo, source: str, facts: ServerFacts, vault:
     """From here, before the jobs: the new server and the repository host trust each other, and the
     new server gets pgBackRest's global config (if it has none) and a config to read source's repo."""
     keys = (offsite.Keys.of(facts), offsite.Keys.of(vault))
-    steps = []
-    for on, on_facts, address, other in (
-        (repo.host, vault, new.address, keys[0]),
-        (None, facts, repo.address, keys[1]),
-    ):
-        if not {f"known {address} {other.host_key}", f"authorized {other.user_key}"} <= on_facts.trusted:
-            label = f"postgres on {on or new.name} trusts {new.name if on else repo.host}"
-            user_key = other.user_key or "<its key, made first>"
-            steps.append(Step(label, server_code.step("trust", address, other.host_key, user_key), on=on))
+    steps, _ = offsite.trust_steps(new, repo, facts, vault, keys)
     if facts.global_conf == "absent":
         steps.append(
             Step(
