@@ -66,6 +66,7 @@ bench: deps
 	$(SUDO) $(VENV)/bin/python bench/initcluster_status.py
 	$(SUDO) $(VENV)/bin/python bench/pitr.py
 	$(SUDO) $(VENV)/bin/python bench/backup.py
+	$(SUDO) $(VENV)/bin/python bench/offsite.py
 	$(VENV)/bin/python bench/wal_gaps.py
 
 clean:

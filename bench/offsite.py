@@ -80,14 +80,14 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
     def sql(server: str, port: int, query: str) -> str:
         return postgres(server, "psql", "-XAtq", "-p", str(port), "-c", query)
 
-    def inv(*argv: str) -> tuple[float, str]:
+    def inv(*argv: str) -> tuple[float, str, str]:
         started = time.monotonic()
         done = subprocess.run(
             [sys.executable, "-m", "invoke", *argv], cwd=REPO, env=env, capture_output=True, text=True
         )
         if done.returncode not in (0, 1) or (done.returncode == 1 and argv[0] != "status"):
             raise SystemExit(f"inv {' '.join(argv)} failed:\n{done.stderr}")
-        return time.monotonic() - started, done.stdout
+        return time.monotonic() - started, done.stdout, done.stderr
 
     def pgbench_writers(clients: int, rate: int, seconds: int) -> list[subprocess.Popen[bytes]]:
         """Steady writes on both apps, rate-limited, in the background."""
@@ -174,7 +174,7 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
     rpo = {}
     for app, port in APPS.items():
         # the newest commit restored: pgbench_history's newest row
-        newest = sql("sbx2", port, "select extract(epoch from max(mtime) at time zone current_setting('TimeZone'))")
+        newest = sql("sbx2", port, "select extract(epoch from max(mtime)) from pgbench_history")
         rpo[app] = lost_at.timestamp() - float(newest) if newest else None
 
     print(

@@ -264,7 +264,10 @@ class HostSession:
         if self._needs_password and command.user is not None:
             password = self._sudo_password()
             flags = ("-S", "-p", SUDO_PROMPT)
-            if stdin is not None:  # sudo -S reads the password's line first; the command gets the rest
+            if stdin is not None:
+                # sudo -S reads the password's line first and the command gets the rest; -k makes
+                # sudo always read it, so a cached sudo ticket can never pass the password on
+                flags = ("-S", "-k", "-p", SUDO_PROMPT)
                 stdin = password + "\n" + stdin
             else:
                 watchers.append(

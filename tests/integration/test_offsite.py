@@ -47,6 +47,7 @@ def offsite(box, tmp_path_factory):
         return run_inv(*args, inventory=inventory, env={"PGMAM_CONFIG_DIR": str(config_dir)}, **kwargs)
 
     call.config = config  # type: ignore[attr-defined]
+    call.inventory = inventory  # type: ignore[attr-defined]
     return call
 
 
@@ -201,6 +202,28 @@ def test_backup_refusals(box, offsite):
     not_kept = offsite("backup", "--host", VAULT, "--app", "lone", "--repo", "vault")
     assert not_kept.returncode == 1 and "sbx2 does not back up to repo vault" in not_kept.stderr
     assert server_state(box) == before
+
+
+def test_the_passphrase_reaches_the_repo_host_intact_through_a_sudo_that_asks_a_password(box, offsite):
+    """The config holding the passphrase travels on stdin; with a password sudo, that password
+    comes first on the same stdin, and must never end up in the file."""
+    password = box.sandbox.state_dir.joinpath("sudo_password").read_text().strip()
+    conf = f"{HOSTED_CONF}/pgbackrest.conf"
+    box.on(VAULT, "rm", conf)
+    inventory = Path(offsite.inventory)  # type: ignore[attr-defined]
+    text = inventory.read_text().replace(
+        f'user = "{box.naming.login_user}"', f'user = "{box.naming.sudo_password_user}"'
+    )
+    with_password = inventory.with_name("hosts-password.toml")
+    with_password.write_text(text)
+    env = {"PGMAM_CONFIG_DIR": str(offsite.config), "PGMAM_SUDO_PASSWORD": password}  # type: ignore[attr-defined]
+    out = run_inv("initcluster", "--host", SERVER, "--app", APP, "--port", str(PORT), inventory=with_password, env=env)
+    assert out.returncode == 0, out.stderr
+    written = box.on(VAULT, "cat", conf).stdout
+    passphrase = (offsite.config / "repo-vault.passphrase").read_text().strip()  # type: ignore[attr-defined]
+    assert written.startswith("# managed by pgmam\n") and f"repo1-cipher-pass={passphrase}\n" in written
+    assert password not in written
+    assert box.on(VAULT, "stat", "-c", "%U:%G %a", conf).stdout.split() == ["root:postgres", "640"]
 
 
 # -- a lost server --------------------------------------------------------------------------
