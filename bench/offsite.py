@@ -196,6 +196,7 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
     for app, seconds in serving.items():
         print(f"  {app}: serving after {seconds:.1f} s of its recover job ({seconds / raw[app]:.2f}x its raw restore)")
     print(f"inv recover --all-apps:             {recover_s:6.1f} s   ({recover_s / sum(raw.values()):.2f}x raw)")
+    print("\n".join(line for line in said.splitlines() if line.startswith("  ")))
     print(
         "data lost (loss time - newest commit restored): "
         + ", ".join(f"{a} {r:.1f} s" if r is not None else f"{a} ?" for a, r in rpo.items())

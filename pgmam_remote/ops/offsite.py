@@ -86,9 +86,22 @@ pg1-socket-path=/var/run/postgresql
 """
 
 
-def server_repo_conf(repo: Repo, server: str, *, log_dir: str = "repos") -> str:
-    """On a server: how its WAL shipper reaches the repository host, to server's repository there
-    (its own, or, for `inv recover`, the lost server's)."""
+def server_repo_conf(repo: Repo, server: str) -> str:
+    """On a server: how its WAL shipper reaches the repository host, to its own repository there."""
+    return _repo_conf(repo, server, "repos")
+
+
+def recover_conf(repo: Repo, source: str) -> str:
+    """On the server `inv recover` rebuilds onto: how to read the lost server's repository. WAL
+    replay fetches segments ahead, in parallel (async archive-get): one SSH round trip each would
+    make the replay the slowest part of a recover."""
+    return _repo_conf(repo, source, "recover") + (
+        "archive-async=y\nspool-path=/var/spool/pgbackrest\narchive-get-queue-max=1GiB\n\n"
+        "[global:archive-get]\nprocess-max=4\n"
+    )
+
+
+def _repo_conf(repo: Repo, server: str, log_dir: str) -> str:
     return f"""{MARKER}
 # Off-host repo {repo.name} on repository host {repo.host}, {server}'s repository there; used with
 # the stanzas of /etc/pgbackrest/conf.d (--config-include-path). PostgreSQL archives to the local repo.

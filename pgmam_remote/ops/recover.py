@@ -264,9 +264,7 @@ def prepare_steps(new: Host, repo: Repo, source: str, facts: ServerFacts, vault:
     steps.append(
         Step(
             f"write {conf} (to read {source}'s repository on {repo.host})",
-            configs.write_file(
-                conf, offsite.server_repo_conf(repo, source, log_dir="recover"), "root:postgres", "0640"
-            ),
+            configs.write_file(conf, offsite.recover_conf(repo, source), "root:postgres", "0640"),
         )
     )
     return steps
