@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from .. import configs, passphrases, server_code
 from ..console import Console
@@ -153,23 +153,22 @@ def plan_app(
     newest = hosted.newest.get(app)
     tl = int(stanza.wal_max[:8], 16) if stanza.wal_max else 1
     lost = ClusterFacts(version, app, port, "lost", "postgres", configs.data_dir(version, app), "", timeline=tl)
+    if req.to is not None and newest and req.to > newest[1]:
+        raise Refusal(
+            f"target {req.to.isoformat()} is after the newest WAL repo {repo.name} has of {app} "
+            f"({newest[0]}, arrived {newest[1].isoformat(timespec='seconds')})",
+            hint="pick an earlier --to, or leave it out to restore to the newest point",
+        )
+    # the newest point is where the repo's WAL ends: a hole on the way is refused, as for --to
+    when = req.to or (newest[1] if newest else stanza.backups[-1].stop)
+    gaps = [g for g in hosted.gaps if g.stanza == app]
+    backup = restore.choose_backup(repo.host, lost, stanza.backups, when, gaps)
     if req.to is None:
         target: list[str] = []
-        when = newest[1] if newest else stanza.backups[-1].stop
-        backup = stanza.backups[-1]
         target_text = "the newest point the repo has"
     else:
-        if newest and req.to > newest[1]:
-            raise Refusal(
-                f"target {req.to.isoformat()} is after the newest WAL repo {repo.name} has of {app} "
-                f"({newest[0]}, arrived {newest[1].isoformat(timespec='seconds')})",
-                hint="pick an earlier --to, or leave it out to restore to the newest point",
-            )
-        backup = restore.choose_backup(
-            repo.host, lost, stanza.backups, req.to, [g for g in hosted.gaps if g.stanza == app]
-        )
-        when = req.to
-        target = ["--type=time", f"--target={req.to.strftime('%Y-%m-%d %H:%M:%S.%f+00')}", "--target-timeline=latest"]
+        at = req.to.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        target = ["--type=time", f"--target={at}", "--target-timeline=latest"]
         target_text = req.to.isoformat()
     data = configs.data_dir(version, app)
     log = f"/var/log/postgresql/postgresql-{version}-{app}.log"
@@ -239,7 +238,6 @@ def plan_app(
         f"{req.source}'s backups in the repo are only read. {new} becomes {app}'s home: a local stanza, "
         f"and repo {repo.name} under {new}'s own place, each with a first full backup.",
     ]
-    _ = when
     return AppPlan(app, version, port, backup, newest, spec, words, online_step)
 
 

@@ -81,13 +81,17 @@ def server_facts(extra: str = "") -> facts.ServerFacts:
 
 
 def vault_facts(*, backups: int | None = None, passphrase: str = PASS, trusted: str = "") -> facts.ServerFacts:
+    return facts.parse_probe(vault_text(backups=backups, passphrase=passphrase, trusted=trusted))
+
+
+def vault_text(*, backups: int | None = None, passphrase: str = PASS, trusted: str = "") -> str:
     text = f"@@host\nvault1\n@@now\n{server_facts().now.timestamp()}\n@@cpus\n2\n"
     text += f"@@ssh-keys\nuser-key {VAULT_KEY}\nhost-key {VAULT_HOST_KEY}\n"
     text += trusted
     if backups is not None:
         text += f"@@hosted prod1\n{hosted_info(backups)}\n"
         text += f"@@hosted-cipher prod1\n{passphrases.fingerprint(passphrase)}\n"
-    return facts.parse_probe(text)
+    return text
 
 
 def attach_plan(server: facts.ServerFacts, vault: facts.ServerFacts) -> list[str]:
@@ -258,3 +262,27 @@ def test_recover_refuses_an_app_already_there_a_taken_port_and_a_target_past_the
     fresh = facts.parse_probe(EMPTY.format(now=server_facts().now.timestamp()))
     with pytest.raises(Refusal, match=r"target 2020-01-01T00:00:00\+00:00 is before the earliest restorable point"):
         plan_recover(fresh, port=5440, to=datetime(2020, 1, 1, tzinfo=UTC))
+
+
+def test_recover_to_the_newest_point_is_refused_when_the_repo_has_a_hole_on_the_way():
+    """End-of-WAL recovery would stop at the hole and call that the end: refused, with a way out."""
+    before, after = "000000010000000000000005", "000000010000000000000009"
+    hole = f"@@hosted-gaps prod1\napp1 15-1 {before} {after} 1795479500 1795479600\n"
+    newest = "@@hosted-newest prod1\napp1 00000001000000000000000A-0123abcd.zst 1795479700\n"
+    vault = facts.parse_probe(vault_text(backups=1) + hole + newest)
+    fresh = facts.parse_probe(EMPTY.format(now=server_facts().now.timestamp()))
+    repo = inventory.parse(GOOD).repos["vault"]
+    with pytest.raises(Refusal, match="is past a hole in app1's archived WAL") as refused:
+        recover.plan_app("prod2", fresh, vault.hosted["prod1"], repo, recover_request(), "app1", "me@laptop", {})
+    assert "pick a target before" in (refused.value.hint or "")
+    plan = recover.plan_app(
+        "prod2",
+        fresh,
+        vault.hosted["prod1"],
+        repo,
+        recover_request(to=datetime.fromtimestamp(1795479480, UTC)),
+        "app1",
+        "me@laptop",
+        {},
+    )
+    assert any(arg.startswith("--target=2026-11-24 00:18:00") for arg in plan.spec.plan.steps[2].command.argv)
