@@ -295,12 +295,8 @@ class Recover:
     def prepare(self, *, dry_run: bool) -> list[str]:
         """Gather facts and plan every app (refusing before anything changes); the words to confirm."""
         self.vault, _ = gather(self.vault_session, install=not dry_run)
+        # the repo keeps the lost server's backups, so a missing passphrase is refused here too
         offsite.check_passphrase(self.repo, self.vault, passphrases.read(self.repo.name))
-        if passphrases.read(self.repo.name) is None:
-            raise Refusal(
-                f"repo {self.repo.name}: its passphrase is missing ({passphrases.path(self.repo.name)})",
-                hint="put the copy you kept of that file back; it is needed to keep the recovered apps there",
-            )
         self.facts, _ = gather(self.session, install=not dry_run)
         hosted = self.vault.hosted.get(self.req.source)
         apps = apps_to_recover(hosted, self.repo, self.req)

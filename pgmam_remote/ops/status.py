@@ -260,9 +260,10 @@ def offsite_status(cluster: ClusterFacts, facts: ServerFacts, view: RepoView, se
         problems.append(f"not kept in {name} yet: inv initcluster --host {server} --app {app} --port {cluster.port}")
     else:
         lag = int((facts.now - shipping.oldest).total_seconds()) if shipping.files and shipping.oldest else 0
-        entry["waiting"] = {"files": shipping.files, "bytes": shipping.bytes, "lag_seconds": lag}
+        behind = lag > OFFSITE_LAG_MAX.total_seconds() or bool(shipping.error and shipping.files)
+        entry["waiting"] = {"files": shipping.files, "bytes": shipping.bytes, "lag_seconds": lag, "behind": behind}
         entry["shipping_error"] = shipping.error or None
-        if lag > OFFSITE_LAG_MAX.total_seconds() or (shipping.error and shipping.files):
+        if behind:
             why = f": {shipping.error}" if shipping.error else ""
             problems.append(
                 f"{repo.name}: WAL {_age(lag)} behind ({shipping.files} files, {_size(shipping.bytes)} waiting){why}"
@@ -542,11 +543,7 @@ def _offsite_wal(repo: dict[str, object]) -> str:
 
 def _offsite_ok(repo: dict[str, object]) -> bool:
     waiting = repo.get("waiting")
-    if not waiting:
-        return False
-    return waiting["lag_seconds"] <= OFFSITE_LAG_MAX.total_seconds() and not (  # type: ignore[index]
-        repo.get("shipping_error") and waiting["files"]  # type: ignore[index]
-    )
+    return bool(waiting) and not waiting["behind"]  # type: ignore[index]
 
 
 def render_table(statuses: list[HostStatus]) -> Table:

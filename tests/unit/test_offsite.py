@@ -173,17 +173,20 @@ def test_a_passphrase_is_made_once_and_private(tmp_path, monkeypatch):
         passphrases.create("vault")
 
 
-def offsite_problems(ship_line: str, vault: facts.ServerFacts | None, shipper: str = "active") -> list[str]:
+def offsite_entry(ship_line: str, vault: facts.ServerFacts | None, shipper: str = "active") -> dict:
     server = server_facts(f"\n@@ship\nshipper {shipper}\n{ship_line}\n")
     inv = inventory.parse(GOOD)
     view = status.RepoView(inv.repos["vault"], vault, None if vault else "no answer within 5 s")
-    cluster = server.cluster("app1")
-    entry = status.offsite_status(cluster, server, view, "prod1")
-    return entry["problems"]
+    return status.offsite_status(server.cluster("app1"), server, view, "prod1")
+
+
+def offsite_problems(ship_line: str, vault: facts.ServerFacts | None, shipper: str = "active") -> list[str]:
+    return offsite_entry(ship_line, vault, shipper)["problems"]
 
 
 def test_status_of_a_repo_that_keeps_up_is_quiet():
     assert offsite_problems("app vault app1 0 0 - 1764547000", vault_facts(backups=1)) == []
+    assert offsite_entry("app vault app1 0 0 - 1764547000", vault_facts(backups=1))["waiting"]["behind"] is False
 
 
 def test_status_names_the_repo_and_what_waits_when_a_push_failed_or_it_lags():
@@ -191,6 +194,7 @@ def test_status_names_the_repo_and_what_waits_when_a_push_failed_or_it_lags():
     recent = (now - timedelta(seconds=40)).timestamp()
     failed = f"app vault app1 3 70000 {recent} - {now.timestamp()} 0000000100000000000000A1: ERROR: [103]: no repo"
     (problem,) = offsite_problems(failed, vault_facts(backups=1))
+    assert offsite_entry(failed, vault_facts(backups=1))["waiting"]["behind"] is True
     assert problem.startswith("vault: WAL 40s behind (3 files, 70.0 kB waiting): 0000000100000000000000A1: ERROR")
     late = f"app vault app1 9 1000 {(now - timedelta(minutes=7)).timestamp()} -"
     assert offsite_problems(late, vault_facts(backups=1))[0].startswith("vault: WAL 7m behind (9 files")
