@@ -21,7 +21,6 @@ from pgmam_remote.facts import gather
 from pgmam_remote.ops import backup as backup_op
 from pgmam_remote.ops import drop as drop_op
 from pgmam_remote.ops import initcluster as initcluster_op
-from pgmam_remote.ops import offsite as offsite_op
 from pgmam_remote.ops import pitr as pitr_op
 from pgmam_remote.ops import recover as recover_op
 from pgmam_remote.ops import restore as restore_op
@@ -371,10 +370,8 @@ def backup(c, host=None, app=None, all_apps=False, type=None, repo=None):
         raise UsageError("pass exactly one of --app and --all-apps")
     apps = [validate.app_name(app)] if app else None
     hosts = inventory.load()
-    if repo:
-        done = offsite_op.run_backups(hosts, hosts.host(host), apps, hosts.repo(repo), type, get_console())
-    else:
-        done = backup_op.run_backups(hosts.host(host), apps, type, get_console())
+    repo = hosts.repo(repo).name if repo else None
+    done = backup_op.run_backups(hosts.host(host), apps, type, get_console(), repo)
     for item in done:
         get_console().success(f"{item.app}: {item.type} backup {item.label} in {item.seconds:.1f} s")
 
@@ -447,20 +444,25 @@ def recover(
 )
 @edge
 def backups(c, host=None, app=None, json=False):
-    """List an app's backups and its recovery window (earliest restorable .. latest archived time).
+    """List an app's backups and its recovery window (earliest restorable .. latest archived time),
+    in the local repo and in each off-host repo.
 
     Example: inv backups --host prod1 --app shop --json
     """
     require(host=host, app=app)
     app = validate.app_name(app)
-    with HostSession(inventory.load().host(host)) as session:
+    hosts = inventory.load()
+    with HostSession(hosts.host(host)) as session:
         facts, _ = gather(session)
     rows, window = backup_op.list_backups(host, facts, app)
+    offsite = backup_op.list_offsite(hosts, hosts.host(host), facts, app)
     console = get_console()
     if json:
-        console.json(backup_op.backups_json(app, rows, window))
-    else:
-        console.table(backup_op.render_table(app, rows, window))
+        console.json(backup_op.backups_json(app, rows, window, offsite))
+        return
+    console.table(backup_op.render_table(app, rows, window))
+    for found in offsite:
+        console.table(backup_op.render_offsite(app, found))
 
 
 @task(
@@ -468,20 +470,27 @@ def backups(c, host=None, app=None, json=False):
     help={
         "host": HOST,
         "app": "the app (required)",
-        "full": f"when to take full backups (default: '{schedule_op.DEFAULTS['full']}')",
-        "diff": f"when to take differential backups (default: '{schedule_op.DEFAULTS['diff']}')",
+        "full": f"when to take full backups (default: '{schedule_op.DEFAULTS['full']}'; "
+        f"with --repo '{schedule_op.REPO_DEFAULTS['full']}')",
+        "diff": f"when to take differential backups (default: '{schedule_op.DEFAULTS['diff']}'; "
+        f"with --repo '{schedule_op.REPO_DEFAULTS['diff']}')",
         "incr": "when to take incremental backups (default: none)",
         "verify": "when to run a restore drill of the newest backup, as `inv verify` does (default: none)",
-        "remove": "remove the app's schedule (backups and drills)",
+        "repo": "schedule the backups into this off-host repo (from hosts.toml [repos]) instead of the local ones",
+        "remove": "remove the app's schedule (with --repo: only its backups into that repo)",
         "dry_run": DRY_RUN,
     },
 )
 @edge
-def schedule(c, host=None, app=None, full=None, diff=None, incr=None, verify=None, remove=False, dry_run=False):
+def schedule(
+    c, host=None, app=None, full=None, diff=None, incr=None, verify=None, repo=None, remove=False, dry_run=False
+):
     """Schedule an app's backups and restore drills: systemd timers, or /etc/cron.d where systemd is not PID 1.
 
     Times use the server's clock: 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM',
-    'Sun 03:00', 'Mon..Fri 02:30', 'Sat,Sun 04:00'. Re-running replaces the schedule.
+    'Sun 03:00', 'Mon..Fri 02:30', 'Sat,Sun 04:00'. Re-running replaces the local schedule (or,
+    with --repo, that repo's). Every off-host repo that keeps the app gets backups too: by default
+    an hour after the local ones, or as set with --repo.
     Each run takes the app's lock, and is skipped while another job (a pitr, a backup...) holds it.
     A failing scheduled backup or drill turns `inv status` red.
 
@@ -489,6 +498,7 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, verify=Non
       inv schedule --host prod1 --app shop
       inv schedule --host prod1 --app shop --full "Sun 02:00" --diff "Mon..Sat 02:00" --incr hourly
       inv schedule --host prod1 --app shop --verify "Sun 05:00"
+      inv schedule --host prod1 --app shop --repo vault --full "Sat 04:00" --diff daily
       inv schedule --host prod1 --app shop --remove
     """
     require(host=host, app=app)
@@ -496,22 +506,26 @@ def schedule(c, host=None, app=None, full=None, diff=None, incr=None, verify=Non
     asked = {"full": full, "diff": diff, "incr": incr, "verify": verify}
     if remove and any(asked.values()):
         raise UsageError("--remove takes no calendars")
-    chosen = {**schedule_op.DEFAULTS, **{k: v for k, v in asked.items() if v}}
-    calendars = {kind: schedule_op.parse_calendar(text) for kind, text in chosen.items()}
+    hosts = inventory.load()
+    repo = hosts.repo(repo).name if repo else None
     console = get_console()
-    with HostSession(inventory.load().host(host)) as session:
+    with HostSession(hosts.host(host)) as session:
         facts, _ = gather(session, recover=None if dry_run else app)
-        plan = schedule_op.plan_schedule(session.host.name, facts, app, calendars, remove)
+        calendars = schedule_op.schedule_for(
+            facts, host, app, asked, repo=repo, host_repos=session.host.repos, remove=remove
+        )
+        plan = schedule_op.plan_schedule(session.host.name, facts, app, calendars)
         if dry_run:
             console.plan(plan.render())
             return
         execute(plan, session, console)
-    if remove:
+    if not calendars:
         console.success(f"{app} on {host}: schedule removed")
-        return
     for kind, cal in calendars.items():
         upcoming = schedule_op.next_run(cal, facts).isoformat()
-        console.success(f"{app} on {host}: {schedule_op.what(kind)}s {cal.text}, server time (next {upcoming})")
+        console.success(
+            f"{app} on {host}: {schedule_op.what(kind, many=True)} {cal.text}, server time (next {upcoming})"
+        )
 
 
 @task(

@@ -10,28 +10,42 @@ from rich.text import Text
 
 from .. import server_code
 from ..console import Console
-from ..errors import Refusal
-from ..facts import ClusterFacts, ServerFacts, gather
-from ..inventory import Host
+from ..errors import PgmamError, Refusal
+from ..facts import BackupInfo, ClusterFacts, ServerFacts, ShipState, gather
+from ..inventory import Host, Inventory
 from ..job import JobSpec
 from ..plan import Plan, Step
 from ..remote import Command, HostSession
 from . import restore
 
 TYPES = ("full", "diff", "incr")
+LABEL_TYPES = {"F": "full", "D": "diff", "I": "incr"}  # pgBackRest labels end with the type taken
 
 
-def backup_command(cluster: ClusterFacts, backup_type: str) -> Command:
-    return server_code.step("backup", cluster.name, cluster.version, backup_type, timeout=None)
+def backup_command(app: str, version: int, backup_type: str, repo: str | None = None) -> Command:
+    """A backup into the local repo, or into off-host repo ``repo`` (taken on its repository host)."""
+    if repo:
+        return server_code.step("repo-backup", repo, app, version, backup_type, timeout=None)
+    return server_code.step("backup", app, version, backup_type, timeout=None)
 
 
-def default_type(facts: ServerFacts, app: str, asked: str | None) -> str:
+def backup_title(app: str, kind: str, repo: str | None) -> str:
+    return (
+        f"{kind} backup of {app} into repo {repo}, with its config"
+        if repo
+        else f"{kind} backup of {app} and its config snapshot"
+    )
+
+
+def default_type(facts: ServerFacts, app: str, asked: str | None, repo: str | None = None) -> str:
+    """The type asked for, checked; else incr once a full backup exists (off-host, pgBackRest turns
+    an incr with no full before it into a full one), else full."""
     if asked:
         if asked not in TYPES:
             raise Refusal(f"backup type {asked!r} is not one of {', '.join(TYPES)}", hint="e.g. --type incr")
         return asked
     stanza = facts.stanzas.get(app)
-    return "incr" if stanza is not None and stanza.last_full is not None else "full"
+    return "incr" if repo or (stanza is not None and stanza.last_full is not None) else "full"
 
 
 @dataclass(frozen=True)
@@ -42,14 +56,16 @@ class BackupDone:
     seconds: float
 
 
-def backup_spec(host: str, cluster: ClusterFacts, kind: str, stamp: str, who: str, mode: str) -> JobSpec:
-    """Pure: one backup as a server-side job (the app's lock, a journal, an audit line)."""
+def backup_spec(
+    host: str, cluster: ClusterFacts, kind: str, stamp: str, who: str, mode: str, repo: str | None = None
+) -> JobSpec:
+    """Pure: one backup (local, or into off-host repo ``repo``) as a server-side job: the app's lock,
+    a journal, an audit line."""
     app = cluster.name
-    step = Step(f"{kind} backup of {app} and its config snapshot", backup_command(cluster, kind), long=True)
-    plan = Plan(host=host, title=f"{kind} backup of {app}", steps=(step,), as_job=True)
-    return JobSpec(
-        op="backup", app=app, job_id=f"backup-{app}-{stamp}", holder=who, info={"type": kind, "mode": mode}, plan=plan
-    )
+    step = Step(backup_title(app, kind, repo), backup_command(app, cluster.version, kind, repo), long=True)
+    plan = Plan(host=host, title=backup_title(app, kind, repo).partition(",")[0], steps=(step,), as_job=True)
+    info = {"type": kind, "mode": mode, **({"repo": repo} if repo else {})}
+    return JobSpec(op="backup", app=app, job_id=f"backup-{app}-{stamp}", holder=who, info=info, plan=plan)
 
 
 def apps_to_back_up(session: HostSession, apps: list[str] | None) -> tuple[ServerFacts, list[str]]:
@@ -61,8 +77,25 @@ def apps_to_back_up(session: HostSession, apps: list[str] | None) -> tuple[Serve
     return facts, names
 
 
-def run_backups(host: Host, apps: list[str] | None, backup_type: str | None, console: Console) -> list[BackupDone]:
-    """Back up the named apps (None: every pgmam app on the host), one after another, each as a job."""
+def check_kept_in(host: Host, facts: ServerFacts, cluster: ClusterFacts, repo: str) -> None:
+    """Refuse a backup into a repo the host does not use, or that does not keep the app yet."""
+    if repo not in host.repos:
+        raise Refusal(
+            f"{host.name} does not back up to repo {repo}",
+            hint=f"add it to repos in [hosts.{host.name}] (or [defaults]), then run inv initcluster for each app",
+        )
+    if facts.shipping_of(repo, cluster.name) is None:
+        raise Refusal(
+            f"{host.name}: app {cluster.name} is not kept in repo {repo} yet",
+            hint=f"inv initcluster --host {host.name} --app {cluster.name} --port {cluster.port}",
+        )
+
+
+def run_backups(
+    host: Host, apps: list[str] | None, backup_type: str | None, console: Console, repo: str | None = None
+) -> list[BackupDone]:
+    """Back up the named apps (None: every pgmam app on the host) into the local repo or into
+    off-host repo ``repo``, one after another, each as a job. Every app is checked first."""
     done = []
     with HostSession(host) as session:
         facts, names = apps_to_back_up(session, apps)
@@ -71,11 +104,17 @@ def run_backups(host: Host, apps: list[str] | None, backup_type: str | None, con
             cluster = restore.managed_cluster(host.name, facts, app)
             restore.require_running(host.name, cluster)
             restore.check_app_free(host.name, facts, app)
-            kind = default_type(facts, app, backup_type)
-            specs.append(backup_spec(host.name, cluster, kind, restore.stamp(facts.now), restore.holder(), "on-demand"))
+            if repo:
+                check_kept_in(host, facts, cluster, repo)
+            kind = default_type(facts, app, backup_type, repo)
+            stamp = restore.stamp(facts.now)
+            specs.append(backup_spec(host.name, cluster, kind, stamp, restore.holder(), "on-demand", repo))
         for spec in specs:
             state = restore.run_job(session, spec, facts, console)
-            done.append(BackupDone(spec.app, spec.info["type"], state.notes.get("backup", "?"), state.seconds or 0.0))
+            label = state.notes.get("backup", "?")
+            done.append(
+                BackupDone(spec.app, LABEL_TYPES.get(label[-1:], spec.info["type"]), label, state.seconds or 0.0)
+            )
     return done
 
 
@@ -96,14 +135,11 @@ class BackupRow:
     restorable: bool  # on the live cluster's timeline history
 
 
-def list_backups(host: str, facts: ServerFacts, app: str) -> tuple[list[BackupRow], restore.RecoveryWindow]:
-    cluster = restore.managed_cluster(host, facts, app)
-    stanza = facts.stanzas.get(app)
-    backups = stanza.backups if stanza else ()
+def rows_of(cluster: ClusterFacts, backups: tuple[BackupInfo, ...]) -> list[BackupRow]:
     usable = (
         {b.label for b in restore.usable_backups(cluster, backups)} if cluster.timeline else {b.label for b in backups}
     )
-    rows = [
+    return [
         BackupRow(
             label=b.label,
             type=b.type,
@@ -118,14 +154,78 @@ def list_backups(host: str, facts: ServerFacts, app: str) -> tuple[list[BackupRo
         )
         for b in backups
     ]
-    return rows, restore.recovery_window(cluster, backups, facts.gaps_for(app))
 
 
-def backups_json(app: str, rows: list[BackupRow], window: restore.RecoveryWindow) -> dict[str, object]:
+def list_backups(host: str, facts: ServerFacts, app: str) -> tuple[list[BackupRow], restore.RecoveryWindow]:
+    cluster = restore.managed_cluster(host, facts, app)
+    stanza = facts.stanzas.get(app)
+    backups = stanza.backups if stanza else ()
+    return rows_of(cluster, backups), restore.recovery_window(cluster, backups, facts.gaps_for(app))
+
+
+def in_repo(
+    cluster: ClusterFacts, facts: ServerFacts, vault: ServerFacts, server: str, repo: str
+) -> tuple[tuple[BackupInfo, ...], restore.RecoveryWindow]:
+    """Pure: an app's backups in an off-host repo, as its repository host reports them, and the
+    recovery window there. It ends where the WAL still waiting to be shipped begins, and breaks at
+    every hole in the repo's copy of the WAL."""
+    hosted = vault.hosted.get(server)
+    stanza = hosted.stanzas.get(cluster.name) if hosted else None
+    backups = stanza.backups if stanza else ()
+    gaps = [g for g in hosted.gaps if g.stanza == cluster.name] if hosted else []
+    shipping = facts.shipping_of(repo, cluster.name)
+    waiting_since = shipping.oldest if shipping is not None and shipping.files else None
+    return backups, restore.recovery_window(cluster, backups, gaps, waiting_since)
+
+
+@dataclass(frozen=True)
+class RepoBackups:
+    """An app's backups in one off-host repo, or why they could not be read."""
+
+    repo: str
+    host: str
+    rows: list[BackupRow]
+    window: restore.RecoveryWindow | None
+    waiting: ShipState | None
+    error: str | None = None
+
+    def json(self) -> dict[str, object]:
+        waiting = self.waiting
+        return {
+            "repo": self.repo,
+            "host": self.host,
+            "error": self.error,
+            "waiting": {"files": waiting.files, "bytes": waiting.bytes} if waiting else None,
+            "recovery_window": self.window.json() if self.window else None,
+            "backups": [asdict(r) for r in self.rows],
+        }
+
+
+def list_offsite(inventory: Inventory, host: Host, facts: ServerFacts, app: str) -> list[RepoBackups]:
+    """Read an app's backups in each off-host repo of its host, from the repository hosts."""
+    cluster = restore.managed_cluster(host.name, facts, app)
+    found = []
+    for repo in inventory.repos_of(host):
+        waiting = facts.shipping_of(repo.name, app)
+        try:
+            with HostSession(inventory.host(repo.host)) as vault_session:
+                vault, _ = gather(vault_session)
+        except PgmamError as exc:
+            found.append(RepoBackups(repo.name, repo.host, [], None, waiting, exc.message))
+            continue
+        backups, window = in_repo(cluster, facts, vault, host.name, repo.name)
+        found.append(RepoBackups(repo.name, repo.host, rows_of(cluster, backups), window, waiting))
+    return found
+
+
+def backups_json(
+    app: str, rows: list[BackupRow], window: restore.RecoveryWindow, offsite: list[RepoBackups]
+) -> dict[str, object]:
     return {
         "app": app,
         "recovery_window": window.json(),
         "backups": [asdict(r) for r in rows],
+        "offsite": [r.json() for r in offsite],
     }
 
 
@@ -133,12 +233,17 @@ def _short(iso: str | None) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "-"
 
 
-def render_table(app: str, rows: list[BackupRow], window: restore.RecoveryWindow) -> Table:
-    start = _short(window.start.isoformat() if window.start else None)
-    end = _short(window.end.isoformat() if window.end else None)
+def render_table(
+    app: str, rows: list[BackupRow], window: restore.RecoveryWindow | None, notes: tuple[str, ...] = ()
+) -> Table:
+    """The backups of one repo; ``app`` names it ("shop", "shop in repo vault (vault1)")."""
+    start = _short(window.start.isoformat() if window and window.start else None)
+    end = _short(window.end.isoformat() if window and window.end else None)
     table = Table(title=f"{app}: restorable from {start} to {end}", title_justify="left", header_style="bold")
-    if window.breaks:
-        table.caption = Text("\n".join(f"hole: {b.describe()}" for b in window.breaks), style="bad")
+    bad = [f"hole: {b.describe()}" for b in window.breaks] if window else []
+    if bad or notes:
+        table.caption = Text("\n".join(notes), style="dim")
+        table.caption.append(("\n" if notes and bad else "") + "\n".join(bad), style="bad")
         table.caption_justify = "left"
     for column in ("label", "type", "finished", "TL", "size", "in repo", "restorable"):
         table.add_column(column, no_wrap=True)
@@ -153,3 +258,13 @@ def render_table(app: str, rows: list[BackupRow], window: restore.RecoveryWindow
             Text("yes", style="ok") if r.restorable else Text("no (abandoned timeline)", style="dim"),
         )
     return table
+
+
+def render_offsite(app: str, found: RepoBackups) -> Table:
+    notes = []
+    if found.error:
+        notes.append(f"unreachable: {found.error}")
+    if found.waiting and found.waiting.files:
+        notes.append(f"WAL waiting to be shipped here: {found.waiting.files} files, {found.waiting.bytes / 1e6:.1f} MB")
+    title = f"{app} in repo {found.repo} ({found.host})"
+    return render_table(title, found.rows, found.window, tuple(notes))

@@ -17,18 +17,16 @@ The planners are pure: facts of both hosts (and their keys) in, a Plan out.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 
 from .. import configs, passphrases, server_code
 from ..console import Console
 from ..errors import Refusal
-from ..facts import MARKER, ServerFacts, StanzaInfo, backup_problem, gather, parse_pgbackrest_info
+from ..facts import MARKER, ServerFacts, StanzaInfo, gather, parse_pgbackrest_info
 from ..inventory import Host, Inventory, Repo
 from ..plan import Plan, Step, execute
 from ..remote import POSTGRES, Command, HostSession, PasswordSource, Result, ask_password
-from . import restore
-from .backup import BackupDone, apps_to_back_up
+from . import backup
 
 HOSTS_CONF_DIR = "/etc/pgbackrest/pgmam/hosts"
 REPOS_CONF_DIR = "/etc/pgbackrest/pgmam/repos"
@@ -270,26 +268,16 @@ def plan_attach(a: Attach, facts: ServerFacts, vault: ServerFacts, passphrase: s
 
 
 def backup_steps(a: Attach, kind: str) -> list[Step]:
-    """A backup of a.app into the off-host repo, taken on the repository host, then checked there."""
-    server, app, v = a.server.name, a.app, a.repo.host
+    """A backup of a.app into the off-host repo: the server asks its repository host to take it."""
+    server, v = a.server.name, a.repo.host
+    cluster_step = backup.backup_command(a.app, a.version, kind, a.repo.name)
     return [
         Step(
-            "copy the cluster's config into its data dir (every backup carries it)",
-            server_code.step("config-into-data", app, a.version),
-        ),
-        Step(
-            f"{kind} backup of {app} into repo {a.repo.name}",
-            server_code.step("offsite-backup", server, app, kind, timeout=BACKUP_TIMEOUT_S),
+            backup.backup_title(a.app, kind, a.repo.name),
+            cluster_step,
             long=True,
-            on=v,
             hint=f"the WAL shipper on {server} must reach {v} (inv status shows its lag); re-run to retry",
-        ),
-        Step(
-            f"verify the backup is in repo {a.repo.name}",
-            info_command(server, app),
-            on=v,
-            check=lambda result: backup_problem(app, result.stdout, f"repo {a.repo.name}"),
-        ),
+        )
     ]
 
 
@@ -318,10 +306,9 @@ def attach(
     *,
     dry_run: bool = False,
     verbose: bool = False,
-    kind: str | None = None,
     password_source: PasswordSource = ask_password,
 ) -> tuple[StanzaInfo | None, bool]:
-    """Bring app a.app into off-host repo a.repo (or, with ``kind``, take one backup there).
+    """Bring app a.app into off-host repo a.repo: trust, configs, a stanza, shipping, a first backup.
 
     Returns the app's stanza in the repo as its repository host reports it afterwards, and
     whether anything was changed."""
@@ -340,12 +327,7 @@ def attach(
                 others=others,
             )
             keys = (Keys.parse(made.results[0][1]), Keys.parse(made.results[1][1]))
-        if kind:
-            plan = Plan(
-                a.server.name, f"{kind} backup of {a.app} into repo {a.repo.name}", tuple(backup_steps(a, kind))
-            )
-        else:
-            plan = plan_attach(a, facts, vault, secret, keys)
+        plan = plan_attach(a, facts, vault, secret, keys)
         if dry_run:
             if not (facts.user_key and vault.user_key):
                 console.plan(Plan(a.server.name, "first", tuple(key_steps(a.server.name, vault_host.name))).render())
@@ -371,37 +353,3 @@ def preflight(repo: Repo, inventory: Inventory, password_source: PasswordSource 
     with HostSession(inventory.host(repo.host), password_source=password_source) as vault_session:
         vault, _ = gather(vault_session)
     check_passphrase(repo, vault, passphrases.read(repo.name))
-
-
-def run_backups(
-    inventory: Inventory, host: Host, apps: list[str] | None, repo: Repo, kind: str | None, console: Console
-) -> list[BackupDone]:
-    """``inv backup --repo``: back up the apps (None: every pgmam app) into one off-host repo."""
-    if repo.name not in host.repos:
-        raise Refusal(
-            f"{host.name} does not back up to repo {repo.name}",
-            hint=f"add it to repos in [hosts.{host.name}] (or [defaults]), then run inv initcluster for each app",
-        )
-    done = []
-    with HostSession(host) as session:
-        facts, names = apps_to_back_up(session, apps)
-        clusters = [restore.managed_cluster(host.name, facts, app) for app in names]
-        for cluster in clusters:
-            restore.require_running(host.name, cluster)
-            restore.check_app_free(host.name, facts, cluster.name)
-            if facts.shipping_of(repo.name, cluster.name) is None:
-                raise Refusal(
-                    f"{host.name}: app {cluster.name} is not kept in repo {repo.name} yet",
-                    hint=f"inv initcluster --host {host.name} --app {cluster.name} --port {cluster.port}",
-                )
-        for cluster in clusters:
-            started = time.monotonic()
-            a = Attach(host, repo, cluster.name, cluster.version, cluster.port)
-            stanza, _ = attach(session, facts, a, inventory, console, kind=kind or "incr")
-            last = stanza.last if stanza else None
-            done.append(
-                BackupDone(
-                    cluster.name, last.type if last else "?", last.label if last else "?", time.monotonic() - started
-                )
-            )
-    return done

@@ -29,6 +29,10 @@ JOBS_DIR = "/var/lib/pgmam/schedules"  # per app: <kind>.job and <kind>.info, te
 RESULTS_DIR = "/var/lib/pgmam/scheduled"
 KINDS = ("full", "diff", "incr", "verify")
 DEFAULTS = {"full": "Sun 03:00", "diff": "Mon..Sat 03:00"}
+# Backups into an off-host repo have kinds "REPO-full", "REPO-diff", "REPO-incr"; by default an
+# hour after the local ones, so the two never read the data files at the same time.
+REPO_KINDS = ("full", "diff", "incr")
+REPO_DEFAULTS = {"full": "Sun 04:00", "diff": "Mon..Sat 04:00"}
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 CALENDAR_HINT = "use 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM', 'Sun 03:00', 'Mon..Fri 02:30' or 'Sat,Sun 04:00'"
 
@@ -118,27 +122,88 @@ def unit_name(app: str, kind: str) -> str:
 
 def remove_command(app: str) -> Command:
     """Remove an app's schedule: cron file or timers, and the job templates (dropcluster uses it too)."""
-    units = [unit_name(app, kind) for kind in KINDS]
-    legacy = [f"pgmam-backup-{app}-{kind}" for kind in ("full", "diff", "incr")]  # before drills were scheduled
-    return server_code.step("remove-schedule", app, *units, *legacy)
+    return server_code.step("remove-schedule", app)
+
+
+def split_kind(kind: str) -> tuple[str | None, str]:
+    """'vault-full' -> ('vault', 'full'); 'full' -> (None, 'full')."""
+    if kind in KINDS:
+        return None, kind
+    repo, _, backup_type = kind.rpartition("-")
+    return repo, backup_type
 
 
 def job_spec(host: str, cluster: ClusterFacts, kind: str) -> JobSpec:
     """Pure: the job a scheduled run of ``kind`` runs, with placeholders for run-time facts."""
     if kind == "verify":
         return verify.scheduled_drill_spec(host, cluster)
-    return backup.backup_spec(host, cluster, kind, verify.STAMP_SLOT, "schedule", "scheduled")
+    repo, backup_type = split_kind(kind)
+    return backup.backup_spec(host, cluster, backup_type, verify.STAMP_SLOT, "schedule", "scheduled", repo)
 
 
-def what(kind: str) -> str:
-    """'full backup', 'restore drill': how a scheduled kind reads in messages and status."""
-    return "restore drill" if kind == "verify" else f"{kind} backup"
+def what(kind: str, many: bool = False) -> str:
+    """'full backup', 'full backups into repo vault', 'restore drill': a scheduled kind in messages and status."""
+    s = "s" if many else ""
+    if kind == "verify":
+        return f"restore drill{s}"
+    repo, backup_type = split_kind(kind)
+    return f"{backup_type} backup{s} into repo {repo}" if repo else f"{backup_type} backup{s}"
 
 
-def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, Calendar], remove: bool) -> Plan:
-    """Pure: replace the app's schedule (or remove it). Each kind gets a job template and a timer or cron line."""
-    cluster = restore.managed_cluster(host, facts, app)
+def schedule_for(
+    facts: ServerFacts,
+    host: str,
+    app: str,
+    asked: dict[str, str | None],
+    *,
+    repo: str | None = None,
+    host_repos: tuple[str, ...] = (),
+    remove: bool = False,
+) -> dict[str, Calendar]:
+    """Pure: the app's whole schedule after this `inv schedule` (kind -> calendar; empty: none).
+
+    Without ``repo`` the local backups and drills are replaced, and every off-host repo that keeps
+    the app but has no schedule for it yet gets the repo defaults. With ``repo`` only that repo's
+    backups are replaced. The other kinds stay as they are; those of repos the host no longer uses
+    are dropped. ``remove`` removes everything, or with ``repo`` that repo's backups only."""
+    if repo is not None:
+        if repo not in host_repos:
+            raise Refusal(
+                f"{host} does not back up to repo {repo}",
+                hint=f"add it to repos in [hosts.{host}] (or [defaults]), then run inv initcluster --app {app}",
+            )
+        if facts.shipping_of(repo, app) is None:
+            raise Refusal(f"{host}: app {app} is not kept in repo {repo} yet", hint=f"inv initcluster --app {app}")
+        if asked.get("verify"):
+            raise Refusal(
+                "--verify with --repo: drills from an off-host repo are not scheduled yet",
+                hint="schedule drills of the local backups without --repo",
+            )
+    mine = {
+        kind for kind in [*KINDS, *(f"{r}-{k}" for r in host_repos for k in REPO_KINDS)] if split_kind(kind)[0] == repo
+    }
+    kept = {
+        e.type: parse_calendar(e.calendar)
+        for e in facts.schedules
+        if e.app == app and e.type not in mine and split_kind(e.type)[0] in (None, *host_repos)
+    }
     if remove:
+        return kept if repo else {}
+    defaults = REPO_DEFAULTS if repo else DEFAULTS
+    chosen = {**defaults, **{k: v for k, v in asked.items() if v}}
+    new = {(f"{repo}-{k}" if repo else k): parse_calendar(text) for k, text in chosen.items()}
+    if repo is None:
+        for r in host_repos:
+            if facts.shipping_of(r, app) is not None and not any(split_kind(k)[0] == r for k in kept):
+                new |= {f"{r}-{k}": parse_calendar(text) for k, text in REPO_DEFAULTS.items()}
+    return {**kept, **new}
+
+
+def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, Calendar]) -> Plan:
+    """Pure: replace the app's schedule with ``calendars`` (none: remove it). Each kind gets a job
+    template and a timer or cron line."""
+    cluster = restore.managed_cluster(host, facts, app)
+    if not calendars:
         return Plan(
             host=host,
             title=f"remove the schedule of {app}",
@@ -156,7 +221,7 @@ def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, 
         count = "1 step" if n == 1 else f"{n} steps"
         steps.append(
             Step(
-                f"write the job of scheduled {what(kind)}s ({JOBS_DIR}/{app}/{kind}.job, {count})",
+                f"write the job of scheduled {what(kind, many=True)} ({JOBS_DIR}/{app}/{kind}.job, {count})",
                 server_code.step(
                     "write-job-template", f"{JOBS_DIR}/{app}", kind, render_script(spec), spec.info_text()
                 ),

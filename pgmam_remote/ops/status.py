@@ -17,12 +17,12 @@ from rich.text import Text
 
 from ..console import Console
 from ..errors import PgmamError
-from ..facts import ClusterFacts, PreservedDir, ServerFacts, StanzaInfo, gather
+from ..facts import BackupInfo, ClusterFacts, PreservedDir, ServerFacts, StanzaInfo, gather
 from ..inventory import Host, Inventory, Repo
 from ..remote import HostSession, PasswordSource, ask_password
 from ..server_code import VERSION as SERVER_CODE
-from . import restore
-from .schedule import next_run, parse_calendar, what
+from . import backup, restore
+from .schedule import next_run, parse_calendar, split_kind, what
 
 MAX_PARALLEL = 16
 BACKUP_MAX_AGE = timedelta(hours=26)
@@ -116,10 +116,12 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _backup_ref(stanza: StanzaInfo | None, now: datetime, full: bool) -> BackupRef | None:
-    backup = (stanza.last_full if full else stanza.last) if stanza else None
-    if backup is None:
-        return None
-    return BackupRef(backup.type, backup.label, backup.stop.isoformat(), int((now - backup.stop).total_seconds()))
+    found = (stanza.last_full if full else stanza.last) if stanza else None
+    return _ref(found, now) if found else None
+
+
+def _ref(found: BackupInfo, now: datetime) -> BackupRef:
+    return BackupRef(found.type, found.label, found.stop.isoformat(), int((now - found.stop).total_seconds()))
 
 
 def assess_cluster(
@@ -188,6 +190,10 @@ def assess_cluster(
             "label": run.label,
             "seconds": run.seconds,
         }
+    # the last run into each repo (local, each off-host one) decides: a good local backup does not
+    # hide a failing off-host one
+    last_per_repo = {(split_kind(r.type)[0], r.type == "verify"): r for r in runs}
+    for run in last_per_repo.values():
         if managed and run.exit_status not in (0, 75):  # 75: skipped, another job held the app
             problems.append(f"scheduled {what(run.type)} failed at {run.time.isoformat()} (see /var/log/pgmam)")
     drill = next((d for d in reversed(facts.drills) if d.app == cluster.name), None)
@@ -277,17 +283,14 @@ def offsite_status(cluster: ClusterFacts, facts: ServerFacts, view: RepoView, se
         entry["problems"] = problems
         return entry
     hosted = view.facts.hosted.get(server)
-    stanza = hosted.stanzas.get(app) if hosted else None
-    now = view.facts.now
-    entry["backup_count"] = len(stanza.backups) if stanza else 0
-    entry["last_backup"] = asdict(ref) if (ref := _backup_ref(stanza, now, full=False)) else None
-    if shipping is not None and (stanza is None or not stanza.backups):
+    backups, recovery = backup.in_repo(cluster, facts, view.facts, server, repo.name)
+    last = backups[-1] if backups else None
+    entry["backup_count"] = len(backups)
+    entry["last_backup"] = asdict(_ref(last, view.facts.now)) if last else None
+    if shipping is not None and not backups:
         problems.append(f"no backup in {name}: inv backup --host {server} --app {app} --repo {repo.name}")
     if hosted is not None and hosted.error:
         problems.append(f"{name}: pgbackrest info failed: {hosted.error}")
-    gaps = [g for g in hosted.gaps if g.stanza == app] if hosted else []
-    waiting_since = shipping.oldest if shipping is not None and shipping.files else None
-    recovery = restore.recovery_window(cluster, stanza.backups if stanza else (), gaps, waiting_since)
     entry["recovery_window"] = recovery.json() if recovery.start else None
     problems += [f"{repo.name}: {b.describe()}; take a full backup there now" for b in recovery.breaks if b.end is None]
     entry["problems"] = problems

@@ -159,7 +159,10 @@ elif [ -f /var/lib/pgmam/bin/recover-jobs ]; then echo before-code-dirs; fi
 section schedules
 grep -h '^# pgmam-schedule ' /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-schedule-*.timer 2>/dev/null
 section scheduled-runs
-for f in /var/lib/pgmam/scheduled/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
+# the last run of each kind (a local backup, one into each off-host repo, a drill), oldest first
+for f in /var/lib/pgmam/scheduled/*; do
+  [ -f "$f" ] && awk '{ last[$3] = $0 } END { for (k in last) print last[k] }' "$f" | sort -n | sed "s|^|$(basename "$f") |"
+done
 section drills
 for f in /var/lib/pgmam/verify/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
 section restore-points

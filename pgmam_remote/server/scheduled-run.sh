@@ -1,6 +1,6 @@
 #!/bin/sh
 # managed by pgmam
-# Usage: scheduled-run.sh APP KIND   (KIND: full, diff, incr or verify)
+# Usage: scheduled-run.sh APP KIND   (KIND: full, diff, incr, verify; REPO-full, REPO-diff, REPO-incr)
 # The one entry point of pgmam's cron lines and systemd services. It fills the run-time facts into
 # the job that `inv schedule` wrote (the stamp; for a drill the newest backup and a free port,
 # after checking there is room for a restored copy), then runs it in the foreground through

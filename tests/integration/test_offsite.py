@@ -18,6 +18,7 @@ import os
 import stat
 import subprocess
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,74 @@ def test_backup_into_the_off_host_repo(box, offsite):
     assert [b["type"] for b in vault_info(box)["backup"]] == ["full", "diff"]
     # the backup carries the cluster's config, for a server rebuilt from it
     assert box.on(SERVER, "test", "-s", "/var/lib/postgresql/15/shop/pgmam-config.tar.gz").returncode == 0
+
+
+def timers(box) -> list[str]:
+    out = box.on(SERVER, "systemctl", "list-timers", "--all", "--no-legend", "pgmam-schedule-*").stdout
+    return sorted(w for w in out.split() if w.startswith("pgmam-schedule-") and w.endswith(".timer"))
+
+
+def test_scheduled_backups_go_into_the_repo_and_a_failing_one_stays_red(box, offsite):
+    """A timer takes an incremental backup into vault at the next minute; a scheduled run while
+    sbx2 is cut off fails and turns status red, and a good local backup after it does not hide
+    that; the next good run into vault clears it."""
+    before = [b["label"] for b in vault_info(box)["backup"]]
+    now = datetime.fromisoformat(box.on(SERVER, "date", "+%Y-%m-%dT%H:%M:%S").stdout.strip())
+    at = (now + timedelta(seconds=75 if now.second > 40 else 60)).replace(second=0)
+    out = offsite("schedule", "--host", SERVER, "--app", APP)  # local backups, and vault's by default
+    assert out.returncode == 0 and "full backups into repo vault Sun 04:00" in out.stderr, out.stderr
+    out = offsite("schedule", "--host", SERVER, "--app", APP, "--repo", "vault", "--incr", at.strftime("%H:%M"))
+    assert out.returncode == 0, out.stderr
+    assert f"incr backups into repo vault {at:%H:%M}" in out.stderr
+    assert timers(box) == [
+        f"pgmam-schedule-{APP}-{k}.timer" for k in ("diff", "full", "vault-diff", "vault-full", "vault-incr")
+    ]
+
+    wait_until(lambda: len(vault_info(box)["backup"]) > len(before), 150, "the timer's backup into vault")
+    new = [b["label"] for b in vault_info(box)["backup"] if b["label"] not in before]
+    assert new[0].endswith("I"), new
+    service = f"pgmam-schedule-{APP}-vault-incr.service"
+    wait_until(
+        lambda: box.on(SERVER, "systemctl", "is-active", service, check=False).stdout.strip() == "inactive",
+        60,
+        "the run to end",
+    )
+    last = app_status(status(offsite)[1])["last_scheduled"]
+    assert (last["type"], last["ok"], last["label"]) == ("vault-incr", True, new[0])
+
+    link = box.naming.host_veth(2)
+    subprocess.run(["ip", "link", "set", link, "down"], check=True)
+    try:
+        failed = box.on(SERVER, "systemctl", "start", f"pgmam-schedule-{APP}-vault-diff.service", check=False)
+        assert failed.returncode != 0
+    finally:
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+    box.on(SERVER, "systemctl", "start", f"pgmam-schedule-{APP}-diff.service")  # a good local one after it
+    app = app_status(status(offsite)[1])
+    assert app["last_scheduled"]["type"] == "diff" and app["last_scheduled"]["ok"]
+    assert any(p.startswith("scheduled diff backup into repo vault failed") for p in app["problems"]), app["problems"]
+
+    box.on(SERVER, "systemctl", "start", f"pgmam-schedule-{APP}-vault-diff.service")
+    assert [b["type"] for b in vault_info(box)["backup"]][-1] == "diff"
+    wait_until(lambda: not app_status(status(offsite)[1])["problems"], 60, "status healthy after a good run")
+
+    # backups lists the repo, with the window there
+    listed = json.loads(offsite("backups", "--host", SERVER, "--app", APP, "--json").stdout)
+    (repo,) = listed["offsite"]
+    assert repo["repo"] == "vault" and repo["error"] is None
+    assert [b["label"] for b in repo["backups"]] == [b["label"] for b in vault_info(box)["backup"]]
+    assert repo["recovery_window"]["start"] and repo["recovery_window"]["breaks"] == []
+
+    # refused, changing nothing: a drill scheduled from the repo, a repo the host does not use
+    drill = offsite("schedule", "--host", SERVER, "--app", APP, "--repo", "vault", "--verify", "daily")
+    assert drill.returncode == 1 and "drills from an off-host repo are not scheduled yet" in drill.stderr
+    unused = offsite("schedule", "--host", VAULT, "--app", APP, "--repo", "vault")
+    assert unused.returncode == 1 and "sbx2 does not back up to repo vault" in unused.stderr
+    assert len(timers(box)) == 5
+    out = offsite("schedule", "--host", SERVER, "--app", APP, "--repo", "vault", "--remove")
+    assert out.returncode == 0 and timers(box) == [f"pgmam-schedule-{APP}-{k}.timer" for k in ("diff", "full")]
+    out = offsite("schedule", "--host", SERVER, "--app", APP, "--remove")
+    assert out.returncode == 0 and timers(box) == []
 
 
 def server_state(box) -> tuple[list[str], str, str]:

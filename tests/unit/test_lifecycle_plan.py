@@ -67,7 +67,7 @@ def test_systemd_parses_our_timers_and_agrees_on_the_next_run(text, tmp_path):
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_systemd_accepts_the_unit_files(server, tmp_path):
     cals = {"full": schedule.parse_calendar("Sun 03:00"), "verify": schedule.parse_calendar("Sun 05:00")}
-    plan = schedule.plan_schedule("h", replace(server, systemd=True), "shop", cals, False)
+    plan = schedule.plan_schedule("h", replace(server, systemd=True), "shop", cals)
     units = []
     for step in plan.steps:
         path = step.command.argv[1] if len(step.command.argv) > 1 else ""
@@ -96,7 +96,7 @@ def test_next_run():
 
 def test_schedule_without_systemd_writes_one_cron_file(server):
     cals = {k: schedule.parse_calendar(v) for k, v in schedule.DEFAULTS.items()}
-    plan = schedule.plan_schedule("sbx1", replace(server, tools={**server.tools, "cron": True}), "shop", cals, False)
+    plan = schedule.plan_schedule("sbx1", replace(server, tools={**server.tools, "cron": True}), "shop", cals)
     cron = plan.steps[-1].command.argv[4]  # the file content handed to write_file
     assert f"0 3 * * 0 root /bin/sh {CODE_DIR}/scheduled-run.sh shop full" in cron
     assert f"0 3 * * 1,2,3,4,5,6 root /bin/sh {CODE_DIR}/scheduled-run.sh shop diff" in cron
@@ -109,7 +109,7 @@ def test_schedule_without_systemd_writes_one_cron_file(server):
 
 def test_schedule_with_systemd_writes_timers(server):
     cals = {"incr": schedule.parse_calendar("hourly")}
-    plan = schedule.plan_schedule("h", replace(server, systemd=True), "shop", cals, False)
+    plan = schedule.plan_schedule("h", replace(server, systemd=True), "shop", cals)
     titles = [s.title for s in plan.steps]
     assert "write pgmam-schedule-shop-incr.timer (hourly)" in titles
     assert plan.steps[-1].command.argv[-1] == "pgmam-schedule-shop-incr.timer"
@@ -140,13 +140,15 @@ def test_scheduled_drill_is_the_verify_drill_with_run_time_slots(server):
 def test_scheduled_backup_job_is_the_backup_command(server):
     spec = schedule.job_spec("sbx1", server.cluster("shop"), "full")
     assert spec.op == "backup" and spec.job_id == "backup-shop-@PGMAM_STAMP@"
-    assert [s.command for s in spec.plan.steps] == [backup.backup_command(server.cluster("shop"), "full")]
+    assert [s.command for s in spec.plan.steps] == [
+        backup.backup_command("shop", server.cluster("shop").version, "full")
+    ]
 
 
 def test_schedule_refused_without_cron_or_systemd(server):
     cals = {"full": schedule.parse_calendar("daily")}
     with pytest.raises(Refusal, match="cron is not installed"):
-        schedule.plan_schedule("h", replace(server, tools={**server.tools, "cron": False}), "shop", cals, False)
+        schedule.plan_schedule("h", replace(server, tools={**server.tools, "cron": False}), "shop", cals)
 
 
 def test_scheduled_runs_and_drills_are_read_from_the_probe():

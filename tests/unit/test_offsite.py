@@ -11,7 +11,7 @@ import pytest
 
 from pgmam_remote import facts, inventory, passphrases
 from pgmam_remote.errors import InventoryError, Refusal, UsageError
-from pgmam_remote.ops import offsite, recover, status
+from pgmam_remote.ops import offsite, recover, schedule, status
 
 from .conftest import load
 
@@ -112,9 +112,7 @@ def test_a_new_app_gets_trust_configs_a_stanza_shipping_and_a_first_full_backup_
         "vault1: directories for prod1's repository",
         "prod1: create stanza app1 in repo vault",
         "prod1: ship app1's WAL to repo vault",
-        "prod1: copy the cluster's config into its data dir (every backup carries it)",
-        "vault1: full backup of app1 into repo vault",
-        "vault1: verify the backup is in repo vault",
+        "prod1: full backup of app1 into repo vault, with its config",
     ]
 
 
@@ -290,3 +288,65 @@ def test_recover_to_the_newest_point_is_refused_when_the_repo_has_a_hole_on_the_
         {},
     )
     assert any(arg.startswith("--target=2026-11-24 00:18:00") for arg in plan.spec.plan.steps[2].command.argv)
+
+
+KEPT = "\n@@ship\nshipper active\napp vault app1 0 0 - 1764547000\n"
+
+
+def whole_schedule(extra: str = KEPT, **kwargs) -> dict[str, str]:
+    kwargs.setdefault("host_repos", ("vault",))
+    asked = kwargs.pop("asked", {})
+    cals = schedule.schedule_for(server_facts(extra), "prod1", "app1", asked, **kwargs)
+    return {kind: cal.text for kind, cal in cals.items()}
+
+
+def test_a_schedule_gives_each_repo_that_keeps_the_app_its_backups_an_hour_after_the_local_ones():
+    assert whole_schedule() == {
+        "full": "Sun 03:00",
+        "diff": "Mon..Sat 03:00",
+        "vault-full": "Sun 04:00",
+        "vault-diff": "Mon..Sat 04:00",
+    }
+    assert whole_schedule("") == {"full": "Sun 03:00", "diff": "Mon..Sat 03:00"}  # not kept there yet
+
+
+def test_a_repo_schedule_replaces_that_repos_backups_only_and_remove_with_repo_keeps_the_rest():
+    current = "@@schedules\n" + "\n".join(
+        f"# pgmam-schedule app=app1 type={kind} calendar={cal}"
+        for kind, cal in [("full", "daily"), ("vault-full", "Sun_04:00"), ("vault-diff", "Mon..Sat_04:00")]
+    )
+    extra = KEPT + current + "\n"
+    assert whole_schedule(extra, repo="vault", asked={"full": "Sat 05:00", "incr": "hourly"}) == {
+        "full": "daily",
+        "vault-full": "Sat 05:00",
+        "vault-diff": "Mon..Sat 04:00",
+        "vault-incr": "hourly",
+    }
+    assert whole_schedule(extra, repo="vault", remove=True) == {"full": "daily"}
+    assert whole_schedule(extra, remove=True) == {}
+    # a local re-schedule keeps the repo's calendars; a repo the host dropped loses its schedule
+    assert whole_schedule(extra, asked={"full": "Sun 02:00"})["vault-full"] == "Sun 04:00"
+    assert whole_schedule(extra, host_repos=()) == {"full": "Sun 03:00", "diff": "Mon..Sat 03:00"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"repo": "elsewhere"}, "prod1 does not back up to repo elsewhere"),
+        ({"repo": "vault", "extra": ""}, "app app1 is not kept in repo vault yet"),
+        ({"repo": "vault", "asked": {"verify": "daily"}}, "drills from an off-host repo are not scheduled yet"),
+    ],
+)
+def test_repo_schedules_refused(kwargs, expected):
+    with pytest.raises(Refusal, match=expected):
+        whole_schedule(kwargs.pop("extra", KEPT), **kwargs)
+
+
+def test_a_scheduled_repo_backup_is_a_job_that_asks_the_repository_host():
+    server = server_facts(KEPT)
+    spec = schedule.job_spec("prod1", server.cluster("app1"), "vault-diff")
+    assert spec.info == {"type": "diff", "mode": "scheduled", "repo": "vault"}
+    (step,) = spec.plan.steps
+    assert step.command.argv[-4:] == ("vault", "app1", "15", "diff") and "repo-backup.sh" in step.command.argv[0]
+    assert schedule.what("vault-diff") == "diff backup into repo vault"
+    assert schedule.unit_name("app1", "vault-diff") == "pgmam-schedule-app1-vault-diff"

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Usage: repo-backup.sh REPO APP VERSION TYPE
+# On a server: a backup of TYPE (full, diff, incr) of APP into off-host repo REPO. pgBackRest must
+# take it on the repository host, so postgres asks it to there over SSH (the key pgmam trusts for
+# WAL shipping), with this server's own config on that host. Before it, the cluster's config goes
+# into its data dir, so the backup carries it (see config-into-data.sh). Prints
+# "pgmam-note backup=<label>", the newest backup of APP in REPO afterwards.
+set -e
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+repo=$1; app=$2; version=$3; kind=$4
+here=$(dirname "$0")
+conf=/etc/pgbackrest/pgmam/repos/$repo.conf
+[ -f "$conf" ] || { echo "$conf is missing: this server does not keep its apps in repo $repo"; exit 1; }
+address=$(sed -n 's/^repo1-host=//p' "$conf")
+hosted=$(sed -n 's/^repo1-host-config-path=//p' "$conf")
+"$here/config-into-data.sh" "$app" "$version"
+cd /tmp
+on_repo_host() {
+  runuser -u postgres -- "$here/../pgbackrest-ssh.sh" "postgres@$address" \
+    pgbackrest "--config-path=$hosted" "--stanza=$app" "$@"
+}
+on_repo_host "--type=$kind" backup
+label=$(on_repo_host info | sed -n 's/^ *[a-z]* backup: \([0-9A-Z_-]*\).*/\1/p' | tail -n 1)
+[ -n "$label" ] || { echo "no backup of $app listed in repo $repo after the backup"; exit 1; }
+echo "pgmam-note backup=$label"
