@@ -444,8 +444,10 @@ def recover(
 )
 @edge
 def backups(c, host=None, app=None, json=False):
-    """List an app's backups and its recovery window (earliest restorable .. latest archived time),
-    in the local repo and in each off-host repo.
+    """List an app's backups and its recovery window (earliest restorable .. latest archived time).
+
+    The local repo first, then each off-host repo the server backs up to, with the WAL still
+    waiting to be shipped there.
 
     Example: inv backups --host prod1 --app shop --json
     """

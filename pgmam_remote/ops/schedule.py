@@ -196,7 +196,9 @@ def schedule_for(
         for r in host_repos:
             if facts.shipping_of(r, app) is not None and not any(split_kind(k)[0] == r for k in kept):
                 new |= {f"{r}-{k}": parse_calendar(text) for k, text in REPO_DEFAULTS.items()}
-    return {**kept, **new}
+    merged = {**kept, **new}
+    order = {kind: i for i, kind in enumerate(KINDS)}  # local first, then each repo's, full before diff
+    return dict(sorted(merged.items(), key=lambda item: (split_kind(item[0])[0] or "", order[split_kind(item[0])[1]])))
 
 
 def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, Calendar]) -> Plan:

@@ -157,7 +157,8 @@ def test_an_outage_of_the_repo_host_never_holds_the_app_up(box, offsite):
         subprocess.run(["ip", "link", "set", link, "up"], check=True)
 
     wait_until(lambda: status(offsite)[0] == 0, 120, "status healthy again after the outage")
-    assert vault_archive_max(box) >= segments[-1]
+    ship_state = box.on(SERVER, "sh", "-c", f"tail -n 5 /var/lib/pgmam/ship/vault/{APP}/*", check=False).stdout
+    assert vault_archive_max(box) >= segments[-1], (app_status(status(offsite)[1])["offsite"], ship_state)
     repo = app_status(status(offsite)[1])["offsite"][0]
     assert repo["waiting"]["files"] == 0 and repo["recovery_window"]["breaks"] == []
 
