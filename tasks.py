@@ -536,33 +536,54 @@ def schedule(
         "host": HOST,
         "app": "the app whose backups to prove (required)",
         "to": "drill a point-in-time restore to this time (with a zone) instead of the latest backup",
+        "repo": "drill a backup in this off-host repo (from hosts.toml [repos]) instead of the local one",
+        "on": "with --repo: run the drill on this other server (a disaster-recovery rehearsal)",
         "dry_run": DRY_RUN,
     },
 )
 @edge
-def verify(c, host=None, app=None, to=None, dry_run=False):
+def verify(c, host=None, app=None, to=None, repo=None, on=None, dry_run=False):
     """Restore drill: restore a backup into a throwaway instance and prove it, live cluster untouched.
 
     Proves: out of recovery, every database connects, pg_amcheck (heap + btree) when available,
-    row counts per table. The result shows in `inv status` as "last proven restorable".
+    row counts per table. The result shows in `inv status` as "last proven restorable" (per repo
+    for --repo, with how long the drill took). With --on, the other server reads the repo itself,
+    as it would after losing --host, and only a throwaway copy is made there.
 
-    Example: inv verify --host prod1 --app shop
+    Examples:
+      inv verify --host prod1 --app shop
+      inv verify --host prod1 --app shop --repo vault --on prod2
     """
     require(host=host, app=app)
     app = validate.app_name(app)
+    if on and not repo:
+        raise UsageError("--on needs --repo: a drill on another server reads an off-host repo")
     target = validate.target_time(to) if to else None
     console = get_console()
-    with HostSession(inventory.load().host(host)) as session:
-        facts, _ = gather(session, recover=None if dry_run else app)
-        prepared = verify_op.plan_verify(session.host.name, facts, app, target, restore_op.holder())
-        if dry_run:
-            console.plan(prepared.plan.render())
-            return
-        undone = f"backup {prepared.backup} did NOT prove restorable (the live cluster was not touched)"
-        state = restore_op.run_job(session, prepared.spec, facts, console, undone)
+    hosts = inventory.load()
+    if repo:
+        drill = verify_op.RepoDrill(
+            hosts, hosts.host(host), hosts.repo(repo), app, target, hosts.host(on) if on else None
+        )
+        with drill:
+            prepared = drill.prepare(dry_run=dry_run)
+            if dry_run:
+                console.plan(drill.render())
+                return
+            state = drill.run(console, f"backup {prepared.backup} in repo {repo} did NOT prove restorable")
+    else:
+        with HostSession(hosts.host(host)) as session:
+            facts, _ = gather(session, recover=None if dry_run else app)
+            prepared = verify_op.plan_verify(session.host.name, facts, app, target, restore_op.holder())
+            if dry_run:
+                console.plan(prepared.plan.render())
+                return
+            undone = f"backup {prepared.backup} did NOT prove restorable (the live cluster was not touched)"
+            state = restore_op.run_job(session, prepared.spec, facts, console, undone)
     notes = state.notes
+    where = f" from repo {repo}" + (f", on {on}" if on else "") if repo else ""
     console.success(
-        f"{app} on {host}: backup {prepared.backup} restores: {notes.get('tables', '?')} tables, "
+        f"{app} on {host}: backup {prepared.backup}{where} restores: {notes.get('tables', '?')} tables, "
         f"{notes.get('rows', '?')} rows, amcheck {notes.get('amcheck', '?')} ({state.seconds or 0:.1f} s)"
     )
 

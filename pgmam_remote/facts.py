@@ -284,6 +284,9 @@ class DrillResult:
     tables: str
     rows: str
     amcheck: str
+    repo: str | None = None  # a drill from an off-host repo (recorded as APP@REPO)
+    seconds: int | None = None  # from the start of the restore to the end of the checks
+    on: str | None = None  # the server it ran on, when not the app's own (`inv verify --repo --on`)
 
 
 @dataclass(frozen=True)
@@ -616,7 +619,14 @@ def _drills(lines: list[str]) -> tuple[DrillResult, ...]:
     for line in lines:
         parts = line.split()
         if len(parts) >= 7 and parts[1].isdigit():
-            found.append(DrillResult(parts[0], _ts(parts[1]), parts[2] == "ok", parts[3], parts[4], parts[5], parts[6]))  # type: ignore[arg-type]
+            app, _, repo = parts[0].partition("@")
+            seconds = int(parts[8]) if len(parts) > 8 and parts[8].isdigit() else None
+            on = parts[9] if len(parts) > 9 else None
+            found.append(
+                DrillResult(
+                    app, _ts(parts[1]), parts[2] == "ok", *parts[3:7], repo=repo or None, seconds=seconds, on=on
+                )  # type: ignore[arg-type]
+            )
     return tuple(found)
 
 

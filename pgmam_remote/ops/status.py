@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..console import Console
 from ..errors import PgmamError
-from ..facts import BackupInfo, ClusterFacts, PreservedDir, ServerFacts, StanzaInfo, gather
+from ..facts import BackupInfo, ClusterFacts, DrillResult, PreservedDir, ServerFacts, StanzaInfo, gather
 from ..inventory import Host, Inventory, Repo
 from ..remote import HostSession, PasswordSource, ask_password
 from ..server_code import VERSION as SERVER_CODE
@@ -196,20 +196,10 @@ def assess_cluster(
     for run in last_per_repo.values():
         if managed and run.exit_status not in (0, 75):  # 75: skipped, another job held the app
             problems.append(f"scheduled {what(run.type)} failed at {run.time.isoformat()} (see /var/log/pgmam)")
-    drill = next((d for d in reversed(facts.drills) if d.app == cluster.name), None)
-    proven = None
-    if drill is not None:
-        proven = {
-            "time": drill.time.isoformat(),
-            "age_seconds": int((facts.now - drill.time).total_seconds()),
-            "ok": drill.ok,
-            "backup": drill.backup,
-            "tables": int(drill.tables) if drill.tables.isdigit() else None,
-            "rows": int(drill.rows) if drill.rows.isdigit() else None,
-            "amcheck": drill.amcheck,
-        }
-        if managed and not drill.ok:
-            problems.append(f"restore drill of {drill.backup} FAILED at {drill.time.isoformat()}")
+    drill = _last_drill(facts, cluster.name, None)
+    proven = _proven(drill, facts.now) if drill else None
+    if managed and drill is not None and not drill.ok:
+        problems.append(f"restore drill of {drill.backup} FAILED at {drill.time.isoformat()}")
     preserved = [
         {
             "name": p.name,
@@ -254,6 +244,24 @@ def assess_cluster(
     )
 
 
+def _last_drill(facts: ServerFacts, app: str, repo: str | None) -> DrillResult | None:
+    return next((d for d in reversed(facts.drills) if d.app == app and d.repo == repo), None)
+
+
+def _proven(drill: DrillResult, now: datetime) -> dict[str, object]:
+    return {
+        "time": drill.time.isoformat(),
+        "age_seconds": int((now - drill.time).total_seconds()),
+        "ok": drill.ok,
+        "backup": drill.backup,
+        "tables": int(drill.tables) if drill.tables.isdigit() else None,
+        "rows": int(drill.rows) if drill.rows.isdigit() else None,
+        "amcheck": drill.amcheck,
+        "seconds": drill.seconds,
+        "on": drill.on,
+    }
+
+
 def offsite_status(cluster: ClusterFacts, facts: ServerFacts, view: RepoView, server: str) -> dict[str, object]:
     """Pure: one app in one off-host repo: its backups there, the WAL still waiting to be shipped, the
     recovery window there; with "problems", which the caller takes out."""
@@ -261,6 +269,10 @@ def offsite_status(cluster: ClusterFacts, facts: ServerFacts, view: RepoView, se
     name = f"repo {repo.name} ({repo.host})"
     entry: dict[str, object] = {"repo": repo.name, "host": repo.host, "reachable": view.facts is not None}
     problems: list[str] = []
+    drill = _last_drill(facts, app, repo.name)
+    entry["last_proven_restorable"] = _proven(drill, facts.now) if drill else None
+    if drill is not None and not drill.ok:
+        problems.append(f"{repo.name}: restore drill of {drill.backup} FAILED at {drill.time.isoformat()}")
     shipping = facts.shipping_of(repo.name, app)
     if shipping is None:
         problems.append(f"not kept in {name} yet: inv initcluster --host {server} --app {app} --port {cluster.port}")
@@ -503,15 +515,14 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
     for repo in c.offsite:
         backups += f"\n{_offsite_backups(repo)}"
         wal.append(f"\n{_offsite_wal(repo)}", style="ok" if _offsite_ok(repo) else "bad")
-    proven = c.last_proven_restorable
-    if proven is None:
-        restore = Text("never drilled", style="dim")
-    elif proven["ok"]:
-        restore = Text(f"proven {_age(proven['age_seconds'])} ago", style="ok")  # type: ignore[arg-type]
-    else:
-        restore = Text("drill FAILED", style="bad")
+    restore = _proven_text(c.last_proven_restorable)
     if next_drill:
         restore.append(f"\nnext {next_drill}", style="dim")
+    for repo in c.offsite:
+        drilled = repo.get("last_proven_restorable")
+        if drilled:
+            restore.append(f"\n{repo['repo']}: ")
+            restore.append_text(_proven_text(drilled))  # type: ignore[arg-type]
     for hole in (c.recovery_window or {}).get("breaks", []):  # type: ignore[union-attr]
         until = _short_time(hole["to"]) if hole["to"] else "now"
         restore.append(f"\nWAL hole {_short_time(hole['from'])} to {until}", style="bad")
@@ -523,6 +534,15 @@ def _cluster_row(c: ClusterStatus) -> list[Text | str]:
     if c.job and c.job.get("alive"):
         health.append(f" ({c.job['op']} running: {c.job['job']})", style="warn")
     return [Text(c.app), cluster, backups, wal, restore, health]
+
+
+def _proven_text(proven: dict[str, object] | None) -> Text:
+    if proven is None:
+        return Text("never drilled", style="dim")
+    if not proven["ok"]:
+        return Text("drill FAILED", style="bad")
+    took = f" in {_age(proven['seconds'])}" if proven.get("seconds") is not None else ""  # type: ignore[arg-type]
+    return Text(f"proven {_age(proven['age_seconds'])} ago{took}", style="ok")  # type: ignore[arg-type]
 
 
 def _offsite_backups(repo: dict[str, object]) -> str:

@@ -9,16 +9,18 @@ recorded on the server (status shows "last proven restorable") and everything is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from .. import server_code
+from ..console import Console
 from ..errors import Refusal
-from ..facts import ClusterFacts, ServerFacts
-from ..job import LONG_STEP_DEADLINE_S, JobSpec
-from ..plan import Plan, Step
-from ..remote import Command
-from . import restore
+from ..facts import BackupInfo, ClusterFacts, ServerFacts, WalGap, gather
+from ..inventory import Host, Inventory, Repo
+from ..job import LONG_STEP_DEADLINE_S, JobSpec, JobState
+from ..plan import Plan, Step, execute
+from ..remote import Command, HostSession
+from . import offsite, recover, restore
 from .restore import Paths
 
 RESULTS_DIR = "/var/lib/pgmam/verify"
@@ -34,6 +36,28 @@ class VerifyPlan:
         return self.spec.plan
 
 
+@dataclass(frozen=True)
+class FromRepo:
+    """A drill that restores from an off-host repo: pgBackRest's config to read it, and the name
+    its result is recorded under: APP@REPO beside the local drills' APP, or on another server
+    APP@REPO@SERVER (that server's status never takes it for a drill of an app of its own)."""
+
+    repo: str
+    conf: str
+    server: str | None = None  # the app's server, when the drill runs on another one
+
+    def options(self, app: str, data: str, run: str) -> list[str]:
+        """pgbackrest restore's options to read the repo, and the restore_command the replay uses:
+        the same config, fetching WAL ahead (async) into the drill's own spool dir."""
+        # on the app's own server its stanza config applies too; elsewhere --stanza and --pg1-path do
+        config = [f"--config={self.conf}", *([] if self.server else ["--config-include-path=/etc/pgbackrest/conf.d"])]
+        fetch = [*config, f"--stanza={app}", f"--pg1-path={data}", "--archive-async", f"--spool-path={run}/spool"]
+        return [*config, f"--recovery-option=restore_command=pgbackrest {' '.join(fetch)} archive-get %f \"%p\""]
+
+    def record(self, app: str) -> str:
+        return f"{app}@{self.repo}" + (f"@{self.server}" if self.server else "")
+
+
 def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, who: str) -> VerifyPlan:
     """Pure: checks, then the drill's steps. The live cluster is never stopped or written to."""
     cluster = restore.managed_cluster(host, facts, app)
@@ -41,20 +65,7 @@ def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, wh
     stanza = facts.stanzas.get(app)
     if stanza is None or not stanza.backups:
         raise Refusal(f"{host}: {app} has no backup to verify", hint=f"inv backup --host {host} --app {app}")
-    if to is not None:
-        if to > facts.now:
-            raise Refusal(f"{host}: target {to.isoformat()} is in the future", hint="pick a time in the past")
-        backup = restore.choose_backup(host, cluster, stanza.backups, to, facts.gaps_for(app))
-        text = to.astimezone(facts.now.tzinfo).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-        target_args = ["--type=time", f"--target={text}", f"--target-timeline={cluster.timeline or 1}"]
-        target = to.isoformat()
-    else:
-        usable = restore.usable_backups(cluster, stanza.backups) if cluster.timeline else list(stanza.backups)
-        if not usable:
-            raise Refusal(f"{host}: {app} has no backup on its current timeline", hint="take a backup first")
-        backup = usable[-1]
-        target_args = ["--type=immediate"]
-        target = "latest"
+    backup, target_args, target = _pick(host, cluster, stanza.backups, facts.gaps_for(app), to, facts.now)
     restore.check_space(host, facts, cluster, backup)
     stamp = restore.stamp(facts.now)
     port = restore.free_port(facts, 30000 + cluster.port % 10000)
@@ -62,20 +73,88 @@ def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, wh
     return VerifyPlan(drill_spec(host, app, steps, target, backup.label, stamp, who), backup.label)
 
 
+def plan_verify_repo(
+    host: str,
+    facts: ServerFacts,
+    vault: ServerFacts,
+    source: FromRepo,
+    app: str,
+    to: datetime | None,
+    who: str,
+    on: tuple[str, ServerFacts] | None = None,
+) -> VerifyPlan:
+    """Pure: a drill of app's backup in an off-host repo, on its own server or ``on`` another one
+    (name, facts). The backups, and the holes in the WAL, are those the repository host has."""
+    cluster = restore.managed_cluster(host, facts, app)
+    where, here = on or (host, facts)
+    restore.check_no_conflict(where, here, app)
+    hosted = vault.hosted.get(host)
+    stanza = hosted.stanzas.get(app) if hosted else None
+    if stanza is None or not stanza.backups:
+        raise Refusal(
+            f"{host}: {app} has no backup in repo {source.repo}",
+            hint=f"inv backup --host {host} --app {app} --repo {source.repo}",
+        )
+    if on is not None and cluster.version not in here.pg_versions:
+        raise Refusal(
+            f"{where}: PostgreSQL {cluster.version} is not installed, so it cannot run {app}'s data",
+            hint=f"apt-get install postgresql-{cluster.version} on {where}, or drill on another server",
+        )
+    gaps = [g for g in hosted.gaps if g.stanza == app] if hosted else []
+    backup, target_args, target = _pick(host, cluster, stanza.backups, gaps, to, facts.now)
+    restore.check_space(where, here, cluster, backup)
+    stamp = restore.stamp(here.now)
+    port = restore.free_port(here, 30000 + cluster.port % 10000)
+    steps = drill_steps(cluster, backup.label, stamp, port, target_args, target, source)
+    spec = drill_spec(where, app, steps, target, backup.label, stamp, who)
+    return VerifyPlan(replace(spec, info={**spec.info, "repo": source.repo, "from": host}), backup.label)
+
+
+def _pick(
+    host: str,
+    cluster: ClusterFacts,
+    backups: tuple[BackupInfo, ...],
+    gaps: list[WalGap],
+    to: datetime | None,
+    now: datetime,
+) -> tuple[BackupInfo, list[str], str]:
+    """The backup a drill restores, pgBackRest's target options for it, and the target's name."""
+    if to is not None:
+        if to > now:
+            raise Refusal(f"{host}: target {to.isoformat()} is in the future", hint="pick a time in the past")
+        backup = restore.choose_backup(host, cluster, backups, to, gaps)
+        text = to.astimezone(now.tzinfo).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+        return backup, ["--type=time", f"--target={text}", f"--target-timeline={cluster.timeline or 1}"], to.isoformat()
+    usable = restore.usable_backups(cluster, backups) if cluster.timeline else list(backups)
+    if not usable:
+        raise Refusal(f"{host}: {cluster.name} has no backup on its current timeline", hint="take a backup first")
+    return usable[-1], ["--type=immediate"], "latest"
+
+
 def drill_steps(
-    cluster: ClusterFacts, backup: str, stamp: str, port: int | str, target_args: list[str], target: str
+    cluster: ClusterFacts,
+    backup: str,
+    stamp: str,
+    port: int | str,
+    target_args: list[str],
+    target: str,
+    source: FromRepo | None = None,
 ) -> list[Step]:
     """The drill itself: restore, start, prove, examine, tear down. Shared by `inv verify` and the
-    scheduled drill, whose backup, stamp and port are placeholders the server fills in at run time."""
+    scheduled drill, whose backup, stamp and port are placeholders the server fills in at run time.
+    ``source``: restore from an off-host repo instead of the local one."""
     app, v = cluster.name, cluster.version
     paths = Paths(app, cluster.data_dir, stamp)
     conf = f"{cluster.config_dir}/postgresql.conf"
+    record = source.record(app) if source else app
+    options = [*(source.options(app, paths.drill, paths.run) if source else []), *target_args]
+    origin = f" from repo {source.repo}" if source else ""
     return [
         Step(
-            f"restore backup {backup} into {paths.drill}",
-            server_code.step("restore-staging", app, paths.drill, backup, paths.run, port, conf, *target_args),
+            f"restore backup {backup}{origin} into {paths.drill}",
+            server_code.step("restore-staging", app, paths.drill, backup, paths.run, port, conf, *options),
             long=True,
-            undo=server_code.step("discard-drill", app, backup, target, paths.drill),
+            undo=server_code.step("discard-drill", record, backup, target, paths.drill),
             undo_if_failed=True,
         ),
         Step(
@@ -91,7 +170,7 @@ def drill_steps(
         ),
         Step(
             "examine it: every database connects, pg_amcheck (heap + btree), row counts per table",
-            server_code.step("drill", paths.run, port, v, app, backup, target),
+            server_code.step("drill", paths.run, port, v, record, backup, target),
             long=True,
         ),
         Step("stop the throwaway instance", server_code.step("stop-instance", v, paths.drill, "fast")),
@@ -126,3 +205,100 @@ def scheduled_drill_spec(host: str, cluster: ClusterFacts) -> JobSpec:
     space for a restored copy, a free port) before it starts the job."""
     steps = drill_steps(cluster, BACKUP_SLOT, STAMP_SLOT, PORT_SLOT, ["--type=immediate"], "latest")
     return drill_spec(host, cluster.name, steps, "latest", BACKUP_SLOT, STAMP_SLOT, "schedule", mode="scheduled")
+
+
+# -- inv verify --repo: a drill from an off-host repo, on the app's server or another -------------
+
+
+class RepoDrill:
+    """Facts of the app's server, the repository host and (with ``on``) the server the drill runs
+    on; the plan; then the job, and the result recorded on the app's server. One SSH connection
+    to each."""
+
+    def __init__(self, inventory: Inventory, host: Host, repo: Repo, app: str, to: datetime | None, on: Host | None):
+        if repo.name not in host.repos:
+            raise Refusal(
+                f"{host.name} does not back up to repo {repo.name}",
+                hint=f"its repos: {', '.join(host.repos) or 'none'} (hosts.toml)",
+            )
+        if on is not None and on.name == repo.host:
+            raise Refusal(
+                f"{on.name} is the repository host of repo {repo.name}: a drill there proves no restore elsewhere",
+                hint="drill on another server (--on), or on the app's own (no --on)",
+            )
+        self.host, self.repo, self.app, self.to = host, repo, app, to
+        self.on = on if on is not None and on.name != host.name else None
+        self.session = HostSession(host)
+        self.vault_session = HostSession(inventory.host(repo.host))
+        self.on_session = HostSession(self.on) if self.on else None
+        conf = offsite.recover_conf_path(repo.name, host.name) if self.on else offsite.repo_conf_path(repo.name)
+        self.source = FromRepo(repo.name, conf, host.name if self.on else None)
+
+    def __enter__(self) -> RepoDrill:
+        for session in (self.session, self.vault_session, self.on_session):
+            if session is not None:
+                session.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for session in (self.on_session, self.vault_session, self.session):
+            if session is not None:
+                session.close()
+
+    @property
+    def drill_session(self) -> HostSession:
+        return self.on_session or self.session
+
+    def prepare(self, *, dry_run: bool) -> VerifyPlan:
+        """Gather facts, refuse before anything changes, plan."""
+        recover_jobs = None if dry_run else self.app  # an interrupted job of the app is undone first
+        self.facts, _ = gather(self.session, recover=None if self.on_session else recover_jobs)
+        self.vault, _ = gather(self.vault_session)
+        self.here = self.facts
+        if self.on_session is not None:
+            self.here, _ = gather(self.on_session, recover=recover_jobs, install=not dry_run)
+        on = (self.on.name, self.here) if self.on else None
+        self.prepared = plan_verify_repo(
+            self.host.name, self.facts, self.vault, self.source, self.app, self.to, restore.holder(), on
+        )
+        return self.prepared
+
+    def prepare_steps(self) -> list[Step]:
+        """On another server: trust with the repository host and a config to read the app's repository."""
+        if self.on is None:
+            return []
+        return recover.prepare_steps(self.on, self.repo, self.host.name, self.here, self.vault)
+
+    def render(self) -> list[str]:
+        lines = Plan(self.drill_session.host.name, "prepare", tuple(self.prepare_steps())).render() if self.on else []
+        lines += self.prepared.plan.render()
+        if self.on:
+            lines.append(f"  then: record the result on {self.host.name}, where inv status shows it")
+        return lines
+
+    def run(self, console: Console, undone: str) -> JobState:
+        session = self.drill_session
+        if self.on is not None:
+            others = {self.repo.host: self.vault_session}
+            if not (self.here.user_key and self.vault.user_key):
+                keys = offsite.key_steps(self.on.name, self.repo.host)
+                execute(Plan(self.on.name, "SSH keys", tuple(keys)), session, console, others=others)
+                self.here, _ = gather(session)
+                self.vault, _ = gather(self.vault_session)
+            execute(Plan(self.on.name, "prepare", tuple(self.prepare_steps())), session, console, others=others)
+        try:
+            return restore.run_job(session, self.prepared.spec, self.here, console, undone)
+        finally:
+            if self.on is not None:
+                self._record_on_server()
+
+    def _record_on_server(self) -> None:
+        """Copy the drill's result, ok or failed, to the app's server (with where it ran). A drill
+        that ended before it got as far as a result leaves none: nothing is copied."""
+        assert self.on_session is not None and self.on is not None
+        there = f"{RESULTS_DIR}/{self.source.record(self.app)}"
+        last = self.on_session.run(Command.of("tail", "-n", "1", there), check=False).stdout.strip()
+        fields = last.split()
+        if fields and fields[0].isdigit() and int(fields[0]) >= int(self.here.now.timestamp()):
+            record = f"{self.app}@{self.repo.name}"
+            self.session.run(server_code.step("add-drill-record", record, f"{last} {self.on.name}"))

@@ -1,10 +1,12 @@
 #!/bin/sh
-# Usage: drill.sh SOCKET_DIR PORT VERSION APP BACKUP TARGET
-# Examines a restored throwaway instance: every database accepts connections, every table is
-# counted, and pg_amcheck checks heap and btree indexes when it is installed. Records the result
-# where `inv status` reads it, and prints pgmam-note lines.
+# Usage: drill.sh RUN_DIR PORT VERSION RECORD BACKUP TARGET
+# Examines a restored throwaway instance (its socket is in RUN_DIR): every database accepts
+# connections, every table is counted, and pg_amcheck checks heap and btree indexes when it is
+# installed. Records the result where `inv status` reads it, in /var/lib/pgmam/verify/RECORD
+# (APP, or APP@REPO for a drill from an off-host repo), with the seconds since the restore began,
+# and prints pgmam-note lines.
 set -u
-sock=$1; port=$2; version=$3; app=$4; backup=$5; target=$6
+sock=$1; port=$2; version=$3; record=$4; backup=$5; target=$6
 q() { runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -h "$sock" -p "$port" "$@"; }
 dbs=$(q -d postgres -c "select datname from pg_database where datallowconn order by 1") || exit 1
 tables=0; rows=0
@@ -35,5 +37,8 @@ fi
 echo "pgmam-note tables=$tables"
 echo "pgmam-note rows=$rows"
 echo "pgmam-note amcheck=$amcheck"
+now=$(date +%s)
+seconds=$((now - $(cat "$sock/started" 2> /dev/null || echo "$now")))
 mkdir -p /var/lib/pgmam/verify
-printf '%s ok %s %s %s %s %s\n' "$(date +%s)" "$backup" "$tables" "$rows" "$amcheck" "$target" >> "/var/lib/pgmam/verify/$app"
+printf '%s ok %s %s %s %s %s %s\n' "$now" "$backup" "$tables" "$rows" "$amcheck" "$target" "$seconds" \
+  >> "/var/lib/pgmam/verify/$record"
