@@ -239,6 +239,55 @@ def test_scheduled_backups_go_into_the_repo_and_a_failing_one_stays_red(box, off
     assert out.returncode == 0 and timers(box) == []
 
 
+def drill_dirs(box, server: str) -> str:
+    return box.on(server, "sh", "-c", "ls -d /var/lib/postgresql/15/verify-* 2>/dev/null", check=False).stdout
+
+
+def test_drills_from_the_repo_on_the_server_and_on_another(box, offsite):
+    """A drill restores the newest backup in vault on sbx1 itself, then on sbx3, which reads
+    vault as it would after losing sbx1; status on sbx1 shows both, with their time. A drill on a
+    server that cannot reach the repo fails, and sbx1's status is red until a good drill; the
+    refusals change nothing."""
+    rows = box.psql(SERVER, PORT, "select count(*) from t")
+    here = offsite("verify", "--host", SERVER, "--app", APP, "--repo", "vault")
+    assert here.returncode == 0, here.stderr
+    assert "from repo vault restores" in here.stderr
+    proven = app_status(status(offsite)[1])["offsite"][0]["last_proven_restorable"]
+    assert proven["ok"] and proven["on"] is None and proven["seconds"] is not None
+    assert proven["rows"] >= int(rows) - 10000  # the newest backup's rows, at least (more WAL came since)
+
+    clusters_there = box.clusters(NEW)
+    elsewhere = offsite("verify", "--host", SERVER, "--app", APP, "--repo", "vault", "--on", NEW)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert f"from repo vault, on {NEW} restores" in elsewhere.stderr
+    proven = app_status(status(offsite)[1])["offsite"][0]["last_proven_restorable"]
+    assert proven["ok"] and proven["on"] == NEW
+    assert box.clusters(NEW) == clusters_there and drill_dirs(box, NEW) == ""
+
+    # sbx3 alone loses its way to the repository host (pgmam on this machine still reaches both)
+    blackhole = ["ip", "route", "add", "blackhole", box.server(VAULT).address]
+    box.on(NEW, *blackhole)
+    try:
+        failed = offsite("verify", "--host", SERVER, "--app", APP, "--repo", "vault", "--on", NEW)
+    finally:
+        box.on(NEW, "ip", "route", "del", "blackhole", box.server(VAULT).address)
+    assert failed.returncode == 1 and "did NOT prove restorable" in failed.stderr, failed.stderr
+    app = app_status(status(offsite)[1])
+    assert any(p.startswith("vault: restore drill of") and "FAILED" in p for p in app["problems"]), app["problems"]
+    assert drill_dirs(box, NEW) == "" and drill_dirs(box, SERVER) == ""
+
+    before = (server_state(box), box.clusters(NEW), drill_dirs(box, VAULT))
+    on_vault = offsite("verify", "--host", SERVER, "--app", APP, "--repo", "vault", "--on", VAULT)
+    assert on_vault.returncode == 1 and "is the repository host of repo vault" in on_vault.stderr
+    no_repo = offsite("verify", "--host", SERVER, "--app", APP, "--on", NEW)
+    assert no_repo.returncode == 2 and "--on needs --repo" in no_repo.stderr
+    assert (server_state(box), box.clusters(NEW), drill_dirs(box, VAULT)) == before
+
+    again = offsite("verify", "--host", SERVER, "--app", APP, "--repo", "vault")
+    assert again.returncode == 0, again.stderr
+    wait_until(lambda: not app_status(status(offsite)[1])["problems"], 60, "status healthy after a good drill")
+
+
 def server_state(box) -> tuple[list[str], str, str]:
     return (
         box.clusters(SERVER),

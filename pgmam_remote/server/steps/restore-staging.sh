@@ -22,11 +22,15 @@ if [ -f "$snapshot" ]; then
   tar -xzf "$snapshot" -C "$run/config"
   chown -R postgres:postgres "$run/config"
   conf="$run/config/$app/postgresql.conf"
+  # its pg_hba.conf and pg_ident.conf too: on another server (a drill there) the app has none
+  files="hba_file = '$run/config/$app/pg_hba.conf'
+ident_file = '$run/config/$app/pg_ident.conf'"
   echo "pgmam-note config=$snapshot"
 fi
 cat > "$staging/postgresql.conf" << PGMAM_CONF
 # pgmam staging instance: temporary and local only; removed before the swap
 include = '$conf'
+${files:-}
 data_directory = '$staging'
 external_pid_file = '$run/staging.pid'
 port = $port

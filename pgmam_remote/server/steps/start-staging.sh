@@ -7,6 +7,10 @@
 # memory.
 safe="-c port=$4 -c listen_addresses= -c unix_socket_directories=$3 -c archive_mode=off"
 safe="$safe -c lc_messages=C -c logging_collector=off -c log_destination=stderr"
-safe="$safe -c shared_buffers=128MB -c huge_pages=off"
-exec runuser -u postgres -- "/usr/lib/postgresql/$1/bin/pg_ctl" -D "$2" -l "$3/staging.log" -o "$safe" \
-  -w -t "$5" start
+safe="$safe -c shared_buffers=128MB -c huge_pages=off -c ssl=off"
+runuser -u postgres -- "/usr/lib/postgresql/$1/bin/pg_ctl" -D "$2" -l "$3/staging.log" -o "$safe" \
+  -w -t "$5" start && exit 0
+status=$?
+# why it did not start: the lines of its log that are not routine (pgBackRest's and PostgreSQL's errors)
+grep -v -E '^[0-9-]+ [0-9:.]+ [A-Z]+ \[[0-9]+\] (LOG|HINT|DETAIL):' "$3/staging.log" 2> /dev/null | tail -n 5
+exit $status
