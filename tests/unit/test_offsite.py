@@ -4,6 +4,7 @@ an app in a repo, the passphrase checks, and what status says of each repo."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from pgmam_remote import facts, inventory, passphrases
 from pgmam_remote.errors import InventoryError, Refusal, UsageError
-from pgmam_remote.ops import offsite, recover, schedule, status
+from pgmam_remote.ops import offsite, recover, schedule, status, verify
 
 from .conftest import load
 
@@ -350,3 +351,63 @@ def test_a_scheduled_repo_backup_is_a_job_that_asks_the_repository_host():
     assert step.command.argv[-4:] == ("vault", "app1", "15", "diff") and "repo-backup.sh" in step.command.argv[0]
     assert schedule.what("vault-diff") == "diff backup into repo vault"
     assert schedule.unit_name("app1", "vault-diff") == "pgmam-schedule-app1-vault-diff"
+
+
+def repo_drill(vault: facts.ServerFacts, on: facts.ServerFacts | None = None, to=None) -> verify.VerifyPlan:
+    server = server_facts()
+    source = verify.FromRepo(
+        "vault", offsite.recover_conf_path("vault", "prod1") if on else "/r.conf", "prod1" if on else None
+    )
+    return verify.plan_verify_repo("prod1", server, vault, source, "app1", to, "me", ("prod2", on) if on else None)
+
+
+def test_a_drill_from_the_repo_restores_its_newest_backup_through_the_repos_config():
+    plan = repo_drill(vault_facts(backups=1))
+    restore_step, *_, examine, _, _ = plan.plan.steps
+    argv = restore_step.command.argv
+    assert "--config=/r.conf" in argv and "--config-include-path=/etc/pgbackrest/conf.d" in argv
+    (fetch,) = [a for a in argv if a.startswith("--recovery-option=restore_command=")]
+    assert (
+        "--config=/r.conf" in fetch
+        and "--archive-async" in fetch
+        and "--pg1-path=/var/lib/postgresql/15/verify-app1-" in fetch
+    )
+    assert examine.command.argv[4] == "app1@vault"  # recorded beside, not over, the local drills
+    assert plan.spec.info["repo"] == "vault" and plan.backup == json.loads(hosted_info(1))[0]["backup"][0]["label"]
+
+
+def test_a_drill_on_another_server_reads_the_repo_as_a_recover_would_and_records_apart():
+    on = server_facts()  # any server with PostgreSQL 15; its own app1 is no concern of the drill
+    plan = repo_drill(vault_facts(backups=1), on=on)
+    argv = plan.plan.steps[0].command.argv
+    assert "--config=/etc/pgbackrest/pgmam/recover/vault-prod1.conf" in argv
+    assert not any(a.startswith("--config-include-path") for a in argv)
+    assert plan.plan.host == "prod2" and plan.plan.steps[3].command.argv[4] == "app1@vault@prod1"
+
+
+@pytest.mark.parametrize(
+    ("vault", "on", "expected"),
+    [
+        (vault_facts(), None, "prod1: app1 has no backup in repo vault"),
+        (vault_facts(backups=1), replace(server_facts(), pg_versions=(16,)), "prod2: PostgreSQL 15 is not installed"),
+    ],
+)
+def test_repo_drills_refused(vault, on, expected):
+    with pytest.raises(Refusal, match=expected):
+        repo_drill(vault, on=on)
+
+
+def test_drill_records_are_read_per_repo_with_time_and_place():
+    server = server_facts(
+        "\n@@drills\napp1 1795483256 ok 20261124-011937F 1 1000 ok latest\n"
+        "app1@vault 1795483300 ok 20261124-011937F 1 1000 ok latest 31 prod2\n"
+        "app1@vault@prod9 1795483400 failed 20261124-011937F - - - latest\n"
+    )
+    local, there, _ = server.drills
+    assert (local.repo, local.seconds, local.on) == (None, None, None)
+    assert (there.app, there.repo, there.seconds, there.on) == ("app1", "vault", 31, "prod2")
+    entry = offsite_entry("app vault app1 0 0 - 1764547000", vault_facts(backups=1))
+    assert entry["last_proven_restorable"] is None  # offsite_entry's own probe has no drills
+    view = status.RepoView(inventory.parse(GOOD).repos["vault"], vault_facts(backups=1))
+    drilled = status.offsite_status(server.cluster("app1"), server, view, "prod1")["last_proven_restorable"]
+    assert drilled["ok"] and drilled["seconds"] == 31 and drilled["on"] == "prod2"
