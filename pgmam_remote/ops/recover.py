@@ -246,12 +246,15 @@ def _old_port(hosted: HostedRepo, app: str) -> int | None:
     return hosted.ports.get(app)
 
 
-def prepare_steps(new: Host, repo: Repo, source: str, facts: ServerFacts, vault: ServerFacts) -> list[Step]:
+def prepare_steps(
+    new: Host, repo: Repo, source: str, facts: ServerFacts, vault: ServerFacts, home: bool = True
+) -> list[Step]:
     """From here, before the jobs: the new server and the repository host trust each other, and the
-    new server gets pgBackRest's global config (if it has none) and a config to read source's repo."""
+    new server gets a config to read source's repo, and (``home``: it becomes the apps' home)
+    pgBackRest's global config if it has none."""
     keys = (offsite.Keys.of(facts), offsite.Keys.of(vault))
     steps, _ = offsite.trust_steps(new, repo, facts, vault, keys)
-    if facts.global_conf == "absent":
+    if home and facts.global_conf == "absent":
         steps.append(
             Step(
                 "write pgBackRest global config",

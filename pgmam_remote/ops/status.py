@@ -541,8 +541,9 @@ def _proven_text(proven: dict[str, object] | None) -> Text:
         return Text("never drilled", style="dim")
     if not proven["ok"]:
         return Text("drill FAILED", style="bad")
+    on = f" on {proven['on']}" if proven.get("on") else ""
     took = f" in {_age(proven['seconds'])}" if proven.get("seconds") is not None else ""  # type: ignore[arg-type]
-    return Text(f"proven {_age(proven['age_seconds'])} ago{took}", style="ok")  # type: ignore[arg-type]
+    return Text(f"proven {_age(proven['age_seconds'])} ago{on}{took}", style="ok")  # type: ignore[arg-type]
 
 
 def _offsite_backups(repo: dict[str, object]) -> str:

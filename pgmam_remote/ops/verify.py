@@ -52,7 +52,7 @@ class FromRepo:
         # on the app's own server its stanza config applies too; elsewhere --stanza and --pg1-path do
         config = [f"--config={self.conf}", *([] if self.server else ["--config-include-path=/etc/pgbackrest/conf.d"])]
         fetch = [*config, f"--stanza={app}", f"--pg1-path={data}", "--archive-async", f"--spool-path={run}/spool"]
-        return [*config, f"--recovery-option=restore_command=pgbackrest {' '.join(fetch)} archive-get %f \"%p\""]
+        return [*config, f'--recovery-option=restore_command=pgbackrest {" ".join(fetch)} archive-get %f "%p"']
 
     def record(self, app: str) -> str:
         return f"{app}@{self.repo}" + (f"@{self.server}" if self.server else "")
@@ -267,7 +267,7 @@ class RepoDrill:
         """On another server: trust with the repository host and a config to read the app's repository."""
         if self.on is None:
             return []
-        return recover.prepare_steps(self.on, self.repo, self.host.name, self.here, self.vault)
+        return recover.prepare_steps(self.on, self.repo, self.host.name, self.here, self.vault, home=False)
 
     def render(self) -> list[str]:
         lines = Plan(self.drill_session.host.name, "prepare", tuple(self.prepare_steps())).render() if self.on else []
