@@ -661,6 +661,8 @@ def sync_branch(host: str, child: str, *, dry_run: bool, yes: bool) -> None:
 def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=False):
     """Drop an app's cluster, after a final backup; its backups are kept unless --purge-backups.
 
+    --purge-backups deletes them in the local repo and in every off-host repo that keeps the app.
+
     A dropped app whose backups were kept comes back with:
       inv pitr --host H --app APP --to TIME --into NEW --port P
 
@@ -669,18 +671,20 @@ def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=
     require(host=host, app=app)
     apps = [validate.app_name(a) for a in app]
     console = get_console()
-    with HostSession(inventory.load().host(host)) as session:
+    hosts = inventory.load()
+    repos = tuple(hosts.repos_of(hosts.host(host)))
+    with HostSession(hosts.host(host)) as session:
         facts, _ = gather(session, recover=None if dry_run else (apps[0] if len(apps) == 1 else "--all"))
-        plan = drop_op.plan_drop(session.host.name, facts, apps, purge_backups)
+        plan = drop_op.plan_drop(session.host.name, facts, apps, purge_backups, repos)
         if dry_run:
             console.plan(plan.render())
             return
-        confirm(drop_op.keeps(apps, purge_backups), apps[0], yes)
+        confirm(drop_op.keeps(apps, purge_backups, repos), apps[0], yes)
         if purge_backups:
             confirm(
                 [f"Second confirmation: every backup of {', '.join(apps)} will be deleted."], f"purge {apps[0]}", yes
             )
-        execute(plan, session, console)
+        drop_op.run(plan, session, hosts, console)
     for name in apps:
         console.success(f"{name} dropped on {host}" + ("" if purge_backups else "; its backups are kept"))
 

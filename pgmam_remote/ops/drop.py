@@ -2,17 +2,22 @@
 
 A running app gets a final backup first (which also proves archiving still works). The
 stanza, its backups, config snapshots and the stanza config stay, so `inv pitr --into` can
-bring the app back later; `--purge-backups` deletes them too. An app with branches
+bring the app back later; `--purge-backups` deletes them too, in the local repo and in every
+off-host repo that keeps the app. An app with branches
 (clusters made from it by `inv branch`) is refused unless the branches are named as well.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from .. import server_code
+from ..console import Console
 from ..errors import Refusal
 from ..facts import ServerFacts
-from ..plan import Plan, Step
-from ..remote import Command
+from ..inventory import Inventory, Repo
+from ..plan import Plan, Step, execute
+from ..remote import Command, HostSession
 from . import restore, schedule
 
 
@@ -21,8 +26,9 @@ def branches_of(facts: ServerFacts, app: str) -> list[str]:
     return [c.name for c in facts.clusters if facts.parents.get(c.name) == app]
 
 
-def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool) -> Plan:
-    """Pure: refusals, then per app (branches first): final backup, schedule off, drop, maybe purge."""
+def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool, repos: tuple[Repo, ...] = ()) -> Plan:
+    """Pure: refusals, then per app (branches first): final backup, schedule off, drop, maybe purge
+    (locally, and in each of ``repos``, the host's off-host repos, that keeps the app)."""
     clusters = [restore.managed_cluster(host, facts, app) for app in apps]
     for app in apps:
         restore.check_no_conflict(host, facts, app)
@@ -50,20 +56,41 @@ def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool) -> Pl
             steps.append(
                 Step(f"delete stanza {app}, its backups and config snapshots", server_code.step("purge-stanza", app))
             )
+            for repo in (r for r in repos if facts.shipping_of(r.name, app) is not None):
+                steps.append(
+                    Step(
+                        f"stop shipping {app}'s WAL to repo {repo.name}", server_code.step("unship-app", repo.name, app)
+                    )
+                )
+                steps.append(
+                    Step(
+                        f"delete {app}'s backups and WAL in repo {repo.name}",
+                        server_code.step("purge-hosted", host, app),
+                        on=repo.host,
+                    )
+                )
     title = ("drop and purge " if purge else "drop ") + ", ".join(apps)
     return Plan(host=host, title=title, steps=tuple(steps))
 
 
-def keeps(apps: list[str], purge: bool) -> list[str]:
+def keeps(apps: list[str], purge: bool, repos: tuple[Repo, ...] = ()) -> list[str]:
     """The plain words of the confirmation."""
     words = [f"Drop {', '.join(apps)}: stop the cluster(s) and delete their data directories."]
+    where = (" (here and in " + ", ".join(f"repo {r.name} on {r.host}" for r in repos) + ")") if repos else ""
     if purge:
         words.append(
-            "ALSO delete their pgBackRest stanzas, every backup and archived WAL: nothing can bring them back."
+            f"ALSO delete their pgBackRest stanzas, every backup and archived WAL{where}: nothing can bring them back."
         )
     else:
         words.append(
-            "Backups, archived WAL, config snapshots and the stanza config are kept: "
+            f"Backups, archived WAL, config snapshots and the stanza config are kept{where}: "
             "`inv pitr --app APP --to TIME --into NEW --port P` can bring an app back."
         )
     return words
+
+
+def run(plan: Plan, session: HostSession, inventory: Inventory, console: Console) -> None:
+    """Run the drop; the repository hosts a purge deletes from are reached before anything changes."""
+    with contextlib.ExitStack() as stack:
+        others = {v: stack.enter_context(HostSession(inventory.host(v))) for v in {s.on for s in plan.steps if s.on}}
+        execute(plan, session, console, others=others)

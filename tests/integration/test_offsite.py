@@ -288,6 +288,31 @@ def test_drills_from_the_repo_on_the_server_and_on_another(box, offsite):
     wait_until(lambda: not app_status(status(offsite)[1])["problems"], 60, "status healthy after a good drill")
 
 
+def test_a_purged_app_leaves_nothing_in_the_repo_and_its_name_can_be_used_again(box, offsite):
+    made = offsite("initcluster", "--host", SERVER, "--app", "gone", "--port", "5436")
+    assert made.returncode == 0, made.stderr
+    hosted = [f"{HOSTED_REPO}/backup/gone", f"{HOSTED_REPO}/archive/gone", f"{HOSTED_CONF}/conf.d/gone.conf"]
+    assert all(box.on(VAULT, "test", "-e", path, check=False).returncode == 0 for path in hosted)
+
+    dropped = offsite("dropcluster", "--host", SERVER, "--app", "gone", "--purge-backups", "--yes")
+    assert dropped.returncode == 0, dropped.stderr
+    assert "delete gone's backups and WAL in repo vault" in dropped.stderr
+    assert [p for p in hosted if box.on(VAULT, "test", "-e", p, check=False).returncode == 0] == []
+    assert box.on(SERVER, "test", "-e", "/var/lib/pgmam/ship/vault/gone", check=False).returncode == 1
+    assert vault_info(box)["status"]["code"] == 0  # the app that stays is untouched
+
+    again = offsite("initcluster", "--host", SERVER, "--app", "gone", "--port", "5436")
+    assert again.returncode == 0, again.stderr
+
+    def gone_healthy() -> bool:
+        (gone,) = [c for c in status(offsite)[1]["hosts"][0]["clusters"] if c["app"] == "gone"]
+        return not gone["problems"]
+
+    wait_until(gone_healthy, 60, "the new app of that name shipping to vault")
+    out = offsite("dropcluster", "--host", SERVER, "--app", "gone", "--purge-backups", "--yes")
+    assert out.returncode == 0, out.stderr
+
+
 def server_state(box) -> tuple[list[str], str, str]:
     return (
         box.clusters(SERVER),

@@ -12,7 +12,7 @@ import pytest
 
 from pgmam_remote import facts, inventory, passphrases
 from pgmam_remote.errors import InventoryError, Refusal, UsageError
-from pgmam_remote.ops import offsite, recover, schedule, status, verify
+from pgmam_remote.ops import drop, offsite, recover, schedule, status, verify
 
 from .conftest import load
 
@@ -411,3 +411,18 @@ def test_drill_records_are_read_per_repo_with_time_and_place():
     view = status.RepoView(inventory.parse(GOOD).repos["vault"], vault_facts(backups=1))
     drilled = status.offsite_status(server.cluster("app1"), server, view, "prod1")["last_proven_restorable"]
     assert drilled["ok"] and drilled["seconds"] == 31 and drilled["on"] == "prod2"
+
+
+def test_a_purge_deletes_the_app_in_every_repo_that_keeps_it_and_a_plain_drop_keeps_them():
+    repos = tuple(inventory.parse(GOOD).repos.values())
+    purge = drop.plan_drop("prod1", server_facts(KEPT), ["app1"], True, repos)
+    assert [f"{s.on or 'prod1'}: {s.title}" for s in purge.steps][-2:] == [
+        "prod1: stop shipping app1's WAL to repo vault",
+        "vault1: delete app1's backups and WAL in repo vault",
+    ]
+    assert purge.steps[-1].command.argv[-2:] == ("prod1", "app1")
+    kept = drop.plan_drop("prod1", server_facts(KEPT), ["app1"], False, repos)
+    assert not any(s.on for s in kept.steps) and "repo" not in " ".join(s.title for s in kept.steps)
+    assert "(here and in repo vault on vault1)" in drop.keeps(["app1"], True, repos)[1]
+    # an app not kept in the repo has nothing there to delete
+    assert not any(s.on for s in drop.plan_drop("prod1", server_facts(), ["app1"], True, repos).steps)
