@@ -30,9 +30,11 @@ if [ ! -f "$dir/MANIFEST" ]; then
   rm -rf -- "$tmp"
   echo "pgmam: installed server code $1 in $dir" >&2
 fi
+switched=no
 if [ "$(readlink "$state/current" 2> /dev/null)" != "code/$1" ]; then
   ln -sfn "code/$1" "$state/current.new"
   mv -T "$state/current.new" "$state/current"
+  switched=yes
 fi
 
 changed=no
@@ -51,12 +53,14 @@ if [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl enable --quiet pgmam-recover.service
   fi
-  # the WAL shipper, where an app ships to an off-host repo: its unit follows the code
+  # the WAL shipper, where an app ships to an off-host repo: its unit follows the code, and it
+  # restarts to run this version (a pass cut short is redone: a segment is marked shipped only
+  # once pushed, and pushing one again is harmless). From cron, each minute starts afresh.
   if [ -f /etc/systemd/system/pgmam-ship.service ]; then
     changed=no
     install_if_changed "$dir/units/pgmam-ship.service" /etc/systemd/system/pgmam-ship.service
-    if [ "$changed" = yes ]; then
-      systemctl daemon-reload
+    [ "$changed" = no ] || systemctl daemon-reload
+    if [ "$changed" = yes ] || [ "$switched" = yes ]; then
       systemctl try-restart pgmam-ship.service
     fi
   fi

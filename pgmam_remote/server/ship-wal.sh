@@ -8,6 +8,8 @@
 #   error    "<epoch> <message>" of the last failure, removed by the next success
 #   ok       the epoch of the last pass that left nothing behind
 # --loop runs passes forever (the systemd service); --for SECONDS until then (cron, every minute).
+# A pass every 5 s; every second while /var/lib/pgmam/ship/.hurry is newer than a minute (an
+# off-host backup waits for its last WAL segment: see steps/repo-backup.sh).
 set -u
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 state=/var/lib/pgmam/ship
@@ -75,12 +77,16 @@ pass() {
   done
 }
 
+rest() {
+  if [ -n "$(find "$state/.hurry" -newermt '-60 seconds' 2> /dev/null)" ]; then sleep 1; else sleep "$pause"; fi
+}
+
 case "$mode" in
   --once) pass ;;
-  --loop) while :; do pass; sleep "$pause"; done ;;
+  --loop) while :; do pass; rest; done ;;
   --for)
     end=$(($(date +%s) + ${2:-55}))
-    while [ "$(date +%s)" -lt "$end" ]; do pass; sleep "$pause"; done
+    while [ "$(date +%s)" -lt "$end" ]; do pass; rest; done
     ;;
   *) echo "usage: ship-wal.sh --once | --loop | --for SECONDS" >&2; exit 2 ;;
 esac
