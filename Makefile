@@ -7,9 +7,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # servers (the no-systemd lane) use this machine's own PostgreSQL, pgBackRest, sshd and cron.
 APT_PACKAGES := postgresql postgresql-contrib pgbackrest openssh-server openssh-client sudo iproute2 util-linux procps cron \
 	systemd-container mmdebstrap shellcheck locales
+# the sandbox's S3-compatible server (pgmam_remote/sandbox_sh/s3-server.sh): a single-node Ceph
+CEPH_PACKAGES := ceph-mon ceph-osd radosgw
 # a binary per package: apt runs only when one is missing
 NEEDED_BINARIES := /usr/sbin/cron /usr/bin/pg_createcluster /usr/bin/pgbackrest /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/sudo \
-	/usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter /usr/bin/systemd-nspawn /usr/bin/mmdebstrap /usr/bin/shellcheck
+	/usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter /usr/bin/systemd-nspawn /usr/bin/mmdebstrap /usr/bin/shellcheck \
+	/usr/bin/ceph-mon /usr/bin/ceph-osd /usr/bin/radosgw
 
 .PHONY: all deps system-deps python-deps test unit fast integration lint demo demo-down bench clean
 
@@ -21,9 +24,10 @@ system-deps:
 	[ -f /usr/share/i18n/locales/de_DE ] || missing=1; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing=1; \
 	if [ $$missing = 1 ]; then \
-	  echo "installing Debian packages: $(APT_PACKAGES) python3-venv"; \
+	  echo "installing Debian packages: $(APT_PACKAGES) python3-venv $(CEPH_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) python3-venv >/dev/null; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) python3-venv >/dev/null && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CEPH_PACKAGES) >/dev/null; \
 	fi
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
