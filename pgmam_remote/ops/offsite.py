@@ -34,7 +34,6 @@ HOSTS_REPO_DIR = "/var/lib/pgbackrest/hosts"
 RECOVER_CONF_DIR = "/etc/pgbackrest/pgmam/recover"
 # pgBackRest's SSH, with timeouts: an unreachable repository host fails a push in seconds, not minutes
 CMD_SSH = f"{server_code.CODE_DIR}/pgbackrest-ssh.sh"
-BACKUP_TIMEOUT_S = 4 * 3600
 # How long a backup on the repository host waits for its last WAL segment to arrive from the
 # server's shipper, which passes every few seconds (or every minute, from cron).
 ARCHIVE_TIMEOUT_S = 600
@@ -270,11 +269,10 @@ def plan_attach(a: Attach, facts: ServerFacts, vault: ServerFacts, passphrase: s
 def backup_steps(a: Attach, kind: str) -> list[Step]:
     """A backup of a.app into the off-host repo: the server asks its repository host to take it."""
     server, v = a.server.name, a.repo.host
-    cluster_step = backup.backup_command(a.app, a.version, kind, a.repo.name)
     return [
         Step(
             backup.backup_title(a.app, kind, a.repo.name),
-            cluster_step,
+            backup.backup_command(a.app, a.version, kind, a.repo.name),
             long=True,
             hint=f"the WAL shipper on {server} must reach {v} (inv status shows its lag); re-run to retry",
         )

@@ -31,7 +31,6 @@ KINDS = ("full", "diff", "incr", "verify")
 DEFAULTS = {"full": "Sun 03:00", "diff": "Mon..Sat 03:00"}
 # Backups into an off-host repo have kinds "REPO-full", "REPO-diff", "REPO-incr"; by default an
 # hour after the local ones, so the two never read the data files at the same time.
-REPO_KINDS = ("full", "diff", "incr")
 REPO_DEFAULTS = {"full": "Sun 04:00", "diff": "Mon..Sat 04:00"}
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 CALENDAR_HINT = "use 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM', 'Sun 03:00', 'Mon..Fri 02:30' or 'Sat,Sun 04:00'"
@@ -179,13 +178,10 @@ def schedule_for(
                 "--verify with --repo: drills from an off-host repo are not scheduled yet",
                 hint="schedule drills of the local backups without --repo",
             )
-    mine = {
-        kind for kind in [*KINDS, *(f"{r}-{k}" for r in host_repos for k in REPO_KINDS)] if split_kind(kind)[0] == repo
-    }
     kept = {
         e.type: parse_calendar(e.calendar)
         for e in facts.schedules
-        if e.app == app and e.type not in mine and split_kind(e.type)[0] in (None, *host_repos)
+        if e.app == app and split_kind(e.type)[0] != repo and split_kind(e.type)[0] in (None, *host_repos)
     }
     if remove:
         return kept if repo else {}
