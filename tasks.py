@@ -478,8 +478,9 @@ def backups(c, host=None, app=None, json=False):
         f"with --repo '{schedule_op.REPO_DEFAULTS['diff']}')",
         "incr": "when to take incremental backups (default: none)",
         "verify": "when to run a restore drill of the newest backup, as `inv verify` does (default: none)",
-        "repo": "schedule the backups into this off-host repo (from hosts.toml [repos]) instead of the local ones",
-        "remove": "remove the app's schedule (with --repo: only its backups into that repo)",
+        "repo": "schedule the backups into this off-host repo (from hosts.toml [repos]), and drills from it, "
+        "instead of the local ones",
+        "remove": "remove the app's schedule (with --repo: only that repo's backups and drills)",
         "dry_run": DRY_RUN,
     },
 )
@@ -491,8 +492,8 @@ def schedule(
 
     Times use the server's clock: 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM',
     'Sun 03:00', 'Mon..Fri 02:30', 'Sat,Sun 04:00'. Re-running replaces the local schedule (or,
-    with --repo, that repo's). Every off-host repo that keeps the app gets backups too: by default
-    an hour after the local ones, or as set with --repo.
+    with --repo, that repo's backups and drills). Every off-host repo that keeps the app gets
+    backups too: by default an hour after the local ones, or as set with --repo.
     Each run takes the app's lock, and is skipped while another job (a pitr, a backup...) holds it.
     A failing scheduled backup or drill turns `inv status` red.
 
@@ -500,7 +501,7 @@ def schedule(
       inv schedule --host prod1 --app shop
       inv schedule --host prod1 --app shop --full "Sun 02:00" --diff "Mon..Sat 02:00" --incr hourly
       inv schedule --host prod1 --app shop --verify "Sun 05:00"
-      inv schedule --host prod1 --app shop --repo vault --full "Sat 04:00" --diff daily
+      inv schedule --host prod1 --app shop --repo vault --full "Sat 04:00" --diff daily --verify "Sun 06:00"
       inv schedule --host prod1 --app shop --remove
     """
     require(host=host, app=app)

@@ -29,8 +29,9 @@ JOBS_DIR = "/var/lib/pgmam/schedules"  # per app: <kind>.job and <kind>.info, te
 RESULTS_DIR = "/var/lib/pgmam/scheduled"
 KINDS = ("full", "diff", "incr", "verify")
 DEFAULTS = {"full": "Sun 03:00", "diff": "Mon..Sat 03:00"}
-# Backups into an off-host repo have kinds "REPO-full", "REPO-diff", "REPO-incr"; by default an
-# hour after the local ones, so the two never read the data files at the same time.
+# Backups into an off-host repo, and drills from it, have kinds "REPO-full", "REPO-diff",
+# "REPO-incr", "REPO-verify"; backups by default an hour after the local ones, so the two never
+# read the data files at the same time.
 REPO_DEFAULTS = {"full": "Sun 04:00", "diff": "Mon..Sat 04:00"}
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 CALENDAR_HINT = "use 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM', 'Sun 03:00', 'Mon..Fri 02:30' or 'Sat,Sun 04:00'"
@@ -134,19 +135,20 @@ def split_kind(kind: str) -> tuple[str | None, str]:
 
 def job_spec(host: str, cluster: ClusterFacts, kind: str) -> JobSpec:
     """Pure: the job a scheduled run of ``kind`` runs, with placeholders for run-time facts."""
-    if kind == "verify":
-        return verify.scheduled_drill_spec(host, cluster)
-    repo, backup_type = split_kind(kind)
-    return backup.backup_spec(host, cluster, backup_type, verify.STAMP_SLOT, "schedule", "scheduled", repo)
+    repo, what_kind = split_kind(kind)
+    if what_kind == "verify":
+        return verify.scheduled_drill_spec(host, cluster, repo)
+    return backup.backup_spec(host, cluster, what_kind, verify.STAMP_SLOT, "schedule", "scheduled", repo)
 
 
 def what(kind: str, many: bool = False) -> str:
-    """'full backup', 'full backups into repo vault', 'restore drill': a scheduled kind in messages and status."""
+    """'full backup', 'full backups into repo vault', 'restore drill from repo vault': a scheduled
+    kind in messages and status."""
     s = "s" if many else ""
-    if kind == "verify":
-        return f"restore drill{s}"
-    repo, backup_type = split_kind(kind)
-    return f"{backup_type} backup{s} into repo {repo}" if repo else f"{backup_type} backup{s}"
+    repo, what_kind = split_kind(kind)
+    if what_kind == "verify":
+        return f"restore drill{s} from repo {repo}" if repo else f"restore drill{s}"
+    return f"{what_kind} backup{s} into repo {repo}" if repo else f"{what_kind} backup{s}"
 
 
 def schedule_for(
@@ -173,11 +175,6 @@ def schedule_for(
             )
         if facts.shipping_of(repo, app) is None:
             raise Refusal(f"{host}: app {app} is not kept in repo {repo} yet", hint=f"inv initcluster --app {app}")
-        if asked.get("verify"):
-            raise Refusal(
-                "--verify with --repo: drills from an off-host repo are not scheduled yet",
-                hint="schedule drills of the local backups without --repo",
-            )
     kept = {
         e.type: parse_calendar(e.calendar)
         for e in facts.schedules

@@ -192,7 +192,8 @@ def assess_cluster(
         }
     # the last run into each repo (local, each off-host one) decides: a good local backup does not
     # hide a failing off-host one
-    last_per_repo = {(split_kind(r.type)[0], r.type == "verify"): r for r in runs}
+    last_per_repo = {split_kind(r.type): r for r in runs if split_kind(r.type)[1] == "verify"}
+    last_per_repo |= {(split_kind(r.type)[0], "backup"): r for r in runs if split_kind(r.type)[1] != "verify"}
     for run in last_per_repo.values():
         if managed and run.exit_status not in (0, 75):  # 75: skipped, another job held the app
             problems.append(f"scheduled {what(run.type)} failed at {run.time.isoformat()} (see /var/log/pgmam)")
@@ -432,7 +433,9 @@ def _size(n: int | None) -> str:
 
 def _next(c: ClusterStatus, backups: bool) -> str | None:
     """The next scheduled backup (or drill) as 'MM-DD HH:MM' UTC, or None."""
-    upcoming = sorted(str(s["next"]) for s in c.schedule if s.get("next") and (s["type"] != "verify") == backups)
+    upcoming = sorted(
+        str(s["next"]) for s in c.schedule if s.get("next") and (split_kind(str(s["type"]))[1] != "verify") == backups
+    )
     return _short_time(upcoming[0]) if upcoming else None
 
 

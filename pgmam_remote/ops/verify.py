@@ -198,13 +198,16 @@ def drill_spec(
 STAMP_SLOT, BACKUP_SLOT, PORT_SLOT = "@PGMAM_STAMP@", "@PGMAM_BACKUP@", "@PGMAM_PORT@"
 
 
-def scheduled_drill_spec(host: str, cluster: ClusterFacts) -> JobSpec:
-    """Pure: the scheduled drill of the newest backup, with placeholders for run-time facts.
+def scheduled_drill_spec(host: str, cluster: ClusterFacts, repo: str | None = None) -> JobSpec:
+    """Pure: the scheduled drill of the newest backup (in off-host repo ``repo``: on the app's own
+    server, as `inv verify --repo` does), with placeholders for run-time facts.
 
     The scheduled runner does the preflight that `plan_verify` does here (a backup exists, free
     space for a restored copy, a free port) before it starts the job."""
-    steps = drill_steps(cluster, BACKUP_SLOT, STAMP_SLOT, PORT_SLOT, ["--type=immediate"], "latest")
-    return drill_spec(host, cluster.name, steps, "latest", BACKUP_SLOT, STAMP_SLOT, "schedule", mode="scheduled")
+    source = FromRepo(repo, offsite.repo_conf_path(repo)) if repo else None
+    steps = drill_steps(cluster, BACKUP_SLOT, STAMP_SLOT, PORT_SLOT, ["--type=immediate"], "latest", source)
+    spec = drill_spec(host, cluster.name, steps, "latest", BACKUP_SLOT, STAMP_SLOT, "schedule", mode="scheduled")
+    return replace(spec, info={**spec.info, "repo": repo}) if repo else spec
 
 
 # -- inv verify --repo: a drill from an off-host repo, on the app's server or another -------------

@@ -1,6 +1,6 @@
 #!/bin/sh
 # managed by pgmam
-# Usage: scheduled-run.sh APP KIND   (KIND: full, diff, incr, verify; REPO-full, REPO-diff, REPO-incr)
+# Usage: scheduled-run.sh APP KIND   (KIND: full, diff, incr, verify; REPO-full, REPO-diff, REPO-incr, REPO-verify)
 # The one entry point of pgmam's cron lines and systemd services. It fills the run-time facts into
 # the job that `inv schedule` wrote (the stamp; for a drill the newest backup and a free port,
 # after checking there is room for a restored copy), then runs it in the foreground through
@@ -21,7 +21,11 @@ mkdir -p "$results" /var/log/pgmam /var/lib/pgmam/jobs
 exec 9> "$results/$app.lock"
 flock 9
 started=$(date +%s)
-op=backup; [ "$kind" = verify ] && op=verify
+op=backup; repo=; record=$app
+case $kind in
+  verify) op=verify ;;
+  *-verify) op=verify; repo=${kind%-verify}; record=$app@$repo ;; # a drill from off-host repo REPO
+esac
 backup=-; port=-; rc=1; label=-
 record() {
   { echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) scheduled $kind of $app: exit $rc"; [ -n "$1" ] && echo "$1"; } >> "$log"
@@ -29,12 +33,12 @@ record() {
   exit "$rc"
 }
 drill_failed() {
-  "$steps/record-drill-failure.sh" "$app" "$backup" latest
+  "$steps/record-drill-failure.sh" "$record" "$backup" latest
   record "$1"
 }
 [ -f "$templates/$kind.job" ] || record "no scheduled $kind job for $app: run inv schedule again"
 if [ "$op" = verify ]; then
-  backup=$("$steps/newest-label.sh" "$app")
+  backup=$("$steps/newest-label.sh" "$app" "$repo")
   [ -n "$backup" ] || { backup=-; drill_failed "no backup to verify"; }
   label=$backup
   data=$(pg_lsclusters -h | awk -v a="$app" '$2 == a { print $6; exit }')

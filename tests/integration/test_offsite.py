@@ -179,7 +179,8 @@ def timers(box) -> list[str]:
 def test_scheduled_backups_go_into_the_repo_and_a_failing_one_stays_red(box, offsite):
     """A timer takes an incremental backup into vault at the next minute; a scheduled run while
     sbx2 is cut off fails and turns status red, and a good local backup after it does not hide
-    that; the next good run into vault clears it."""
+    that; the next good run into vault clears it. A scheduled drill from vault proves its newest
+    backup."""
     before = [b["label"] for b in vault_info(box)["backup"]]
     now = datetime.fromisoformat(box.on(SERVER, "date", "+%Y-%m-%dT%H:%M:%S").stdout.strip())
     at = (now + timedelta(seconds=75 if now.second > 40 else 60)).replace(second=0)
@@ -228,11 +229,19 @@ def test_scheduled_backups_go_into_the_repo_and_a_failing_one_stays_red(box, off
     assert repo["recovery_window"]["start"] and repo["recovery_window"]["breaks"] == []
 
     # refused, changing nothing: a drill scheduled from the repo, a repo the host does not use
-    drill = offsite("schedule", "--host", SERVER, "--app", APP, "--repo", "vault", "--verify", "daily")
-    assert drill.returncode == 1 and "drills from an off-host repo are not scheduled yet" in drill.stderr
+    # a scheduled drill from the repo, run now as its timer would: status shows it per repo
     unused = offsite("schedule", "--host", VAULT, "--app", APP, "--repo", "vault")
     assert unused.returncode == 1 and "sbx2 does not back up to repo vault" in unused.stderr
-    assert len(timers(box)) == 5
+    drill = offsite("schedule", "--host", SERVER, "--app", APP, "--repo", "vault", "--verify", "Sun 06:00")
+    assert drill.returncode == 0 and "restore drills from repo vault Sun 06:00" in drill.stderr, drill.stderr
+    # re-running --repo vault replaces vault's calendars: its defaults and the drill, no incr now
+    kinds = ("diff", "full", "vault-diff", "vault-full", "vault-verify")
+    assert timers(box) == [f"pgmam-schedule-{APP}-{k}.timer" for k in kinds]
+    box.on(SERVER, "systemctl", "start", f"pgmam-schedule-{APP}-vault-verify.service")
+    app = app_status(status(offsite)[1])
+    proven = app["offsite"][0]["last_proven_restorable"]
+    assert proven["ok"] and proven["backup"] == vault_info(box)["backup"][-1]["label"], proven
+    assert app["last_scheduled"]["type"] == "vault-verify" and not app["problems"]
     out = offsite("schedule", "--host", SERVER, "--app", APP, "--repo", "vault", "--remove")
     assert out.returncode == 0 and timers(box) == [f"pgmam-schedule-{APP}-{k}.timer" for k in ("diff", "full")]
     out = offsite("schedule", "--host", SERVER, "--app", APP, "--remove")

@@ -335,7 +335,6 @@ def test_a_repo_schedule_replaces_that_repos_backups_only_and_remove_with_repo_k
     [
         ({"repo": "elsewhere"}, "prod1 does not back up to repo elsewhere"),
         ({"repo": "vault", "extra": ""}, "app app1 is not kept in repo vault yet"),
-        ({"repo": "vault", "asked": {"verify": "daily"}}, "drills from an off-host repo are not scheduled yet"),
     ],
 )
 def test_repo_schedules_refused(kwargs, expected):
@@ -350,6 +349,12 @@ def test_a_scheduled_repo_backup_is_a_job_that_asks_the_repository_host():
     (step,) = spec.plan.steps
     assert step.command.argv[-4:] == ("vault", "app1", "15", "diff") and "repo-backup.sh" in step.command.argv[0]
     assert schedule.what("vault-diff") == "diff backup into repo vault"
+    drill = schedule.job_spec("prod1", server.cluster("app1"), "vault-verify")
+    assert drill.op == "verify" and drill.info["repo"] == "vault" and drill.info["mode"] == "scheduled"
+    restore_step, *_ = drill.plan.steps
+    assert "--config=/etc/pgbackrest/pgmam/repos/vault.conf" in restore_step.command.argv
+    assert drill.plan.steps[3].command.argv[4] == "app1@vault"  # recorded as a drill from the repo
+    assert schedule.what("vault-verify", many=True) == "restore drills from repo vault"
     assert schedule.unit_name("app1", "vault-diff") == "pgmam-schedule-app1-vault-diff"
 
 
