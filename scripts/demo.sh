@@ -60,6 +60,9 @@ say "Prove shop's newest backup restores (a drill in a throwaway instance), and 
 run inv verify --host sbx1 --app shop
 run inv schedule --host sbx1 --app shop --verify "Sun 05:00"
 
+say "Rehearse the disaster: sbx2 restores shop's newest backup in vault by itself and proves it (sbx1 untouched)"
+run inv verify --host sbx1 --app shop --repo vault --on sbx2
+
 say "Power cut on sbx1: every process killed at once. It boots by itself and systemd starts the clusters"
 run inv sandbox.reboot --host sbx1 --power-cut
 echo "orders after the power cut: $(sql sbx1 5433 'select count(*) from orders')"
