@@ -314,6 +314,8 @@ class HostedRepo:
     cipher_sha256: str = ""
     newest: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # stanza -> newest segment, arrival
     ports: dict[str, int] = field(default_factory=dict)  # app -> its port on that server
+    # stanza -> the ancestors of its newest timeline (from its history file in the repo), when not 1
+    history: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -680,13 +682,14 @@ def _hosted(sections: dict[str, list[str]]) -> dict[str, HostedRepo]:
             for parts in (line.split() for line in sections.get(f"hosted-ports {server}", []))
             if len(parts) == 2 and parts[1].isdigit()
         }
+        prefix = f"hosted-history {server} "
+        history = {k[len(prefix) :]: parse_history(lines) for k, lines in sections.items() if k.startswith(prefix)}
+        extra = {"cipher_sha256": cipher, "newest": newest, "ports": ports, "history": history}
         try:
-            hosted[server] = HostedRepo(
-                server, parse_pgbackrest_info(raw), gaps, cipher_sha256=cipher, newest=newest, ports=ports
-            )
+            hosted[server] = HostedRepo(server, parse_pgbackrest_info(raw), gaps, **extra)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError):
             error = raw.splitlines()[-1] if raw else "no output"
-            hosted[server] = HostedRepo(server, {}, gaps, error=error, cipher_sha256=cipher, newest=newest, ports=ports)
+            hosted[server] = HostedRepo(server, {}, gaps, error=error, **extra)  # type: ignore[arg-type]
     return hosted
 
 

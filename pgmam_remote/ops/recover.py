@@ -152,7 +152,18 @@ def plan_app(
         raise Refusal(f"{new}: port {port} (the one {app} had) is taken by {who_has}", hint="pass --port")
     newest = hosted.newest.get(app)
     tl = int(stanza.wal_max[:8], 16) if stanza.wal_max else 1
-    lost = ClusterFacts(version, app, port, "lost", "postgres", configs.data_dir(version, app), "", timeline=tl)
+    # the lost cluster as the repo knows it: its newest timeline, and which timelines led there
+    lost = ClusterFacts(
+        version,
+        app,
+        port,
+        "lost",
+        "postgres",
+        configs.data_dir(version, app),
+        "",
+        timeline=tl,
+        history=hosted.history.get(app, ()),
+    )
     if req.to is not None and newest and req.to > newest[1]:
         raise Refusal(
             f"target {req.to.isoformat()} is after the newest WAL repo {repo.name} has of {app} "

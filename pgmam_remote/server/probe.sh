@@ -126,6 +126,18 @@ for d in /etc/pgbackrest/pgmam/hosts/*/; do
       | LC_ALL=C sort | tail -n 1)
     [ -z "$newest" ] || echo "${a##*/} $newest"
   done
+  # each stanza's newest timeline history, when it has left timeline 1 (read through pgBackRest:
+  # the repo is encrypted): which backups lead to its newest timeline
+  for h in "/var/lib/pgbackrest/hosts/${d##*/}"/archive/*/*/????????.history; do
+    [ -f "$h" ] || continue
+    echo "$h"
+  done | LC_ALL=C sort -t/ -k10 | awk -F/ '{ newest[$8] = $0 } END { for (s in newest) print newest[s] }' \
+    | while read -r h; do
+      stanza=$(basename "$(dirname "$(dirname "$h")")")
+      section "hosted-history ${d##*/} $stanza"
+      (cd /tmp && runuser -u postgres -- timeout 30 pgbackrest --config-path="$d" --stanza="$stanza" \
+        repo-get "archive/$stanza/$(basename "$(dirname "$h")")/$(basename "$h")" 2>&1)
+    done
   section "hosted-ports ${d##*/}" # the port each app had there
   grep -H '^pg1-port=' "$d"/conf.d/*.conf 2> /dev/null | sed 's|.*/\([^/]*\)\.conf:pg1-port=|\1 |'
   section "hosted-gaps ${d##*/}"

@@ -414,6 +414,13 @@ def test_a_lost_server_is_rebuilt_elsewhere_with_the_data_the_repo_had(box, offs
     for port in (PORT, OTHER_PORT):
         assert pgbench(box, SERVER, port, "-i", "-s", "2", "-q").returncode == 0
         assert pgbench(box, SERVER, port, "-T", "15", "-c", "2").returncode == 0
+    # shop goes back a few seconds with a pitr: timeline 2, and no backup of it in vault yet. The
+    # recover must follow the history file from a timeline 1 backup.
+    moment = box.psql(SERVER, PORT, "select now() - interval '3 seconds'")
+    back = offsite("pitr", "--host", SERVER, "--app", APP, "--to", moment, "--yes", timeout=600)
+    assert back.returncode == 0, back.stderr
+    assert pgbench(box, SERVER, PORT, "-T", "5", "-c", "2").returncode == 0
+    assert all(b["archive"]["start"].startswith("00000001") for b in vault_info(box)["backup"])  # all on TL1
     # what the repo has when the server dies: everything up to this switch, shipped
     archived = checksums(box, SERVER)
     for app, port in ((APP, PORT), (OTHER, OTHER_PORT)):
@@ -442,6 +449,7 @@ def test_a_lost_server_is_rebuilt_elsewhere_with_the_data_the_repo_had(box, offs
     assert out.stderr.count("restored to   end of the archived WAL") == 2
     assert box.clusters(NEW) == [f"15 {OTHER} {OTHER_PORT} online", f"15 {APP} {PORT} online"]
     assert checksums(box, NEW) == archived
+    assert box.psql(NEW, PORT, "select timeline_id from pg_control_checkpoint()") >= "3"  # past TL2, as promoted
 
     # sbx3 is their home now: archiving off-host under its own place, healthy
     for port in (PORT, OTHER_PORT):

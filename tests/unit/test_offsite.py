@@ -431,3 +431,27 @@ def test_a_purge_deletes_the_app_in_every_repo_that_keeps_it_and_a_plain_drop_ke
     assert "(here and in repo vault on vault1)" in drop.keeps(["app1"], True, repos)[1]
     # an app not kept in the repo has nothing there to delete
     assert not any(s.on for s in drop.plan_drop("prod1", server_facts(), ["app1"], True, repos).steps)
+
+
+def test_recover_follows_the_repos_history_file_from_a_backup_on_an_older_timeline():
+    """The app was restored (pitr) on the lost server after its last backup in the repo: the repo's
+    WAL is on timeline 2, its backups on 1. The history file says timeline 2 left 1 after the backup."""
+    info = json.loads(hosted_info(1))
+    info[0]["archive"][0]["max"] = "000000020000000000000005"
+    on_tl2 = vault_text(backups=1).replace(hosted_info(1), json.dumps(info))
+    fresh = facts.parse_probe(EMPTY.format(now=server_facts().now.timestamp()))
+    repo = inventory.parse(GOOD).repos["vault"]
+    without = facts.parse_probe(on_tl2)
+    with pytest.raises(Refusal, match="no backup on its current timeline's history"):
+        recover.plan_app("prod2", fresh, without.hosted["prod1"], repo, recover_request(), "app1", "me", {})
+    history = "@@hosted-history prod1 app1\n1\t0/4000000\tbefore 2026-11-24 00:20:00+00\n"
+    vault = facts.parse_probe(on_tl2 + history)
+    assert vault.hosted["prod1"].history == {"app1": ((1, 0x4000000),)}
+    plan = recover.plan_app("prod2", fresh, vault.hosted["prod1"], repo, recover_request(), "app1", "me", {})
+    assert plan.spec.plan.steps[2].title.startswith("restore app1 from repo vault")
+    # a backup taken on timeline 1 after timeline 2 left it cannot lead there
+    late = "@@hosted-history prod1 app1\n1\t0/2800000\tbefore 2026-11-24 00:17:16+00\n"
+    with pytest.raises(Refusal, match="no backup on its current timeline's history"):
+        recover.plan_app(
+            "prod2", fresh, facts.parse_probe(on_tl2 + late).hosted["prod1"], repo, recover_request(), "app1", "me", {}
+        )
