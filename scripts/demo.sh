@@ -60,7 +60,8 @@ say "Prove shop's newest backup restores (a drill in a throwaway instance), and 
 run inv verify --host sbx1 --app shop
 run inv schedule --host sbx1 --app shop --verify "Sun 05:00"
 
-say "Rehearse the disaster: sbx2 restores shop's newest backup in vault by itself and proves it (sbx1 untouched)"
+say "Rehearse the disaster: a backup of shop into vault now, then sbx2 restores it by itself and proves it (sbx1 untouched)"
+run inv backup --host sbx1 --app shop --repo vault
 run inv verify --host sbx1 --app shop --repo vault --on sbx2
 
 say "Power cut on sbx1: every process killed at once. It boots by itself and systemd starts the clusters"
