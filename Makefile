@@ -8,11 +8,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := postgresql postgresql-contrib pgbackrest openssh-server openssh-client sudo iproute2 util-linux procps cron \
 	systemd-container mmdebstrap shellcheck locales
 # the sandbox's S3-compatible server (pgmam_remote/sandbox_sh/s3-server.sh): a single-node Ceph
-CEPH_PACKAGES := ceph-mon ceph-osd radosgw
+CEPH_PACKAGES := ceph-mon ceph-osd radosgw curl openssl
 # a binary per package: apt runs only when one is missing
 NEEDED_BINARIES := /usr/sbin/cron /usr/bin/pg_createcluster /usr/bin/pgbackrest /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/sudo \
 	/usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter /usr/bin/systemd-nspawn /usr/bin/mmdebstrap /usr/bin/shellcheck \
-	/usr/bin/ceph-mon /usr/bin/ceph-osd /usr/bin/radosgw
+	/usr/bin/ceph-mon /usr/bin/ceph-osd /usr/bin/radosgw /usr/bin/curl /usr/bin/openssl
 
 .PHONY: all deps system-deps python-deps test unit fast integration lint demo demo-down bench clean
 
