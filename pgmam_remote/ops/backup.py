@@ -77,17 +77,17 @@ def apps_to_back_up(session: HostSession, apps: list[str] | None) -> tuple[Serve
     return facts, names
 
 
-def check_kept_in(host: Host, facts: ServerFacts, cluster: ClusterFacts, repo: str) -> None:
-    """Refuse a backup into a repo the host does not use, or that does not keep the app yet."""
-    if repo not in host.repos:
+def check_kept_in(host: str, repos: tuple[str, ...], facts: ServerFacts, cluster: ClusterFacts, repo: str) -> None:
+    """Refuse a repo the host does not use (``repos``: the host's), or that does not keep the app yet."""
+    if repo not in repos:
         raise Refusal(
-            f"{host.name} does not back up to repo {repo}",
-            hint=f"add it to repos in [hosts.{host.name}] (or [defaults]), then run inv initcluster for each app",
+            f"{host} does not back up to repo {repo}",
+            hint=f"add it to repos in [hosts.{host}] (or [defaults]), then run inv initcluster for each app",
         )
     if facts.shipping_of(repo, cluster.name) is None:
         raise Refusal(
-            f"{host.name}: app {cluster.name} is not kept in repo {repo} yet",
-            hint=f"inv initcluster --host {host.name} --app {cluster.name} --port {cluster.port}",
+            f"{host}: app {cluster.name} is not kept in repo {repo} yet",
+            hint=f"inv initcluster --host {host} --app {cluster.name} --port {cluster.port}",
         )
 
 
@@ -105,7 +105,7 @@ def run_backups(
             restore.require_running(host.name, cluster)
             restore.check_app_free(host.name, facts, app)
             if repo:
-                check_kept_in(host, facts, cluster, repo)
+                check_kept_in(host.name, host.repos, facts, cluster, repo)
             kind = default_type(facts, app, backup_type, repo)
             stamp = restore.stamp(facts.now)
             specs.append(backup_spec(host.name, cluster, kind, stamp, restore.holder(), "on-demand", repo))

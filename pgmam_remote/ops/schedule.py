@@ -168,13 +168,7 @@ def schedule_for(
     backups are replaced. The other kinds stay as they are; those of repos the host no longer uses
     are dropped. ``remove`` removes everything, or with ``repo`` that repo's backups only."""
     if repo is not None:
-        if repo not in host_repos:
-            raise Refusal(
-                f"{host} does not back up to repo {repo}",
-                hint=f"add it to repos in [hosts.{host}] (or [defaults]), then run inv initcluster --app {app}",
-            )
-        if facts.shipping_of(repo, app) is None:
-            raise Refusal(f"{host}: app {app} is not kept in repo {repo} yet", hint=f"inv initcluster --app {app}")
+        backup.check_kept_in(host, host_repos, facts, restore.managed_cluster(host, facts, app), repo)
     kept = {
         e.type: parse_calendar(e.calendar)
         for e in facts.schedules

@@ -192,8 +192,7 @@ def assess_cluster(
         }
     # the last run into each repo (local, each off-host one) decides: a good local backup does not
     # hide a failing off-host one
-    last_per_repo = {split_kind(r.type): r for r in runs if split_kind(r.type)[1] == "verify"}
-    last_per_repo |= {(split_kind(r.type)[0], "backup"): r for r in runs if split_kind(r.type)[1] != "verify"}
+    last_per_repo = {(split_kind(r.type)[0], split_kind(r.type)[1] == "verify"): r for r in runs}
     for run in last_per_repo.values():
         if managed and run.exit_status not in (0, 75):  # 75: skipped, another job held the app
             problems.append(f"scheduled {what(run.type)} failed at {run.time.isoformat()} (see /var/log/pgmam)")
