@@ -77,17 +77,18 @@ def apps_to_back_up(session: HostSession, apps: list[str] | None) -> tuple[Serve
     return facts, names
 
 
-def check_kept_in(host: str, repos: tuple[str, ...], facts: ServerFacts, cluster: ClusterFacts, repo: str) -> None:
+def check_kept_in(host: str, repos: tuple[str, ...], facts: ServerFacts, app: str, repo: str) -> None:
     """Refuse a repo the host does not use (``repos``: the host's), or that does not keep the app yet."""
     if repo not in repos:
         raise Refusal(
             f"{host} does not back up to repo {repo}",
             hint=f"add it to repos in [hosts.{host}] (or [defaults]), then run inv initcluster for each app",
         )
-    if facts.shipping_of(repo, cluster.name) is None:
+    if facts.shipping_of(repo, app) is None:
+        cluster = facts.cluster(app)
+        port = f" --port {cluster.port}" if cluster else ""
         raise Refusal(
-            f"{host}: app {cluster.name} is not kept in repo {repo} yet",
-            hint=f"inv initcluster --host {host} --app {cluster.name} --port {cluster.port}",
+            f"{host}: app {app} is not kept in repo {repo} yet", hint=f"inv initcluster --host {host} --app {app}{port}"
         )
 
 
@@ -105,7 +106,7 @@ def run_backups(
             restore.require_running(host.name, cluster)
             restore.check_app_free(host.name, facts, app)
             if repo:
-                check_kept_in(host.name, host.repos, facts, cluster, repo)
+                check_kept_in(host.name, host.repos, facts, app, repo)
             kind = default_type(facts, app, backup_type, repo)
             stamp = restore.stamp(facts.now)
             specs.append(backup_spec(host.name, cluster, kind, stamp, restore.holder(), "on-demand", repo))

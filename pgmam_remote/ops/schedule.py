@@ -168,7 +168,7 @@ def schedule_for(
     backups are replaced. The other kinds stay as they are; those of repos the host no longer uses
     are dropped. ``remove`` removes everything, or with ``repo`` that repo's backups only."""
     if repo is not None:
-        backup.check_kept_in(host, host_repos, facts, restore.managed_cluster(host, facts, app), repo)
+        backup.check_kept_in(host, host_repos, facts, app, repo)
     kept = {
         e.type: parse_calendar(e.calendar)
         for e in facts.schedules
