@@ -48,7 +48,13 @@ def probe_command(recover: str | None = None, *, install: bool = False) -> Comma
     ``recover``: an app (or ``--all``) about to be changed. The server code is installed first
     (see server_code.py), then that app's interrupted jobs are finished or undone, then the facts
     are read. ``install`` installs the code without recovering anything (a repository host)."""
-    probe = sh(server_code.text("probe.sh"), CLUSTER_SQL, recover or "", timeout=None if recover else 120)
+    probe = sh(
+        server_code.text("probe.sh"),
+        CLUSTER_SQL,
+        recover or "",
+        server_code.text("wal-gaps.awk"),
+        timeout=None if recover else 120,
+    )
     return server_code.install_then(probe) if recover or install else probe
 
 

@@ -36,11 +36,26 @@ _HOST_ONLY_KEYS: dict[str, tuple[tuple[type, ...], str]] = {"address": ((str,), 
 # [defaults] and [hosts.X] may name the off-host repositories its apps back up to.
 _REPOS_KEY: dict[str, tuple[tuple[type, ...], str]] = {"repos": ((list,), "a list of repo names")}
 _REPO_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
-    "type": ((str,), '"host"'),
+    "type": ((str,), '"host" or "s3"'),
     "host": ((str,), "the name of a host in this inventory"),
     "address": ((str,), "the address the servers reach the repo host at"),
 }
-REPO_TYPES = ("host",)
+_S3_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "type": ((str,), '"s3"'),
+    "endpoint": ((str,), "a host name, such as s3.eu-central-003.example.com"),
+    "port": ((int,), "an integer 1..65535"),
+    "bucket": ((str,), "a bucket name"),
+    "region": ((str,), "a region name"),
+    "path": ((str,), 'a prefix inside the bucket, such as "/pgmam"'),
+    "key_id_env": ((str,), "the name of the environment variable holding the access key id"),
+    "secret_env": ((str,), "the name of the environment variable holding the secret key"),
+    "ca_file": ((str,), "a path to a PEM file of the CA that signed the endpoint's certificate"),
+    "verify_tls": ((bool,), "true or false"),
+    "uri_style": ((str,), '"host" or "path"'),
+}
+REPO_TYPES = ("host", "s3")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 @dataclass(frozen=True)
@@ -65,16 +80,53 @@ class Host:
 
 
 @dataclass(frozen=True)
-class Repo:
-    """An off-host pgBackRest repository: for now a repository host, one of the inventory's servers.
+class S3:
+    """Where an S3 repo lives. The credentials are named, never kept: they come from the
+    environment of the operator's machine when the repo is used (:meth:`Repo.credentials`)."""
 
-    ``address`` is where the other servers reach it (by default the host's own inventory address).
-    """
+    endpoint: str
+    bucket: str
+    key_id_env: str
+    secret_env: str
+    region: str = "us-east-1"
+    port: int = 443
+    path: str = "/pgmam"
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    uri_style: str = "host"
+
+
+@dataclass(frozen=True)
+class Repo:
+    """An off-host pgBackRest repository: a repository host (one of the inventory's servers), or
+    S3-compatible object storage.
+
+    ``address`` is where the other servers reach a repository host (by default the host's own
+    inventory address); both are "" for S3. ``line`` is where the inventory defines the repo."""
 
     name: str
     type: str
-    host: str
-    address: str
+    host: str = ""
+    address: str = ""
+    s3: S3 | None = None
+    source: str = ""  # "hosts.toml:12", for refusals that point at the definition
+
+    @property
+    def where(self) -> str:
+        """How output names the repo's place: its repository host, or its bucket."""
+        return f"s3://{self.s3.bucket}" if self.s3 else self.host
+
+    def credentials(self) -> tuple[str, str]:
+        """An S3 repo's (access key id, secret key) from the environment; refused when missing."""
+        assert self.s3 is not None
+        missing = [var for var in (self.s3.key_id_env, self.s3.secret_env) if not os.environ.get(var)]
+        if missing:
+            raise InventoryError(
+                f"{self.source}: repo {self.name!r} needs its credentials in the environment: "
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set",
+                hint=f"export {missing[0]}=... (the key from your S3 provider) and run again",
+            )
+        return os.environ[self.s3.key_id_env], os.environ[self.s3.secret_env]
 
 
 @dataclass(frozen=True)
@@ -174,7 +226,8 @@ def parse(text: str, path: Path = DEFAULT_PATH) -> Inventory:
                 checker.fail(
                     section, "repos", f"repos names unknown repo {repo_name!r}; known: {', '.join(repos) or 'none'}"
                 )
-            if name in (repos[repo_name].host, repos[repo_name].address) or repos[repo_name].address == host.address:
+            repo = repos[repo_name]
+            if repo.type == "host" and (name in (repo.host, repo.address) or repo.address == host.address):
                 checker.fail(
                     section,
                     "repos",
@@ -197,19 +250,61 @@ def _make_repos(checker: _Checker, table: dict[str, Any], hosts: dict[str, Host]
     repos: dict[str, Repo] = {}
     for name, raw in table.items():
         section = f"repos.{name}"
-        raw = checker.entry("repo", name, raw, _REPO_KEYS)
-        kind = raw.get("type")
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        raw = checker.entry("repo", name, raw, _S3_KEYS if kind == "s3" else _REPO_KEYS)
+        source = checker.where(section, None)
+        if kind == "s3":
+            repos[name] = Repo(name=name, type=kind, s3=_make_s3(checker, section, raw), source=source)
+            continue
         if kind not in REPO_TYPES:
-            checker.fail(
-                section, "type" if kind else None, f'[{section}] needs type = "host" (S3 repos are not supported yet)'
-            )
+            checker.fail(section, "type" if kind else None, f'[{section}] needs type = "host" or type = "s3"')
         host = raw.get("host")
         if host is None:
             checker.fail(section, None, f'[{section}] needs host = "NAME", one of the hosts in this inventory')
         if host not in hosts:
             checker.fail(section, "host", f"repo {name!r} names unknown host {host!r}; known: {', '.join(hosts)}")
-        repos[name] = Repo(name=name, type=kind, host=host, address=raw.get("address", hosts[host].address))
+        address = raw.get("address", hosts[host].address)
+        repos[name] = Repo(name=name, type=kind, host=host, address=address, source=source)
     return repos
+
+
+def _make_s3(checker: _Checker, section: str, raw: dict[str, Any]) -> S3:
+    for key in ("endpoint", "bucket", "key_id_env", "secret_env"):
+        if key not in raw:
+            checker.fail(section, None, f'[{section}] needs {key} = "..." ({_S3_KEYS[key][1]})')
+    endpoint = raw["endpoint"]
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", endpoint):
+        checker.fail(section, "endpoint", f"endpoint {endpoint!r} must be a host name (no scheme, no port, no path)")
+    if not BUCKET_RE.fullmatch(raw["bucket"]):
+        checker.fail(section, "bucket", f"bucket {raw['bucket']!r} is not a valid bucket name")
+    for key in ("key_id_env", "secret_env"):
+        if not ENV_NAME_RE.fullmatch(raw[key]):
+            checker.fail(section, key, f"{key} must name an environment variable, not hold the key itself")
+    port = raw.get("port", 443)
+    if not 1 <= port <= 65535:
+        checker.fail(section, "port", f"port {port} is not in 1..65535")
+    path = raw.get("path", "/pgmam")
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", path):
+        checker.fail(section, "path", f'path {path!r} must look like "/pgmam" (letters, digits, ".", "_", "-")')
+    if raw.get("uri_style", "host") not in ("host", "path"):
+        checker.fail(section, "uri_style", 'uri_style must be "host" or "path"')
+    ca_file = None
+    if "ca_file" in raw:
+        ca_file = (checker.path.parent / Path(raw["ca_file"]).expanduser()).resolve()
+        if not ca_file.is_file():
+            checker.fail(section, "ca_file", f"ca_file {raw['ca_file']} is not a file")
+    return S3(
+        endpoint=endpoint,
+        bucket=raw["bucket"],
+        key_id_env=raw["key_id_env"],
+        secret_env=raw["secret_env"],
+        region=raw.get("region", "us-east-1"),
+        port=port,
+        path=path,
+        ca_file=ca_file,
+        verify_tls=raw.get("verify_tls", True),
+        uri_style=raw.get("uri_style", "host"),
+    )
 
 
 def _make_host(name: str, values: dict[str, Any], checker: _Checker, section: str) -> Host:
@@ -249,9 +344,12 @@ class _Checker:
         self.path = path
 
     def fail(self, section: str, key: str | None, problem: str) -> None:
+        raise InventoryError(f"{self.where(section, key)}: {problem}")
+
+    def where(self, section: str, key: str | None) -> str:
+        """file:line of a key (or of its section), or the file alone when not found."""
         line = self._line_of(section, key)
-        where = f"{self.path}:{line}" if line else str(self.path)
-        raise InventoryError(f"{where}: {problem}")
+        return f"{self.path}:{line}" if line else str(self.path)
 
     def table(self, section: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
@@ -277,7 +375,7 @@ class _Checker:
         self.unknown_keys(section, table, set(spec))
         for key, value in table.items():
             types, description = spec[key]
-            if isinstance(value, bool) or not isinstance(value, types):
+            if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
                 self.fail(section, key, f"{key} in [{section}] must be {description}, not {value!r}")
 
     def _line_of(self, section: str, key: str | None) -> int | None:

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Usage: sh -c "$(cat probe.sh)" probe SQL [APP|--all]
+# Usage: sh -c "$(cat probe.sh)" probe SQL [APP|--all] GAPS_AWK
 # pgmam's one read of a server, run as root: prints @@section headers, each followed by raw tool
 # output (pg_lsclusters, ss, df, `pgbackrest info --output=json`, pgmam's own records, and SQL's
 # one JSON row per online cluster). It is sent with each command, not installed: it also reads
@@ -12,6 +12,7 @@ if [ -n "${2:-}" ] && [ -f /var/lib/pgmam/current/recover-jobs.sh ]; then
     sh /var/lib/pgmam/current/recover-jobs.sh "$2" >&2
   fi
 fi
+gaps_awk=${3:-}
 cd /
 section() { printf '\n@@%s\n' "$*"; }
 section host; hostname
@@ -53,29 +54,12 @@ printf '%s\n' "$clusters" | while read -r ver name _port _status _owner data _re
   for f in "$data"/pg_wal/*.history; do [ -f "$f" ] && h=$f; done
   if [ -n "$h" ]; then section "history $ver $name"; cat "$h"; fi
 done
-# Each hole in the archived WAL under ROOT (a pgBackRest repo path): "<stanza> <archive id> <last
-# segment before it> <first after it> <archived at> <archived at>". pgBackRest stores a segment as
-# <24 hex digits>-<sha1>[.<ext>] in archive/<stanza>/<archive id>/<first 16 digits>/; a timeline's
-# segments follow each other, 256 to a log file (16 MiB segments). Partial segments, history and
-# backup labels are not counted.
+# Each hole in the archived WAL under ROOT (a pgBackRest repo path): see wal-gaps.awk, which
+# arrives as this script's third argument. A segment lives in archive/<stanza>/<archive id>/<first
+# 16 digits>/.
 gaps() {
-  for dir in "$1"/archive/*/*/; do
-    [ -d "$dir" ] || continue
-    id=${dir%/}
-    stanza=${id%/*}
-    find "$dir" -mindepth 2 -maxdepth 2 -type f -name '????????????????????????-*' -printf '%f %T@\n' 2> /dev/null \
-      | LC_ALL=C sort | awk -v s="${stanza##*/}" -v id="${id##*/}" '
-        function h(x, i, n) {
-          n = 0
-          for (i = 1; i <= length(x); i++) n = n * 16 + index("0123456789ABCDEF", substr(x, i, 1)) - 1
-          return n
-        }
-        substr($1, 1, 24) ~ /^[0-9A-F]+$/ {
-          name = substr($1, 1, 24); tl = substr(name, 1, 8); n = h(substr(name, 9, 8)) * 256 + h(substr(name, 17, 8))
-          if (tl == ptl && n > pn + 1) print s, id, pname, name, pt, $2
-          ptl = tl; pn = n; pname = name; pt = $2
-        }'
-  done
+  find "$1"/archive -mindepth 4 -maxdepth 4 -type f -name '????????????????????????-*' -printf '%P %T@\n' 2> /dev/null \
+    | sed 's|^\([^/]*\)/\([^/]*\)/[^/]*/|\1 \2 |' | LC_ALL=C sort | awk "$gaps_awk"
 }
 section wal-gaps
 gaps /var/lib/pgbackrest

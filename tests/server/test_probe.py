@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgmam_remote import facts, server_code
+from pgmam_remote import facts
 
 from .conftest import Throwaway
 
 
 def probe(server: Throwaway) -> facts.ServerFacts:
-    out = server.run("sh", "-c", server_code.text("probe.sh"), "probe", facts.CLUSTER_SQL, "")
+    out = server.run(*facts.probe_command().argv)
     return facts.parse_probe(out.stdout)
 
 

@@ -50,7 +50,7 @@ def vault(server: Throwaway) -> Throwaway:
 
 
 def probe_ship(server: Throwaway) -> facts.ShipState:
-    out = server.run("sh", "-c", server_code.text("probe.sh"), "probe", facts.CLUSTER_SQL, "").stdout
+    out = server.run(*facts.probe_command().argv).stdout
     state = facts.parse_probe(out).shipping_of("vault", "shop")
     assert state is not None
     return state
@@ -89,7 +89,7 @@ def test_a_failing_repo_is_recorded_and_what_waits_arrives_later_with_no_hole(va
     assert local <= names(archive)
     done = probe_ship(vault)
     assert done.files == 0 and done.error == ""
-    out = vault.run("sh", "-c", server_code.text("probe.sh"), "probe", facts.CLUSTER_SQL, "").stdout
+    out = vault.run(*facts.probe_command().argv).stdout
     assert facts.parse_probe(out).gaps_for("shop") == []
 
 

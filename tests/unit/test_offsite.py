@@ -52,7 +52,11 @@ def test_repos_come_from_defaults_and_a_host_may_opt_out():
         (GOOD.replace('repos = ["vault"]', 'repos = ["vualt"]'), r"hosts.toml:3: repos names unknown repo 'vualt'"),
         (GOOD.replace("repos = []\n", ""), r"hosts.toml:3: host vault1 would back up to repo 'vault', which is"),
         (GOOD.replace('host = "vault1"', 'host = "vault9"'), r"hosts.toml:\d+: repo 'vault' names unknown host"),
-        (GOOD.replace('type = "host"', 'type = "s3"'), r'needs type = "host" \(S3 repos are not supported yet\)'),
+        (
+            GOOD.replace('type = "host"', 'type = "ftp"'),
+            r'hosts.toml:\d+: \[repos.vault\] needs type = "host" or type = "s3"',
+        ),
+        (GOOD.replace('type = "host"', 'type = "s3"'), r"hosts.toml:\d+: unknown key 'host' in \[repos.vault\]"),
         (GOOD.replace('type = "host"', 'type = "host"\nbucket = "b"'), r"hosts.toml:\d+: unknown key 'bucket'"),
         (GOOD.replace('host = "vault1"\n', ""), r'\[repos.vault\] needs host = "NAME"'),
         (GOOD.replace('repos = ["vault"]', 'repos = "vault"'), r"repos in \[defaults\] must be a list"),
@@ -61,6 +65,65 @@ def test_repos_come_from_defaults_and_a_host_may_opt_out():
     ],
 )
 def test_bad_repos_are_refused_with_file_and_line(text, expected):
+    with pytest.raises(InventoryError, match=expected):
+        inventory.parse(text, Path("hosts.toml"))
+
+
+S3 = """
+[hosts.prod1]
+repos = ["bucket"]
+
+[repos.bucket]
+type = "s3"
+endpoint = "s3.example.com"
+bucket = "acme-pg"
+region = "eu-central-003"
+key_id_env = "PGMAM_S3_KEY_ID"
+secret_env = "PGMAM_S3_SECRET"
+"""
+
+
+def test_an_s3_repo_names_its_credentials_and_reads_them_from_the_environment(monkeypatch):
+    (repo,) = inventory.parse(S3 + "uri_style = 'path'\nport = 8443\n").repos_of(inventory.parse(S3).hosts["prod1"])
+    assert (repo.type, repo.where, repo.host) == ("s3", "s3://acme-pg", "")
+    assert (repo.s3.endpoint, repo.s3.port, repo.s3.path, repo.s3.uri_style) == (
+        "s3.example.com",
+        8443,
+        "/pgmam",
+        "path",
+    )
+    assert repo.s3.verify_tls is True and repo.s3.ca_file is None
+    monkeypatch.delenv("PGMAM_S3_KEY_ID", raising=False)
+    monkeypatch.setenv("PGMAM_S3_SECRET", "s3cret")
+    with pytest.raises(
+        InventoryError,
+        match=r"^hosts.toml:5: repo 'bucket' needs its credentials in the environment: "
+        r"PGMAM_S3_KEY_ID is not set$",
+    ) as refused:
+        repo.credentials()
+    assert "s3cret" not in str(refused.value) + (refused.value.hint or "")
+    monkeypatch.setenv("PGMAM_S3_KEY_ID", "AKIA")
+    assert repo.credentials() == ("AKIA", "s3cret")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (S3.replace('bucket = "acme-pg"\n', ""), r"hosts.toml:5: \[repos.bucket\] needs bucket"),
+        (S3.replace('"s3.example.com"', '"https://s3.example.com"'), r"hosts.toml:7: endpoint .* must be a host name"),
+        (S3.replace('"acme-pg"', '"Acme_PG"'), r"hosts.toml:8: bucket 'Acme_PG' is not a valid bucket name"),
+        (
+            S3.replace('"PGMAM_S3_SECRET"', '"wJalrXUtnFEMI/K7MDENG"'),
+            r"hosts.toml:11: secret_env must name an environment",
+        ),
+        (S3 + "verify_tls = 'no'\n", r"hosts.toml:12: verify_tls in \[repos.bucket\] must be true or false"),
+        (S3 + "uri_style = 'virtual'\n", r"hosts.toml:12: uri_style must be"),
+        (S3 + "ca_file = 'no-such-ca.pem'\n", r"hosts.toml:12: ca_file no-such-ca.pem is not a file"),
+        (S3 + "path = 'pgmam'\n", r"hosts.toml:12: path 'pgmam' must look like"),
+        (S3 + "secret = 'x'\n", r"hosts.toml:12: unknown key 'secret' in \[repos.bucket\]"),
+    ],
+)
+def test_bad_s3_repos_are_refused_with_file_and_line(text, expected):
     with pytest.raises(InventoryError, match=expected):
         inventory.parse(text, Path("hosts.toml"))
 
