@@ -130,30 +130,38 @@ def status(c, host=None, group=None, all_hosts=False, json=False):
     help={
         "servers": "how many local servers to create (default 2)",
         "plain": "servers without systemd (schedules run from cron), instead of systemd-booted Debian 12",
+        "s3": "also run an S3-compatible server (Ceph radosgw) on the sandbox network, as repo `bucket`; "
+        "needs systemd servers",
     },
 )
 @edge
-def sandbox_up(c, servers=2, plain=False):
+def sandbox_up(c, servers=2, plain=False, s3=False):
     """Create local Debian 12 servers, booted with systemd as PID 1, and their inventory. Needs root.
 
     Each server is a systemd-nspawn machine with its own network address, sshd, sudo users,
     PostgreSQL 15 and pgBackRest. The first run builds the server image (about a minute).
+    With --s3, a single-node Ceph (about 20 s more) serves S3 at s3.pgmam.test, which the servers
+    resolve; the inventory names it repo `bucket`, and s3.env beside it holds its keys.
 
     Example: sudo inv sandbox.up --servers 2 && export PGMAM_HOSTS=/var/lib/pgmam-sandbox/sandbox-<id>/hosts.toml
     """
     console = get_console()
-    box = sandbox.up(int(servers), log=console.info, systemd=not plain)
+    box = sandbox.up(int(servers), log=console.info, systemd=not plain, s3=s3)
     for server in box.servers:
         kind = f"machine {server.machine}" if server.systemd else f"namespace {server.netns}"
         console.success(f"{server.name}: ssh {server.address} ({kind})")
+    if s3:
+        console.success(f"S3: https://{sandbox.S3_NAME}:{sandbox.S3_PORT} (repo `{sandbox.S3_REPO}` in the inventory)")
     console.info(f"inventory: {box.inventory}")
     console.info(f"use it:    export PGMAM_HOSTS={box.inventory}")
+    if s3:
+        console.info(f"S3 keys:   source {box.state_dir / 's3.env'}")
 
 
 @task(name="down", auto_shortflags=False)
 @edge
 def sandbox_down(c):
-    """Remove the sandbox servers: their machines, processes, namespaces, links, users and files."""
+    """Remove the sandbox: its servers (machines, processes, namespaces, links, users, files) and its S3 server."""
     removed = sandbox.down(log=get_console().info)
     get_console().success(f"sandbox removed ({len(removed)} item(s))")
 
@@ -456,8 +464,9 @@ def backups(c, host=None, app=None, json=False):
     hosts = inventory.load()
     with HostSession(hosts.host(host)) as session:
         facts, _ = gather(session)
+        views = status_op.repo_views(hosts, hosts.host(host), session, facts)
     rows, window = backup_op.list_backups(host, facts, app)
-    offsite = backup_op.list_offsite(hosts, hosts.host(host), facts, app)
+    offsite = backup_op.list_offsite(hosts.host(host), facts, app, views)
     console = get_console()
     if json:
         console.json(backup_op.backups_json(app, rows, window, offsite))

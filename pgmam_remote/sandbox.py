@@ -12,6 +12,10 @@ two kinds:
   the state dir, with an sshd of their own and login users made on this machine. Nothing there
   is PID 1, so schedules fall back to cron: this is the lane for servers without systemd.
 
+On request (``s3=True``, systemd servers only) it also runs an S3-compatible server on the same
+bridge, in a namespace of its own: a single-node Ceph from ``sandbox_sh/s3-server.sh``, known to
+the servers as ``s3.pgmam.test`` and to the inventory as repo ``bucket``.
+
 It also owns the client key, known_hosts and the ``hosts.toml`` inventory that the rest of pgmam
 reads. ``down()`` removes all of it, including leftovers of a crashed run found by name, but never
 a user, file or process it did not create.
@@ -78,6 +82,9 @@ APT_PACKAGES = ("postgresql", "pgbackrest", "openssh-server", "sudo", "iproute2"
 # systemd servers: booted by nspawn from an image mmdebstrap builds
 SYSTEMD_BINARIES = ("systemd-nspawn", "mmdebstrap", "chroot")
 SYSTEMD_APT_PACKAGES = ("systemd-container", "mmdebstrap")
+# the S3 server: a single-node Ceph (s3-server.sh checks these too)
+S3_BINARIES = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "curl", "openssl")
+S3_APT_PACKAGES = ("ceph-mon", "ceph-osd", "radosgw", "curl", "openssl")
 # root's PATH normally has these, but be explicit so a trimmed PATH does not trigger apt-get.
 SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
@@ -132,6 +139,8 @@ LEGACY_PGBACKREST_CONF = "/etc/pgbackrest.conf"
 SYSTEMD_RUN_DIR = "/run/systemd"
 SSHD_PRIVSEP_DIR = "/run/sshd"
 NETNS_DIR = Path("/run/netns")
+# `ip netns exec NAME` binds /etc/netns/NAME/hosts over /etc/hosts
+ETC_NETNS = Path("/etc/netns")
 SUDOERS_DIR = Path("/etc/sudoers.d")
 
 # Files and dirs up() puts in a state dir; down() only deletes a state dir made of these.
@@ -145,8 +154,20 @@ STATE_ENTRIES = frozenset(
         "authorized_keys",
         "sudo_password",
         "servers",
+        "s3",
+        "s3.env",
     }
 )
+
+S3_SCRIPT = Path(__file__).resolve().parent / "sandbox_sh" / "s3-server.sh"
+# The name its certificate carries. pgBackRest 2.45 matches the certificate against a name only, never
+# an IP SAN, so the servers reach it by this name, which their /etc/hosts maps to the S3 address.
+S3_NAME = "s3.pgmam.test"
+S3_PORT = 8443
+S3_REPO = "bucket"  # the repo's name in the inventory
+S3_KEY_ID_ENV = "PGMAM_SANDBOX_S3_KEY_ID"
+S3_SECRET_ENV = "PGMAM_SANDBOX_S3_SECRET"
+S3_MARKER = ".s3-server"  # what s3-server.sh leaves in a dir it made
 
 
 @dataclass(frozen=True)
@@ -194,6 +215,19 @@ class SandboxNaming:
     def address(self, index: int) -> ipaddress.IPv4Address:
         return self.network.network_address + 10 + index
 
+    # The S3 server's names carry the prefixes, so down() finds them as it finds the servers'.
+    @property
+    def s3_netns(self) -> str:
+        return f"{self.netns_prefix}s3"
+
+    @property
+    def s3_veth(self) -> str:
+        return f"{self.link_prefix}s3h"
+
+    @property
+    def s3_address(self) -> ipaddress.IPv4Address:
+        return self.network.network_address + 200  # above any server's (at most 99 of them)
+
 
 DEFAULT_NAMING = SandboxNaming()
 
@@ -234,21 +268,29 @@ def up(
     *,
     naming: SandboxNaming = DEFAULT_NAMING,
     systemd: bool = True,
+    s3: bool = False,
 ) -> Sandbox:
     """Create a fresh sandbox of ``servers`` servers, tearing down any previous one first.
 
     ``systemd`` picks the kind: systemd servers (the default) or plain ones (no systemd, cron).
+    ``s3`` also runs the S3 server, once the servers are up: repo ``bucket`` of the inventory, its
+    keys in ``state_dir/s3.env`` (and ``s3_env()``).
     """
     if not 1 <= servers <= 99:
         raise SandboxError(f"servers must be between 1 and 99, not {servers}")
+    if s3 and not systemd:
+        # Only a systemd server's /etc/hosts names the S3 server, and tests of S3 repos run there.
+        raise SandboxError("the sandbox's S3 server needs systemd servers: ask for plain servers or for S3, not both")
+    if s3 and naming.s3_address >= naming.network.broadcast_address:
+        raise SandboxError(f"sandbox subnet {naming.subnet} has no room for the S3 server at .200")
     _require_root()
     state_dir = _resolve_state_dir(state_dir)
-    _ensure_packages(log, systemd)
+    _ensure_packages(log, systemd, s3)
     down(state_dir, log, naming=naming)
     _check_state_dir_usable(state_dir)
     _check_subnet_free(naming)
     try:
-        return _build(servers, state_dir, naming, log, systemd)
+        return _build(servers, state_dir, naming, log, systemd, s3)
     except BaseException:
         # Leave nothing half-built behind; the error already carries what went wrong.
         _say(log, "sandbox: up failed, cleaning up")
@@ -264,11 +306,13 @@ def down(state_dir: Path | None = None, log: Log = None, *, naming: SandboxNamin
     namings = _namings_to_clean(state, naming)
     removed: list[str] = []
     problems: list[str] = []
+    removed += _stop_s3(namings, state, state_dir, problems, log)
     removed += _stop_machines(namings, state, state_dir, problems, log)
     netns_names = _sandbox_netns(namings, state)
     removed += _kill_netns_processes(netns_names, problems, log)
     for ns in netns_names:
         _remove(removed, problems, f"netns {ns}", ["ip", "netns", "del", ns], log)
+    removed += _remove_etc_netns(namings, state, log)
     for link in _sandbox_links(namings, state):
         _remove(removed, problems, f"link {link}", ["ip", "link", "del", link], log)
     for sudoers in {n.sudoers_file for n in namings}:
@@ -298,6 +342,17 @@ def current(state_dir: Path | None = None) -> Sandbox | None:
         return _sandbox_from_state(state_dir, json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SandboxError(f"unreadable sandbox state {path}: {exc}") from exc
+
+
+def s3_env(state_dir: Path | None = None) -> dict[str, str]:
+    """The environment the inventory's S3 repo ``bucket`` reads its keys from (``key_id_env``, ``secret_env``)."""
+    path = _resolve_state_dir(state_dir) / "s3" / "server.json"
+    try:
+        return _s3_env_of(json.loads(path.read_text()))
+    except FileNotFoundError as exc:
+        raise SandboxError(f"this sandbox runs no S3 server ({path} is missing): `inv sandbox.up --s3`") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SandboxError(f"unreadable S3 server description {path}: {exc}") from exc
 
 
 def netns_exec_argv(server: SandboxServer, argv: list[str]) -> list[str]:
@@ -391,7 +446,7 @@ class _Plan:
         return self.server_dir / "root"
 
 
-def _build(count: int, state_dir: Path, naming: SandboxNaming, log: Log, systemd: bool) -> Sandbox:
+def _build(count: int, state_dir: Path, naming: SandboxNaming, log: Log, systemd: bool, s3: bool) -> Sandbox:
     started = time.monotonic()
     plans = [_plan(i, state_dir, naming, systemd) for i in range(1, count + 1)]
     image = sandbox_image.rootfs(log) if systemd else None
@@ -404,7 +459,8 @@ def _build(count: int, state_dir: Path, naming: SandboxNaming, log: Log, systemd
         _build_systemd(image, state_dir, naming, plans, log)
     else:
         _build_plain(state_dir, naming, plans, log)
-    _write_inventory(state_dir, naming, plans)
+    s3_info = _start_s3(state_dir, naming, log) if s3 else None
+    _write_inventory(state_dir, naming, plans, s3_info)
     kind = "systemd" if systemd else "plain"
     _say(
         log,
@@ -429,7 +485,17 @@ def _build_systemd(image: Path, state_dir: Path, naming: SandboxNaming, plans: l
     for plan in plans:
         root = sandbox_machine.mount_overlay(image, plan.server_dir)
         host_key = plan.server_dir / "ssh_host_ed25519_key"
-        sandbox_machine.prepare_root(root, plan.name, plan.address, host_key, naming.users, password, client_key)
+        sandbox_machine.prepare_root(
+            root,
+            plan.name,
+            plan.address,
+            host_key,
+            naming.users,
+            password,
+            client_key,
+            # always: a line costs nothing, and servers of a sandbox without S3 simply find nothing there
+            extra_hosts=((str(naming.s3_address), S3_NAME),),
+        )
     for plan in plans:
         sandbox_machine.boot(plan.name, plan.machine, plan.server_dir, plan.netns)
     for plan in plans:
@@ -580,14 +646,53 @@ def _create_network(naming: SandboxNaming, plans: list[_Plan], log: Log) -> None
     _run(["ip", "addr", "add", f"{naming.bridge_address}/{prefix}", "dev", bridge])
     _run(["ip", "link", "set", bridge, "up"])
     for plan in plans:
-        _run(["ip", "netns", "add", plan.netns])
-        # The peer is created directly inside the namespace under its final name.
-        _run(["ip", "link", "add", plan.host_veth, "type", "veth", "peer", "name", "eth0", "netns", plan.netns])
-        _run(["ip", "link", "set", plan.host_veth, "master", bridge, "up"])
-        _run(["ip", "-n", plan.netns, "addr", "add", f"{plan.address}/{prefix}", "dev", "eth0"])
-        _run(["ip", "-n", plan.netns, "link", "set", "eth0", "up"])
-        _run(["ip", "-n", plan.netns, "link", "set", "lo", "up"])
+        _add_netns(naming, plan.netns, plan.host_veth, plan.address)
     _say(log, f"sandbox: bridge {bridge} {naming.bridge_address}/{prefix}, {len(plans)} namespace(s)")
+
+
+def _add_netns(naming: SandboxNaming, netns: str, host_veth: str, address: str) -> None:
+    """A network namespace whose eth0 has ``address`` on the sandbox bridge, through ``host_veth``."""
+    prefix = naming.network.prefixlen
+    _run(["ip", "netns", "add", netns])
+    # The peer is created directly inside the namespace under its final name.
+    _run(["ip", "link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
+    _run(["ip", "link", "set", host_veth, "master", naming.bridge, "up"])
+    _run(["ip", "-n", netns, "addr", "add", f"{address}/{prefix}", "dev", "eth0"])
+    _run(["ip", "-n", netns, "link", "set", "eth0", "up"])
+    _run(["ip", "-n", netns, "link", "set", "lo", "up"])
+
+
+def _start_s3(state_dir: Path, naming: SandboxNaming, log: Log) -> dict:
+    """Run the S3 server in a namespace of its own on the bridge; return what s3-server.sh printed."""
+    started = time.monotonic()
+    netns, address, s3_dir = naming.s3_netns, str(naming.s3_address), state_dir / "s3"
+    # Recorded first, as the servers are: down() cleans up after a failure at any later point.
+    entry = {"netns": netns, "link": naming.s3_veth, "dir": str(s3_dir), "address": address}
+    _record_s3(state_dir, {**entry, "made_etc_netns": not ETC_NETNS.exists()})  # down() removes only what up() made
+    _add_netns(naming, netns, naming.s3_veth, address)
+    # Inside its own namespace the name resolves too, as in s3-server.sh's own test.
+    etc = ETC_NETNS / netns
+    etc.mkdir(parents=True, exist_ok=True)
+    _write_file(etc / "hosts", f"127.0.0.1 localhost\n{address} {S3_NAME}\n", 0o644)
+    result = _run(["ip", "netns", "exec", netns, "bash", str(S3_SCRIPT), "up", str(s3_dir), address, str(S3_PORT)])
+    try:
+        info = json.loads(result.stdout)
+        env = _s3_env_of(info)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SandboxError(f"{S3_SCRIPT.name} up did not describe the server it started: {exc}") from exc
+    _write_file(s3_dir / "server.json", json.dumps(info, indent=2) + "\n", 0o600)
+    exports = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+    _write_file(state_dir / "s3.env", exports, 0o600)
+    _say(
+        log,
+        f"sandbox: S3 server (Ceph radosgw) up in {time.monotonic() - started:.1f}s: https://{S3_NAME}:{S3_PORT} "
+        f"({address}), repo {S3_REPO!r} in the inventory, its keys in {state_dir / 's3.env'}",
+    )
+    return info
+
+
+def _s3_env_of(info: dict) -> dict[str, str]:
+    return {S3_KEY_ID_ENV: str(info["access_key"]), S3_SECRET_ENV: str(info["secret_key"])}
 
 
 def _write_key_files(state_dir: Path, naming: SandboxNaming, plans: list[_Plan]) -> None:
@@ -736,7 +841,7 @@ def _port_open(address: str) -> bool:
         return False
 
 
-def _write_inventory(state_dir: Path, naming: SandboxNaming, plans: list[_Plan]) -> None:
+def _write_inventory(state_dir: Path, naming: SandboxNaming, plans: list[_Plan], s3: dict | None = None) -> None:
     lines = [
         "# pgmam sandbox inventory, written by `inv sandbox.up`; removed by `inv sandbox.down`.",
         "[defaults]",
@@ -752,6 +857,22 @@ def _write_inventory(state_dir: Path, naming: SandboxNaming, plans: list[_Plan])
         lines += [f"[hosts.{plan.name}]", f"address = {_toml_str(plan.address)}", ""]
     members = ", ".join(_toml_str(plan.name) for plan in plans)
     lines += ["[groups]", f"sandbox = [{members}]", ""]
+    if s3 is not None:
+        # No host uses it unless told to (repos = [...]): that is for users and tests to decide.
+        lines += [
+            f"# The sandbox's S3 server; its keys: source {_toml_str(str(state_dir / 's3.env'))}",
+            f"[repos.{S3_REPO}]",
+            'type = "s3"',
+            f"endpoint = {_toml_str(s3['endpoint'])}",
+            f"port = {int(s3['port'])}",
+            f"bucket = {_toml_str(s3['bucket'])}",
+            f"region = {_toml_str(s3['region'])}",
+            f"uri_style = {_toml_str(s3['uri_style'])}",
+            f"ca_file = {_toml_str(s3['ca_file'])}",
+            f"key_id_env = {_toml_str(S3_KEY_ID_ENV)}",
+            f"secret_env = {_toml_str(S3_SECRET_ENV)}",
+            "",
+        ]
     _write_file(state_dir / "hosts.toml", "\n".join(lines), 0o644)
 
 
@@ -792,6 +913,13 @@ def _record_created_user(state_dir: Path, user: str) -> None:
     path = state_dir / "state.json"
     state = json.loads(path.read_text())
     state["created_users"].append(user)
+    _write_json(path, state)
+
+
+def _record_s3(state_dir: Path, entry: dict) -> None:
+    path = state_dir / "state.json"
+    state = json.loads(path.read_text())
+    state["s3"] = entry
     _write_json(path, state)
 
 
@@ -856,16 +984,21 @@ def _state_servers(state: dict | None) -> list[dict]:
     return [s for s in servers if isinstance(s, dict)] if isinstance(servers, list) else []
 
 
+def _state_s3(state: dict | None) -> dict:
+    entry = state.get("s3") if state else None
+    return entry if isinstance(entry, dict) else {}
+
+
 def _sandbox_netns(namings: list[SandboxNaming], state: dict | None) -> list[str]:
     existing = sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else []
-    recorded = {s.get("netns") for s in _state_servers(state)}
+    recorded = {s.get("netns") for s in _state_servers(state)} | {_state_s3(state).get("netns")}
     return [ns for ns in existing if ns in recorded or any(ns.startswith(n.netns_prefix) for n in namings)]
 
 
 def _sandbox_links(namings: list[SandboxNaming], state: dict | None) -> list[str]:
     result = _run(["ip", "-j", "link", "show"])
     names = [link["ifname"] for link in json.loads(result.stdout or "[]")]
-    recorded = {s.get("host_veth") for s in _state_servers(state)}
+    recorded = {s.get("host_veth") for s in _state_servers(state)} | {_state_s3(state).get("link")}
     if state:
         recorded.add(state.get("bridge"))
     return [name for name in names if name in recorded or any(name.startswith(n.link_prefix) for n in namings)]
@@ -878,6 +1011,49 @@ def _sandbox_users(namings: list[SandboxNaming], state: dict | None) -> list[str
     # state.json of a sandbox made before users were recorded: that version made both, always
     created = state.get("created_users", state.get("naming_users", []))
     return [user for user in created if isinstance(user, str)]
+
+
+def _stop_s3(
+    namings: list[SandboxNaming], state: dict | None, state_dir: Path, problems: list[str], log: Log
+) -> list[str]:
+    """Stop the S3 server's daemons by their pid files (the kill by namespace that follows is the fallback)."""
+    entry = _state_s3(state)
+    s3_dir = Path(entry.get("dir") or state_dir / "s3")
+    if not (s3_dir / S3_MARKER).exists():
+        return []
+    argv = ["bash", str(S3_SCRIPT), "down", str(s3_dir)]
+    netns = entry.get("netns") or namings[0].s3_netns
+    if (NETNS_DIR / netns).exists():
+        argv = ["ip", "netns", "exec", netns, *argv]
+    result = subprocess.run(argv, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        problems.append(f"S3 server in {s3_dir}: {shlex.join(argv)}: {result.stderr.strip()}")
+        return []
+    stopped = [line.split(": ", 1)[-1] for line in result.stderr.splitlines() if ": stopped " in line]
+    if stopped:
+        _say(log, f"sandbox: S3 server: {', '.join(stopped)}")
+    return [f"S3 daemon {line.removeprefix('stopped ')}" for line in stopped]
+
+
+def _remove_etc_netns(namings: list[SandboxNaming], state: dict | None, log: Log) -> list[str]:
+    """The S3 namespace's hosts file, and /etc/netns itself when up() made it and nothing else uses it."""
+    entry = _state_s3(state)
+    removed = []
+    for netns in dict.fromkeys(filter(None, [entry.get("netns"), *(n.s3_netns for n in namings)])):
+        etc = ETC_NETNS / netns
+        hosts = etc / "hosts"
+        if hosts.exists():
+            hosts.unlink()
+            removed.append(f"file {hosts}")
+        with contextlib.suppress(OSError):  # absent, or holding more than up() put there: left alone
+            etc.rmdir()
+            removed.append(f"dir {etc}")
+            _say(log, f"sandbox: removed {etc}")
+    if entry.get("made_etc_netns"):
+        with contextlib.suppress(OSError):  # another namespace's files are there by now
+            ETC_NETNS.rmdir()
+            removed.append(f"dir {ETC_NETNS}")
+    return removed
 
 
 def _stop_machines(
@@ -1046,8 +1222,8 @@ def _check_state_dir_usable(state_dir: Path) -> None:
             raise SandboxError(f"state dir {state_dir} must not be under {bound}")
 
 
-def _ensure_packages(log: Log, systemd: bool) -> None:
-    required = REQUIRED_BINARIES + (SYSTEMD_BINARIES if systemd else ())
+def _ensure_packages(log: Log, systemd: bool, s3: bool = False) -> None:
+    required = REQUIRED_BINARIES + (SYSTEMD_BINARIES if systemd else ()) + (S3_BINARIES if s3 else ())
     missing = [b for b in required if shutil.which(b, path=SEARCH_PATH) is None]
     if not missing:
         return
@@ -1056,6 +1232,9 @@ def _ensure_packages(log: Log, systemd: bool) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     _run(["apt-get", "update"], env=env)
     _run(["apt-get", "install", "-y", *packages], env=env)
+    if s3:
+        # the daemons are all s3-server.sh runs, as `make deps` installs them
+        _run(["apt-get", "install", "-y", "--no-install-recommends", *S3_APT_PACKAGES], env=env)
     still = [b for b in required if shutil.which(b, path=SEARCH_PATH) is None]
     if still:
         raise SandboxError(f"still missing after apt-get install: {', '.join(still)}")

@@ -40,6 +40,8 @@ PACKAGES = (
     "postgresql-15",
     "postgresql-client-15",
     "pgbackrest",
+    # as on most servers; the tests reach the sandbox's S3 server with it
+    "curl",
 )
 CUSTOMIZE = Path(__file__).resolve().parent / "sandbox_sh" / "customize-image.sh"
 FORMAT = "1"  # bump when the layout of the cache changes

@@ -125,16 +125,18 @@ def prepare_root(
     users: tuple[str, str],
     password: str,
     authorized_key: str,
+    extra_hosts: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """Write what makes this server unique, before its first boot.
 
     Its own hostname, machine-id and host key; the login users (``users[0]`` with passwordless
     sudo, ``users[1]`` whose sudo asks for ``password``), their authorized key, and an sshd that
-    lets only them in.
+    lets only them in. ``extra_hosts`` are more (address, name) lines of its /etc/hosts.
     """
     etc = root / "etc"
     _write(etc / "hostname", f"{hostname}\n", 0o644)
-    _write(etc / "hosts", f"127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {hostname}\n{address} {hostname}\n", 0o644)
+    hosts = [("127.0.0.1", "localhost"), ("::1", "localhost"), ("127.0.1.1", hostname), (address, hostname)]
+    _write(etc / "hosts", "".join(f"{ip} {name}\n" for ip, name in (*hosts, *extra_hosts)), 0o644)
     _write(etc / "machine-id", secrets.token_hex(16) + "\n", 0o444)
     for suffix, mode in (("", 0o600), (".pub", 0o644)):
         _write(etc / "ssh" / f"ssh_host_ed25519_key{suffix}", Path(f"{host_key}{suffix}").read_text(), mode)

@@ -6,7 +6,8 @@ app names and ports so they never depend on each other's leftovers.
 
 Servers boot systemd (systemd-nspawn), as production servers do. A module that sets
 ``SYSTEMD_SERVERS = False`` gets plain servers instead: no systemd, so schedules run from cron.
-That is the lane for servers without systemd.
+That is the lane for servers without systemd. A module that sets ``S3 = True`` also gets the
+sandbox's S3 server (repo ``bucket`` of the inventory).
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def box(request: pytest.FixtureRequest) -> Iterator[Box]:
     """A fresh sandbox per test module: what one module leaves behind never colours another's status."""
     sandbox.down(STATE_DIR, naming=NAMING)
     servers = getattr(request.module, "SERVERS", 2)
-    created = sandbox.up(servers, STATE_DIR, naming=NAMING, systemd=getattr(request.module, "SYSTEMD_SERVERS", True))
+    systemd = getattr(request.module, "SYSTEMD_SERVERS", True)
+    created = sandbox.up(servers, STATE_DIR, naming=NAMING, systemd=systemd, s3=getattr(request.module, "S3", False))
     try:
         yield Box(created)
     finally:
