@@ -322,6 +322,7 @@ class HostedRepo:
     ports: dict[str, int] = field(default_factory=dict)  # app -> its port on that server
     # stanza -> the ancestors of its newest timeline (from its history file in the repo), when not 1
     history: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    held: tuple[str, ...] = ()  # S3: the stanzas the repo holds, listed without the passphrase
 
 
 @dataclass(frozen=True)
@@ -669,7 +670,7 @@ def _shipping(lines: list[str]) -> tuple[ShipState, ...]:
     return tuple(found)
 
 
-def _hosted(sections: dict[str, list[str]]) -> dict[str, HostedRepo]:
+def parse_hosted(sections: dict[str, list[str]]) -> dict[str, HostedRepo]:
     hosted = {}
     for name, lines in sections.items():
         if not name.startswith("hosted "):
@@ -690,11 +691,13 @@ def _hosted(sections: dict[str, list[str]]) -> dict[str, HostedRepo]:
         }
         prefix = f"hosted-history {server} "
         history = {k[len(prefix) :]: parse_history(lines) for k, lines in sections.items() if k.startswith(prefix)}
-        extra = {"cipher_sha256": cipher, "newest": newest, "ports": ports, "history": history}
+        held = tuple(line.strip() for line in sections.get(f"hosted-stanzas {server}", []) if line.strip())
+        extra = {"cipher_sha256": cipher, "newest": newest, "ports": ports, "history": history, "held": held}
         try:
             hosted[server] = HostedRepo(server, parse_pgbackrest_info(raw), gaps, **extra)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError):
-            error = raw.splitlines()[-1] if raw else "no output"
+            lines = raw.splitlines()
+            error = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "no output")
             hosted[server] = HostedRepo(server, {}, gaps, error=error, **extra)  # type: ignore[arg-type]
     return hosted
 
@@ -775,7 +778,7 @@ def parse_probe(text: str) -> ServerFacts:
         },
         shipper=next((line.split()[1] for line in s.get("ship", []) if line.startswith("shipper ")), ""),
         shipping=_shipping(s.get("ship", [])),
-        hosted=_hosted(s),
+        hosted=parse_hosted(s),
         server_code=first("server-code", ""),
         parents={
             line.split(":", 1)[0].rsplit("/", 1)[-1].removesuffix(".conf"): line.rsplit(" ", 1)[-1]

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
 
 from .. import server_code
 from ..console import Console
-from ..errors import PgmamError, Refusal
+from ..errors import Refusal
 from ..facts import BackupInfo, ClusterFacts, ServerFacts, ShipState, gather
-from ..inventory import Host, Inventory
+from ..inventory import Host, Repo
 from ..job import JobSpec
 from ..plan import Plan, Step
 from ..remote import Command, HostSession
 from . import restore
+
+if TYPE_CHECKING:
+    from .status import RepoView
 
 TYPES = ("full", "diff", "incr")
 LABEL_TYPES = {"F": "full", "D": "diff", "I": "incr"}  # pgBackRest labels end with the type taken
@@ -183,8 +187,7 @@ def in_repo(
 class RepoBackups:
     """An app's backups in one off-host repo, or why they could not be read."""
 
-    repo: str
-    host: str
+    repo: Repo
     rows: list[BackupRow]
     window: restore.RecoveryWindow | None
     waiting: ShipState | None
@@ -193,8 +196,9 @@ class RepoBackups:
     def json(self) -> dict[str, object]:
         waiting = self.waiting
         return {
-            "repo": self.repo,
-            "host": self.host,
+            "repo": self.repo.name,
+            "host": self.repo.host or None,
+            "where": self.repo.where,
             "error": self.error,
             "waiting": {"files": waiting.files, "bytes": waiting.bytes} if waiting else None,
             "recovery_window": self.window.json() if self.window else None,
@@ -202,20 +206,18 @@ class RepoBackups:
         }
 
 
-def list_offsite(inventory: Inventory, host: Host, facts: ServerFacts, app: str) -> list[RepoBackups]:
-    """Read an app's backups in each off-host repo of its host, from the repository hosts."""
+def list_offsite(host: Host, facts: ServerFacts, app: str, views: tuple[RepoView, ...]) -> list[RepoBackups]:
+    """Pure: an app's backups in each off-host repo of its host; ``views``: status.RepoView of each."""
     cluster = restore.managed_cluster(host.name, facts, app)
     found = []
-    for repo in inventory.repos_of(host):
+    for view in views:
+        repo = view.repo
         waiting = facts.shipping_of(repo.name, app)
-        try:
-            with HostSession(inventory.host(repo.host)) as vault_session:
-                vault, _ = gather(vault_session)
-        except PgmamError as exc:
-            found.append(RepoBackups(repo.name, repo.host, [], None, waiting, exc.message))
+        if view.facts is None:
+            found.append(RepoBackups(repo, [], None, waiting, view.error))
             continue
-        backups, window = in_repo(cluster, facts, vault, host.name, repo.name)
-        found.append(RepoBackups(repo.name, repo.host, rows_of(cluster, backups), window, waiting))
+        backups, window = in_repo(cluster, facts, view.facts, host.name, repo.name)
+        found.append(RepoBackups(repo, rows_of(cluster, backups), window, waiting))
     return found
 
 
@@ -267,5 +269,5 @@ def render_offsite(app: str, found: RepoBackups) -> Table:
         notes.append(f"unreachable: {found.error}")
     if found.waiting and found.waiting.files:
         notes.append(f"WAL waiting to be shipped here: {found.waiting.files} files, {found.waiting.bytes / 1e6:.1f} MB")
-    title = f"{app} in repo {found.repo} ({found.host})"
+    title = f"{app} in repo {found.repo.name} ({found.repo.where})"
     return render_table(title, found.rows, found.window, tuple(notes))

@@ -53,30 +53,29 @@ def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool, repos
         steps.append(Step(f"remove {app}'s backup schedule", schedule.remove_command(app)))
         steps.append(Step(f"drop cluster {v}/{app}", Command.of("pg_dropcluster", "--stop", v, app)))
         if purge:
+            for repo in (r for r in repos if facts.shipping_of(r.name, app) is not None):
+                steps += _purge_offsite(host, app, repo)
             steps.append(
                 Step(f"delete stanza {app}, its backups and config snapshots", server_code.step("purge-stanza", app))
             )
-            for repo in (r for r in repos if facts.shipping_of(r.name, app) is not None):
-                steps.append(
-                    Step(
-                        f"stop shipping {app}'s WAL to repo {repo.name}", server_code.step("unship-app", repo.name, app)
-                    )
-                )
-                steps.append(
-                    Step(
-                        f"delete {app}'s backups and WAL in repo {repo.name}",
-                        server_code.step("purge-hosted", host, app),
-                        on=repo.host,
-                    )
-                )
     title = ("drop and purge " if purge else "drop ") + ", ".join(apps)
     return Plan(host=host, title=title, steps=tuple(steps))
+
+
+def _purge_offsite(host: str, app: str, repo: Repo) -> list[Step]:
+    purge = f"delete {app}'s backups and WAL in repo {repo.name}"
+    if repo.s3:  # the server itself reaches the bucket
+        return [Step(purge, server_code.step("purge-s3", repo.name, app))]
+    return [
+        Step(f"stop shipping {app}'s WAL to repo {repo.name}", server_code.step("unship-app", repo.name, app)),
+        Step(purge, server_code.step("purge-hosted", host, app), on=repo.host),
+    ]
 
 
 def keeps(apps: list[str], purge: bool, repos: tuple[Repo, ...] = ()) -> list[str]:
     """The plain words of the confirmation."""
     words = [f"Drop {', '.join(apps)}: stop the cluster(s) and delete their data directories."]
-    where = (" (here and in " + ", ".join(f"repo {r.name} on {r.host}" for r in repos) + ")") if repos else ""
+    where = (" (here and in " + ", ".join(f"repo {r.name} on {r.where}" for r in repos) + ")") if repos else ""
     if purge:
         words.append(
             f"ALSO delete their pgBackRest stanzas, every backup and archived WAL{where}: nothing can bring them back."

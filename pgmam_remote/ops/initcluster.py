@@ -17,7 +17,7 @@ from ..facts import PGBACKREST_CONF, ServerFacts, StanzaInfo, backup_problem, ga
 from ..inventory import Host, Inventory
 from ..plan import Plan, Step, execute
 from ..remote import POSTGRES, Command, HostSession, PasswordSource, ask_password
-from . import offsite, restore
+from . import offsite, restore, s3
 
 BACKUP_TIMEOUT_S = 4 * 3600
 
@@ -264,8 +264,12 @@ def run(
     Returns the summary (None for --dry-run)."""
     repos = inventory.repos_of(host) if inventory else []
     for repo in repos:  # an unreachable repository host or a wrong passphrase: refused before any change
-        offsite.preflight(repo, inventory, password_source)  # type: ignore[arg-type]
+        if repo.s3 is None:
+            offsite.preflight(repo, inventory, password_source)  # type: ignore[arg-type]
     with HostSession(host, password_source=password_source) as session:
+        for repo in repos:  # an S3 repo is read from the server itself
+            if repo.s3 is not None:
+                s3.preflight(session, repo, host.name)
         summary = _run_local(session, host, req, console, dry_run=dry_run, verbose=verbose)
         if not repos:
             return summary
@@ -274,18 +278,22 @@ def run(
         version = cluster.version if cluster else (req.pg_version or host.pg_version or facts.newest_pg or 0)
         kept, changed = [], False
         for repo in repos:
-            stanza, ran = offsite.attach(
-                session,
-                facts,
-                offsite.Attach(host, repo, req.app, version, req.port),
-                inventory,  # type: ignore[arg-type]
-                console,
-                dry_run=dry_run,
-                verbose=verbose,
-                password_source=password_source,
-            )
+            a = offsite.Attach(host, repo, req.app, version, req.port)
+            if repo.s3 is not None:
+                stanza, ran = s3.attach(session, facts, a, console, dry_run=dry_run, verbose=verbose)
+            else:
+                stanza, ran = offsite.attach(
+                    session,
+                    facts,
+                    a,
+                    inventory,  # type: ignore[arg-type]
+                    console,
+                    dry_run=dry_run,
+                    verbose=verbose,
+                    password_source=password_source,
+                )
             changed |= ran
-            kept.append((repo.name, repo.host, stanza.last.label if stanza and stanza.last else None))
+            kept.append((repo.name, repo.where, stanza.last.label if stanza and stanza.last else None))
         if summary is None:
             return None
         return replace(summary, offsite=tuple(kept), already_done=summary.already_done and not changed)

@@ -96,6 +96,11 @@ def pick_repo(inventory: Inventory, new: Host, req: RecoverRequest) -> Repo:
             f"{new.name} does not back up to repo {repo.name}, where its recovered apps are to be kept",
             hint=f'add repos = ["{repo.name}"] to [hosts.{new.name}] (or to [defaults]) in {inventory.path}',
         )
+    if repo.s3 is not None:
+        raise Refusal(
+            f"recover from S3 repo {repo.name} is not supported yet",
+            hint="recover from a repository host repo (--repo NAME); an S3 repo can be drilled: inv verify --repo",
+        )
     if repo.host == new.name:
         raise Refusal(f"{new.name} is repo {repo.name}'s repository host", hint="recover onto another server")
     return repo

@@ -21,7 +21,7 @@ from ..facts import BackupInfo, ClusterFacts, DrillResult, PreservedDir, ServerF
 from ..inventory import Host, Inventory, Repo
 from ..remote import HostSession, PasswordSource, ask_password
 from ..server_code import VERSION as SERVER_CODE
-from . import backup, restore
+from . import backup, offsite, restore, s3
 from .schedule import next_run, parse_calendar, split_kind, what
 
 MAX_PARALLEL = 16
@@ -84,7 +84,8 @@ class ClusterStatus:
 
 @dataclass(frozen=True)
 class RepoView:
-    """An off-host repo as status sees it: its repository host's facts, or why they are missing."""
+    """An off-host repo as status sees it: its repository host's facts (for an S3 repo, the server's
+    own, holding what the bucket keeps: s3.as_vault), or why they are missing."""
 
     repo: Repo
     facts: ServerFacts | None
@@ -266,8 +267,13 @@ def offsite_status(cluster: ClusterFacts, facts: ServerFacts, view: RepoView, se
     """Pure: one app in one off-host repo: its backups there, the WAL still waiting to be shipped, the
     recovery window there; with "problems", which the caller takes out."""
     app, repo = cluster.name, view.repo
-    name = f"repo {repo.name} ({repo.host})"
-    entry: dict[str, object] = {"repo": repo.name, "host": repo.host, "reachable": view.facts is not None}
+    name = f"repo {repo.name} ({repo.where})"
+    entry: dict[str, object] = {
+        "repo": repo.name,
+        "host": repo.host or None,
+        "where": repo.where,
+        "reachable": view.facts is not None,
+    }
     problems: list[str] = []
     drill = _last_drill(facts, app, repo.name)
     entry["last_proven_restorable"] = _proven(drill, facts.now) if drill else None
@@ -357,6 +363,28 @@ def probe(host: Host, password_source: PasswordSource = ask_password) -> tuple[S
             session.close()
 
 
+def repo_views(inventory: Inventory, host: Host, session: HostSession, facts: ServerFacts) -> tuple[RepoView, ...]:
+    """Each off-host repo of the host, one after another (status reads them all in parallel)."""
+    views = []
+    for repo in inventory.repos_of(host):
+        if repo.s3 is not None:
+            views.append(s3_view(session, facts, host.name, RepoView(repo, None)))
+        else:
+            vault, error, _ = probe(inventory.host(repo.host))
+            views.append(RepoView(repo, vault, error))
+    return tuple(views)
+
+
+def s3_view(session: HostSession, facts: ServerFacts, server: str, view: RepoView) -> RepoView:
+    """An S3 repo, read on the server itself (it reaches the bucket)."""
+    if offsite.repo_conf_path(view.repo.name) not in facts.offsite_files:
+        return RepoView(view.repo, None, f"not set up on {server} yet")
+    try:
+        return RepoView(view.repo, s3.as_vault(facts, server, s3.read_state(session, view.repo, server)))
+    except PgmamError as exc:
+        return RepoView(view.repo, None, exc.message)
+
+
 def probe_host(
     host: Host, password_source: PasswordSource = ask_password, repos: tuple[RepoView, ...] = ()
 ) -> HostStatus:
@@ -366,6 +394,7 @@ def probe_host(
     try:
         session = HostSession(host, password_source=password_source).open()
         facts, _ = gather(session)
+        repos = tuple(s3_view(session, facts, host.name, v) if v.repo.s3 else v for v in repos)
         return assess(host, facts, session.commands_run, time.monotonic() - started, repos)
     except PgmamError as exc:
         reachable = session is not None and session.connection.is_connected
@@ -391,13 +420,16 @@ def collect(
     if not hosts:
         return []
     repos = {name: inventory.repos[name] for h in hosts for name in h.repos} if inventory else {}
-    vaults = sorted({repo.host for repo in repos.values()})
+    vaults = sorted({repo.host for repo in repos.values() if repo.s3 is None})
     with ThreadPoolExecutor(max_workers=min(len(hosts) + len(vaults), MAX_PARALLEL)) as pool:
         vault_probes = {v: pool.submit(probe, inventory.hosts[v], password_source) for v in vaults}  # type: ignore[union-attr]
 
         def views(host: Host) -> tuple[RepoView, ...]:
             found = []
             for name in host.repos:
+                if repos[name].s3 is not None:  # read on the host itself (probe_host)
+                    found.append(RepoView(repos[name], None))
+                    continue
                 facts, error, _ = vault_probes[repos[name].host].result()
                 found.append(RepoView(repos[name], facts, error))
             return tuple(found)

@@ -20,7 +20,7 @@ from ..inventory import Host, Inventory, Repo
 from ..job import LONG_STEP_DEADLINE_S, JobSpec, JobState
 from ..plan import Plan, Step, execute
 from ..remote import Command, HostSession
-from . import offsite, recover, restore
+from . import offsite, recover, restore, s3
 from .restore import Paths
 
 RESULTS_DIR = "/var/lib/pgmam/verify"
@@ -224,6 +224,11 @@ class RepoDrill:
                 f"{host.name} does not back up to repo {repo.name}",
                 hint=f"its repos: {', '.join(host.repos) or 'none'} (hosts.toml)",
             )
+        if on is not None and repo.s3 is not None:
+            raise Refusal(
+                f"a drill from S3 repo {repo.name} on another server is not supported yet",
+                hint=f"drill on {host.name} itself (no --on); a repository host repo can be drilled --on another",
+            )
         if on is not None and on.name == repo.host:
             raise Refusal(
                 f"{on.name} is the repository host of repo {repo.name}: a drill there proves no restore elsewhere",
@@ -232,7 +237,8 @@ class RepoDrill:
         self.host, self.repo, self.app, self.to = host, repo, app, to
         self.on = on if on is not None and on.name != host.name else None
         self.session = HostSession(host)
-        self.vault_session = HostSession(inventory.host(repo.host))
+        # an S3 repo is read on the app's own server
+        self.vault_session = HostSession(inventory.host(repo.host)) if repo.s3 is None else None
         self.on_session = HostSession(self.on) if self.on else None
         conf = offsite.recover_conf_path(repo.name, host.name) if self.on else offsite.repo_conf_path(repo.name)
         self.source = FromRepo(repo.name, conf, host.name if self.on else None)
@@ -256,7 +262,10 @@ class RepoDrill:
         """Gather facts, refuse before anything changes, plan."""
         recover_jobs = None if dry_run else self.app  # an interrupted job of the app is undone first
         self.facts, _ = gather(self.session, recover=None if self.on_session else recover_jobs)
-        self.vault, _ = gather(self.vault_session)
+        if self.vault_session is not None:
+            self.vault, _ = gather(self.vault_session)
+        else:
+            self.vault = s3.as_vault(self.facts, self.host.name, s3.read_state(self.session, self.repo, self.host.name))
         self.here = self.facts
         if self.on_session is not None:
             self.here, _ = gather(self.on_session, recover=recover_jobs, install=not dry_run)

@@ -73,7 +73,7 @@ home=$(getent passwd postgres | cut -d: -f6)
 [ -n "$home" ] && sed -n 's/^restrict \(.*\) pgmam$/authorized \1/p' "$home/.ssh/authorized_keys" 2> /dev/null
 # the files pgmam wrote for them, by content hash, so that a re-run rewrites only what changed
 section offsite-files
-find /etc/pgbackrest/pgmam -type f -name '*.conf' -exec sha256sum {} + 2> /dev/null
+find /etc/pgbackrest/pgmam -type f \( -name '*.conf' -o -name '*.pem' \) -exec sha256sum {} + 2> /dev/null
 # WAL waiting to be shipped to each off-host repo: "<repo> <app> <files> <bytes> <oldest mtime>
 # <last clean pass> <last error...>"
 section ship

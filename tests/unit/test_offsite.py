@@ -484,11 +484,12 @@ def test_drill_records_are_read_per_repo_with_time_and_place():
 def test_a_purge_deletes_the_app_in_every_repo_that_keeps_it_and_a_plain_drop_keeps_them():
     repos = tuple(inventory.parse(GOOD).repos.values())
     purge = drop.plan_drop("prod1", server_facts(KEPT), ["app1"], True, repos)
-    assert [f"{s.on or 'prod1'}: {s.title}" for s in purge.steps][-2:] == [
+    assert [f"{s.on or 'prod1'}: {s.title}" for s in purge.steps][-3:] == [
         "prod1: stop shipping app1's WAL to repo vault",
         "vault1: delete app1's backups and WAL in repo vault",
+        "prod1: delete stanza app1, its backups and config snapshots",
     ]
-    assert purge.steps[-1].command.argv[-2:] == ("prod1", "app1")
+    assert purge.steps[-2].command.argv[-2:] == ("prod1", "app1")
     kept = drop.plan_drop("prod1", server_facts(KEPT), ["app1"], False, repos)
     assert not any(s.on for s in kept.steps) and "repo" not in " ".join(s.title for s in kept.steps)
     assert "(here and in repo vault on vault1)" in drop.keeps(["app1"], True, repos)[1]

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Usage: repo-backup.sh REPO APP VERSION TYPE
-# On a server: a backup of TYPE (full, diff, incr) of APP into off-host repo REPO. pgBackRest must
-# take it on the repository host, so postgres asks it to there over SSH (the key pgmam trusts for
-# WAL shipping), with this server's own config on that host. Before it, the cluster's config goes
+# On a server: a backup of TYPE (full, diff, incr) of APP into off-host repo REPO. Into a repository
+# host, pgBackRest must take it there, so postgres asks it to over SSH (the key pgmam trusts for
+# WAL shipping), with this server's own config on that host. Into an S3 repo, it is taken here,
+# with the repo's config (repo1-type=s3). Before it, the cluster's config goes
 # into its data dir, so the backup carries it (see config-into-data.sh). Prints
 # "pgmam-note backup=<label>", the newest backup of APP in REPO afterwards.
 set -e
@@ -16,8 +17,12 @@ hosted=$(sed -n 's/^repo1-host-config-path=//p' "$conf")
 "$here/config-into-data.sh" "$app" "$version"
 cd /tmp
 on_repo_host() {
-  runuser -u postgres -- "$here/../pgbackrest-ssh.sh" "postgres@$address" \
-    pgbackrest "--config-path=$hosted" "--stanza=$app" "$@"
+  if grep -qx 'repo1-type=s3' "$conf"; then
+    runuser -u postgres -- pgbackrest "--config=$conf" --config-include-path=/etc/pgbackrest/conf.d "--stanza=$app" "$@"
+  else
+    runuser -u postgres -- "$here/../pgbackrest-ssh.sh" "postgres@$address" \
+      pgbackrest "--config-path=$hosted" "--stanza=$app" "$@"
+  fi
 }
 # the shipper passes every second meanwhile: the backup ends when its last WAL segment arrives
 hurry() { while :; do touch /var/lib/pgmam/ship/.hurry; sleep 20; done; }

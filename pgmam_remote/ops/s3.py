@@ -1,0 +1,253 @@
+"""Off-host repos in S3-compatible object storage.
+
+The layout (docs/offsite.md), for server S, app A, S3 repo R (bucket B, prefix P):
+
+- S keeps /etc/pgbackrest/pgmam/repos/R.conf: the bucket, its keys and the repo's passphrase
+  (root:postgres, 0640), plus R.ca.pem when the inventory names a CA. S's repository is B at P/S,
+  encrypted (aes-256-cbc), so two servers may both have an app called A.
+- As for a repository host, PostgreSQL archives into the local repository only and S's WAL
+  shipper (server/ship-wal.sh) copies it on to R: an outage of the bucket never holds up local
+  archiving or local backups. Backups into R are taken on S itself (steps/repo-backup.sh).
+- What R keeps of S is read on S (steps/s3-state.sh), which reaches the bucket; the operator's
+  machine may not. It prints the sections a repository host's probe prints, parsed the same way.
+
+The keys come from the operator's environment (the inventory names the variables) and travel to
+the server on stdin only, as the passphrase does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+from .. import configs, passphrases, server_code
+from ..console import Console
+from ..errors import Refusal
+from ..facts import MARKER, HostedRepo, ServerFacts, StanzaInfo, parse_hosted, split_sections
+from ..inventory import Repo
+from ..plan import Plan, Step, execute
+from ..remote import POSTGRES, Command, HostSession
+from . import offsite
+
+# An unreachable bucket fails a request after about 4 x io-timeout; an archive-push tries two
+# files, so about 8 x (80 s here, 481 s with pgBackRest's default of 60 s).
+IO_TIMEOUT_S = 10
+
+
+def ca_path(repo: str) -> str:
+    return f"{offsite.REPOS_CONF_DIR}/{repo}.ca.pem"
+
+
+def prefix(repo: Repo, server: str) -> str:
+    """Where in the bucket a server's repository lives."""
+    assert repo.s3 is not None
+    return f"{repo.s3.path}/{server}"
+
+
+def where(repo: Repo, server: str) -> str:
+    assert repo.s3 is not None
+    return f"s3://{repo.s3.bucket}{prefix(repo, server)}"
+
+
+def repo_conf(repo: Repo, server: str, cpu_count: int, passphrase: str, keys: tuple[str, str]) -> str:
+    """On the server: its repository in the bucket, encrypted; with the keys and the passphrase."""
+    s3 = repo.s3
+    assert s3 is not None
+    tls = [f"repo1-storage-ca-file={ca_path(repo.name)}"] if s3.ca_file else []
+    if not s3.verify_tls:
+        tls.append("repo1-storage-verify-tls=n")
+    lines = "\n".join(
+        [
+            "repo1-type=s3",
+            f"repo1-path={prefix(repo, server)}",
+            f"repo1-s3-endpoint={s3.endpoint}",
+            f"repo1-storage-port={s3.port}",
+            f"repo1-s3-bucket={s3.bucket}",
+            f"repo1-s3-region={s3.region}",
+            f"repo1-s3-uri-style={s3.uri_style}",
+            *tls,
+            f"repo1-s3-key={keys[0]}",
+            f"repo1-s3-key-secret={keys[1]}",
+            "repo1-cipher-type=aes-256-cbc",
+            f"repo1-cipher-pass={passphrase}",
+            f"repo1-retention-full={configs.RETENTION_DAYS}",
+            "repo1-retention-full-type=time",
+        ]
+    )
+    return f"""{MARKER}
+# Off-host repo {repo.name}: {server}'s repository in S3 bucket {s3.bucket} at {s3.endpoint}, encrypted.
+# Holds the bucket's keys and the repo's passphrase (the operator keeps a copy): root:postgres 0640.
+# Used with the stanzas of /etc/pgbackrest/conf.d (--config-include-path); PostgreSQL archives to the
+# local repo, the WAL shipper copies it on.
+[global]
+{lines}
+compress-type=zst
+compress-level=1
+start-fast=y
+process-max={configs.process_max(cpu_count)}
+archive-timeout={offsite.ARCHIVE_TIMEOUT_S}
+io-timeout={IO_TIMEOUT_S}
+log-level-console=warn
+log-level-file=info
+log-path=/var/log/pgbackrest/repos/{repo.name}
+lock-path=/tmp/pgbackrest/repos/{repo.name}
+"""
+
+
+def state_command(server: str, repo: str, conf: str | None = None, ca: str | None = None) -> Command:
+    """Read what the repo keeps of server's apps, on the server: with its installed config, or
+    with ``conf`` and ``ca`` (sent on stdin: it holds the keys), which leaves the server unchanged."""
+    if conf is None:
+        return server_code.step("s3-state", server, repo, timeout=300)
+    step = server_code.step("s3-state", server, "-", timeout=300)
+    return step.with_stdin(conf + (ca or ""), f"repo {repo} config")
+
+
+def parse_state(text: str, server: str) -> HostedRepo | None:
+    return parse_hosted(split_sections(text)).get(server)
+
+
+def read_state(
+    session: HostSession, repo: Repo, server: str, conf: str | None = None, ca: str | None = None
+) -> HostedRepo:
+    """What the repo keeps of ``server``, read on ``session``'s host; refused when the bucket
+    cannot be read (unreachable, refused keys, no such bucket)."""
+    done = session.run(state_command(server, repo.name, conf, ca), check=False)
+    hosted = parse_state(done.stdout, server) if done.exit_status == 0 else None
+    if hosted is None:
+        why = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        raise Refusal(
+            f"repo {repo.name} ({where(repo, server)}) cannot be read from {session.host.name}: "
+            f"{why[-1] if why else 'no output'}",
+            hint="check the endpoint, the bucket and the keys; inv status shows the repo once it answers",
+        )
+    return hosted
+
+
+def as_vault(facts: ServerFacts, server: str, hosted: HostedRepo | None) -> ServerFacts:
+    """The server's facts standing in for a repository host's: what status, `inv backups` and the
+    backup refusals read of a repo (its ``hosted`` entry for the server) is the same for both kinds."""
+    return replace(facts, hosted={server: hosted} if hosted is not None else {})
+
+
+def check_passphrase(repo: Repo, server: str, hosted: HostedRepo, passphrase: str | None) -> None:
+    """Refuse a missing or wrong passphrase for a prefix that already holds the server's backups.
+
+    A wrong passphrase does not make pgBackRest say so: it reads garbage (a FormatError)."""
+    if not hosted.held:
+        return
+    path = passphrases.path(repo.name)
+    place = where(repo, server)
+    if passphrase is None:
+        raise Refusal(
+            f"repo {repo.name}: its passphrase is missing ({path}), and {place} already holds encrypted "
+            f"backups of {', '.join(hosted.held)}",
+            hint=f"put the copy you kept of that file back at {path}; without it those backups cannot be read",
+        )
+    if hosted.error and ("FormatError" in hosted.error or "CryptoError" in hosted.error):
+        raise Refusal(
+            f"repo {repo.name}: the passphrase in {path} is not the one the backups in {place} were encrypted with",
+            hint=f"restore the right copy of {path}",
+        )
+
+
+def plan_attach(a: offsite.Attach, facts: ServerFacts, hosted: HostedRepo, conf: str, ca: str | None) -> Plan:
+    """Pure: the steps still missing for app a.app to be kept in S3 repo a.repo. Writes only files
+    whose content differs; makes the stanza and its first full backup only when missing."""
+    server, repo, app = a.server.name, a.repo, a.app
+    steps: list[Step] = []
+    done: list[str] = []
+    wanted = [(repo_conf_path := offsite.repo_conf_path(repo.name), conf, "root:postgres", "0640", True)]
+    if ca is not None:
+        wanted.insert(0, (ca_path(repo.name), ca, "root:root", "0644", False))
+    for path, content, owner, mode, secret in wanted:
+        if facts.offsite_files.get(path) == hashlib.sha256(content.encode()).hexdigest():
+            done.append(path)
+            continue
+        write = configs.write_file(path, content, owner, mode)
+        if secret:  # the keys and the passphrase travel on stdin, never in a command line
+            write = Command.of(*write.argv[:-1]).with_stdin(content, "config with the repo's keys and passphrase")
+        steps.append(Step(f"write {path}", write))
+    stanza = hosted.stanzas.get(app)
+    if stanza is None or not stanza.exists:
+        steps.append(
+            Step(
+                f"create stanza {app} in repo {repo.name}",
+                Command.of(
+                    "pgbackrest",
+                    f"--config={repo_conf_path}",
+                    "--config-include-path=/etc/pgbackrest/conf.d",
+                    f"--stanza={app}",
+                    "stanza-create",
+                    user=POSTGRES,
+                ),
+                hint=f"check that {server} reaches {repo.s3.endpoint if repo.s3 else ''} and that the keys are right",
+            )
+        )
+    else:
+        done.append(f"stanza {app} in repo {repo.name}")
+    if facts.shipping_of(repo.name, app) is None or facts.shipper not in ("active", "cron"):
+        steps.append(Step(f"ship {app}'s WAL to repo {repo.name}", server_code.step("ship-app", repo.name, app)))
+    else:
+        done.append(f"WAL shipping to repo {repo.name}")
+    if stanza is None or not stanza.backups:
+        steps += offsite.backup_steps(a, "full")
+    else:
+        done.append(f"{len(stanza.backups)} backup(s) in repo {repo.name}, last {stanza.backups[-1].label}")
+    return Plan(host=server, title=f"keep {app} in off-host repo {repo.name}", steps=tuple(steps), done=tuple(done))
+
+
+def _ca(repo: Repo) -> str | None:
+    assert repo.s3 is not None
+    return repo.s3.ca_file.read_text(encoding="utf-8") if repo.s3.ca_file else None
+
+
+def preflight(session: HostSession, repo: Repo, server: str) -> HostedRepo:
+    """Refuse, before anything changes, missing credentials, a bucket the server cannot read, or
+    a passphrase that is missing or wrong for the backups the server's prefix already holds."""
+    keys = repo.credentials()
+    existing = passphrases.read(repo.name)
+    conf = repo_conf(repo, server, 1, existing or "", keys)
+    if existing is None:  # the listing of what the bucket holds needs no passphrase
+        conf = "\n".join(line for line in conf.splitlines() if not line.startswith("repo1-cipher")) + "\n"
+    hosted = read_state(session, repo, server, conf, _ca(repo))
+    check_passphrase(repo, server, hosted, existing)
+    return hosted
+
+
+def attach(
+    session: HostSession,
+    facts: ServerFacts,
+    a: offsite.Attach,
+    console: Console,
+    *,
+    dry_run: bool = False,
+    verbose: bool = False,
+) -> tuple[StanzaInfo | None, bool]:
+    """Bring app a.app into S3 repo a.repo: its config, a stanza, shipping, a first backup.
+
+    Returns the app's stanza in the repo afterwards, and whether anything was changed."""
+    repo, server = a.repo, a.server.name
+    existing = passphrases.read(repo.name)
+    hosted = preflight(session, repo, server)
+    keys = repo.credentials()
+    ca = _ca(repo)
+    created = False
+    if existing is None:
+        secret = passphrases.create(repo.name) if not dry_run else "(a new passphrase)"
+        created = not dry_run
+    else:
+        secret = existing
+    plan = plan_attach(a, facts, hosted, repo_conf(repo, server, facts.cpu_count, secret, keys), ca)
+    if dry_run:
+        console.plan(plan.render())
+        return None, False
+    if created:
+        console.warning(
+            f"new passphrase for repo {repo.name}: {passphrases.path(repo.name)}. Keep a copy somewhere "
+            "safe, off this machine: without it the off-host backups cannot be read"
+        )
+    if not plan.empty:
+        execute(plan, session, console, verbose=verbose)
+    final = read_state(session, repo, server)
+    return final.stanzas.get(a.app), not plan.empty
