@@ -480,10 +480,15 @@ def parse_pgbackrest_info(text: str) -> dict[str, StanzaInfo]:
         )
         archives = raw.get("archive") or []
         status = raw.get("status", {})
+        # a repo's own error (a wrong passphrase: FormatError) is in its entry, not the stanza's
+        repo_errors = [
+            r["status"]["message"] for r in raw.get("repo") or [] if (r.get("status") or {}).get("code", 0) not in (0,)
+        ]
+        message = status.get("message", "")
         stanzas[raw["name"]] = StanzaInfo(
             name=raw["name"],
             status_code=int(status.get("code", 99)),
-            status_message=status.get("message", ""),
+            status_message="; ".join(dict.fromkeys([message, *repo_errors])) if repo_errors else message,
             backups=backups,
             wal_min=min((a["min"] for a in archives if a.get("min")), default=None),
             wal_max=max((a["max"] for a in archives if a.get("max")), default=None),

@@ -96,10 +96,11 @@ lock-path=/tmp/pgbackrest/repos/{repo.name}
 
 def state_command(server: str, repo: str, conf: str | None = None, ca: str | None = None) -> Command:
     """Read what the repo keeps of server's apps, on the server: with its installed config, or
-    with ``conf`` and ``ca`` (sent on stdin: it holds the keys), which leaves the server unchanged."""
+    with ``conf`` and ``ca`` (sent on stdin: it holds the keys), which leaves the server unchanged
+    (a server pgmam has not reached yet gets its server code first)."""
     if conf is None:
         return server_code.step("s3-state", server, repo, timeout=300)
-    step = server_code.step("s3-state", server, "-", timeout=300)
+    step = server_code.install_then(server_code.step("s3-state", server, "-", timeout=300))
     return step.with_stdin(conf + (ca or ""), f"repo {repo} config")
 
 
@@ -144,7 +145,8 @@ def check_passphrase(repo: Repo, server: str, hosted: HostedRepo, passphrase: st
             f"backups of {', '.join(hosted.held)}",
             hint=f"put the copy you kept of that file back at {path}; without it those backups cannot be read",
         )
-    if hosted.error and ("FormatError" in hosted.error or "CryptoError" in hosted.error):
+    errors = [hosted.error or "", *(stanza.status_message for stanza in hosted.stanzas.values())]
+    if any("FormatError" in error or "CryptoError" in error for error in errors):
         raise Refusal(
             f"repo {repo.name}: the passphrase in {path} is not the one the backups in {place} were encrypted with",
             hint=f"restore the right copy of {path}",

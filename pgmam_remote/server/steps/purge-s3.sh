@@ -5,10 +5,11 @@
 # stanza config goes (the stanza's paths come from it). A new app of that name then starts afresh.
 set -e
 conf=/etc/pgbackrest/pgmam/repos/$1.conf
-rm -rf -- "/var/lib/pgmam/ship/$1/$2"
-[ -f "/etc/pgbackrest/conf.d/$2.conf" ] || { echo "app $2 has no stanza config here"; exit 1; }
+app=$2
+rm -rf -- "/var/lib/pgmam/ship/$1/$app"
+[ -f "/etc/pgbackrest/conf.d/$app.conf" ] || { echo "app $app has no stanza config here"; exit 1; }
 cd /tmp
-repo() { runuser -u postgres -- pgbackrest --config="$conf" --config-include-path=/etc/pgbackrest/conf.d --stanza="$2" "$@"; }
+repo() { runuser -u postgres -- pgbackrest --config="$conf" --config-include-path=/etc/pgbackrest/conf.d --stanza="$app" "$@"; }
 repo stop || true
 repo --force stanza-delete
 repo start || true
