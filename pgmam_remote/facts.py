@@ -125,6 +125,7 @@ class BackupInfo:
     error: bool = False
     lsn_start: str | None = None
     lsn_stop: str | None = None
+    annotation: tuple[tuple[str, str], ...] = ()  # pgBackRest's key/value annotations (--annotation)
 
     @property
     def timeline(self) -> int | None:
@@ -475,6 +476,7 @@ def parse_pgbackrest_info(text: str) -> dict[str, StanzaInfo]:
                 error=bool(b.get("error", False)),
                 lsn_start=(b.get("lsn") or {}).get("start"),
                 lsn_stop=(b.get("lsn") or {}).get("stop"),
+                annotation=tuple(sorted((b.get("annotation") or {}).items())),
             )
             for b in raw.get("backup", [])
         )

@@ -88,14 +88,17 @@ def server_repo_conf(repo: Repo, server: str) -> str:
     return _repo_conf(repo, server, "repos")
 
 
+ASYNC_GET = (
+    "archive-async=y\nspool-path=/var/spool/pgbackrest\narchive-get-queue-max=1GiB\n\n"
+    "[global:archive-get]\nprocess-max=4\n"
+)
+
+
 def recover_conf(repo: Repo, source: str) -> str:
     """On the server `inv recover` rebuilds onto: how to read the lost server's repository. WAL
     replay fetches segments ahead, in parallel (async archive-get): one SSH round trip each would
     make the replay the slowest part of a recover."""
-    return _repo_conf(repo, source, "recover") + (
-        "archive-async=y\nspool-path=/var/spool/pgbackrest\narchive-get-queue-max=1GiB\n\n"
-        "[global:archive-get]\nprocess-max=4\n"
-    )
+    return _repo_conf(repo, source, "recover") + ASYNC_GET
 
 
 def _repo_conf(repo: Repo, server: str, log_dir: str) -> str:

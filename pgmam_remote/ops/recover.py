@@ -25,7 +25,7 @@ from ..inventory import Host, Inventory, Repo
 from ..job import JobSpec, JobState
 from ..plan import Plan, Step, execute
 from ..remote import POSTGRES, Command, HostSession
-from . import offsite, restore
+from . import offsite, restore, s3
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,6 @@ def pick_repo(inventory: Inventory, new: Host, req: RecoverRequest) -> Repo:
             f"{new.name} does not back up to repo {repo.name}, where its recovered apps are to be kept",
             hint=f'add repos = ["{repo.name}"] to [hosts.{new.name}] (or to [defaults]) in {inventory.path}',
         )
-    if repo.s3 is not None:
-        raise Refusal(
-            f"recover from S3 repo {repo.name} is not supported yet",
-            hint="recover from a repository host repo (--repo NAME); an S3 repo can be drilled: inv verify --repo",
-        )
     if repo.host == new.name:
         raise Refusal(f"{new.name} is repo {repo.name}'s repository host", hint="recover onto another server")
     return repo
@@ -110,7 +105,7 @@ def apps_to_recover(hosted: HostedRepo | None, repo: Repo, req: RecoverRequest) 
     kept = sorted(name for name, stanza in (hosted.stanzas if hosted else {}).items() if stanza.backups)
     if not kept:
         raise Refusal(
-            f"repo {repo.name} on {repo.host} keeps no backup of {req.source}'s apps",
+            f"repo {repo.name} on {repo.where} keeps no backup of {req.source}'s apps",
             hint="check --from (the lost server's inventory name) and --repo",
         )
     if req.all_apps:
@@ -178,7 +173,7 @@ def plan_app(
     # the newest point is where the repo's WAL ends: a hole on the way is refused, as for --to
     when = req.to or (newest[1] if newest else stanza.backups[-1].stop)
     gaps = [g for g in hosted.gaps if g.stanza == app]
-    backup = restore.choose_backup(repo.host, lost, stanza.backups, when, gaps)
+    backup = restore.choose_backup(repo.where, lost, stanza.backups, when, gaps)
     if req.to is None:
         target: list[str] = []
         target_text = "the newest point the repo has"
@@ -203,7 +198,7 @@ def plan_app(
             undo=Command.of("pg_dropcluster", "--stop", version, app),
         ),
         Step(
-            f"restore {app} from repo {repo.name} ({req.source}'s backups on {repo.host}) into {data}",
+            f"restore {app} from repo {repo.name} ({req.source}'s backups on {repo.where}) into {data}",
             server_code.step("recover-restore", conf, app, data, *target),
             long=True,
         ),
@@ -249,7 +244,7 @@ def plan_app(
     spec = JobSpec(op="recover", app=app, job_id=f"recover-{app}-{stamp}", holder=who, info=info, plan=plan)
     words = [
         f"Rebuild {app} on {new} (PostgreSQL {version}, port {port}) from {req.source}'s backups in repo "
-        f"{repo.name} on {repo.host}, to {target_text}: backup {backup.label}, then WAL"
+        f"{repo.name} on {repo.where}, to {target_text}: backup {backup.label}, then WAL"
         + (f" up to {newest[0]} (arrived {newest[1].isoformat(timespec='seconds')})." if newest else "."),
         f"{req.source}'s backups in the repo are only read. {new} becomes {app}'s home: a local stanza, "
         f"and repo {repo.name} under {new}'s own place, each with a first full backup.",
@@ -267,9 +262,10 @@ def prepare_steps(
 ) -> list[Step]:
     """From here, before the jobs: the new server and the repository host trust each other, and the
     new server gets a config to read source's repo, and (``home``: it becomes the apps' home)
-    pgBackRest's global config if it has none."""
-    keys = (offsite.Keys.of(facts), offsite.Keys.of(vault))
-    steps, _ = offsite.trust_steps(new, repo, facts, vault, keys)
+    pgBackRest's global config if it has none. An S3 repo needs no trust: its config holds keys."""
+    steps: list[Step] = []
+    if repo.s3 is None:
+        steps, _ = offsite.trust_steps(new, repo, facts, vault, (offsite.Keys.of(facts), offsite.Keys.of(vault)))
     if home and facts.global_conf == "absent":
         steps.append(
             Step(
@@ -277,6 +273,8 @@ def prepare_steps(
                 configs.write_file(PGBACKREST_CONF, configs.global_conf(facts.cpu_count), "root:postgres", "0640"),
             )
         )
+    if repo.s3 is not None:
+        return steps + s3.recover_steps(repo, source, facts.cpu_count)
     conf = offsite.recover_conf_path(repo.name, source)
     steps.append(
         Step(
@@ -297,26 +295,32 @@ class Recover:
     def __init__(self, inventory: Inventory, new: Host, req: RecoverRequest, console: Console) -> None:
         self.inventory, self.new, self.req, self.console = inventory, new, req, console
         self.repo = pick_repo(inventory, new, req)
-        self.vault_host = inventory.host(self.repo.host)
         self.session = HostSession(new)
-        self.vault_session = HostSession(self.vault_host)
+        # an S3 repo is read from the new server itself
+        self.vault_session = HostSession(inventory.host(self.repo.host)) if self.repo.s3 is None else None
         self.plans: list[AppPlan] = []
 
     def __enter__(self) -> Recover:
-        self.vault_session.open()
+        if self.vault_session is not None:
+            self.vault_session.open()
         self.session.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.session.close()
-        self.vault_session.close()
+        if self.vault_session is not None:
+            self.vault_session.close()
 
     def prepare(self, *, dry_run: bool) -> list[str]:
         """Gather facts and plan every app (refusing before anything changes); the words to confirm."""
-        self.vault, _ = gather(self.vault_session, install=not dry_run)
-        # the repo keeps the lost server's backups, so a missing passphrase is refused here too
-        offsite.check_passphrase(self.repo, self.vault, passphrases.read(self.repo.name))
-        self.facts, _ = gather(self.session, install=not dry_run)
+        if self.vault_session is not None:
+            self.vault, _ = gather(self.vault_session, install=not dry_run)
+            # the repo keeps the lost server's backups, so a missing passphrase is refused here too
+            offsite.check_passphrase(self.repo, self.vault, passphrases.read(self.repo.name))
+            self.facts, _ = gather(self.session, install=not dry_run)
+        else:
+            self.facts, _ = gather(self.session, install=not dry_run)
+            self.vault = self._read_bucket()
         hosted = self.vault.hosted.get(self.req.source)
         apps = apps_to_recover(hosted, self.repo, self.req)
         if self.req.port and len(apps) > 1:
@@ -329,6 +333,14 @@ class Recover:
             self.plans.append(plan)
         return [line for plan in self.plans for line in plan.words]
 
+    def _read_bucket(self) -> ServerFacts:
+        """What the S3 repo keeps of the lost server, read on the new one (which is unchanged)."""
+        repo, source = self.repo, self.req.source
+        conf = s3.recover_conf(repo, source, self.facts.cpu_count)
+        hosted = s3.read_state(self.session, repo, source, conf, s3.ca_text(repo))
+        s3.check_passphrase(repo, source, hosted, passphrases.read(repo.name))
+        return s3.as_vault(self.facts, source, hosted)
+
     def render(self) -> list[str]:
         first = Plan(
             self.new.name, "prepare", tuple(prepare_steps(self.new, self.repo, self.req.source, self.facts, self.vault))
@@ -340,9 +352,9 @@ class Recover:
         return lines
 
     def run(self) -> list[Recovered]:
-        others = {self.vault_host.name: self.vault_session}
-        keys = offsite.key_steps(self.new.name, self.vault_host.name)
-        if not (self.facts.user_key and self.vault.user_key):
+        others = {self.repo.host: self.vault_session} if self.vault_session is not None else {}
+        if self.vault_session is not None and not (self.facts.user_key and self.vault.user_key):
+            keys = offsite.key_steps(self.new.name, self.repo.host)
             execute(Plan(self.new.name, "SSH keys", tuple(keys)), self.session, self.console, others=others)
             self.facts, _ = gather(self.session)
             self.vault, _ = gather(self.vault_session)
@@ -355,7 +367,10 @@ class Recover:
             state = restore.run_job(self.session, plan.spec, self.facts, self.console, undone)
             facts, _ = gather(self.session)
             a = offsite.Attach(self.new, self.repo, plan.app, plan.version, plan.port)
-            stanza, _ = offsite.attach(self.session, facts, a, self.inventory, self.console)
+            if self.repo.s3 is not None:
+                stanza, _ = s3.attach(self.session, facts, a, self.console)
+            else:
+                stanza, _ = offsite.attach(self.session, facts, a, self.inventory, self.console)
             newest = (
                 f"{plan.newest_wal[0]}, arrived {plan.newest_wal[1].isoformat(timespec='seconds')}"
                 if plan.newest_wal

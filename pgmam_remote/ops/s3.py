@@ -49,8 +49,11 @@ def where(repo: Repo, server: str) -> str:
     return f"s3://{repo.s3.bucket}{prefix(repo, server)}"
 
 
-def repo_conf(repo: Repo, server: str, cpu_count: int, passphrase: str, keys: tuple[str, str]) -> str:
-    """On the server: its repository in the bucket, encrypted; with the keys and the passphrase."""
+def repo_conf(
+    repo: Repo, server: str, cpu_count: int, passphrase: str, keys: tuple[str, str], log_dir: str = "repos"
+) -> str:
+    """On the server: ``server``'s repository in the bucket, encrypted; with the keys and the
+    passphrase. ``log_dir``: "recover" for a config that reads another server's repository."""
     s3 = repo.s3
     assert s3 is not None
     tls = [f"repo1-storage-ca-file={ca_path(repo.name)}"] if s3.ca_file else []
@@ -89,8 +92,8 @@ archive-timeout={offsite.ARCHIVE_TIMEOUT_S}
 io-timeout={IO_TIMEOUT_S}
 log-level-console=warn
 log-level-file=info
-log-path=/var/log/pgbackrest/repos/{repo.name}
-lock-path=/tmp/pgbackrest/repos/{repo.name}
+log-path=/var/log/pgbackrest/{log_dir}/{repo.name}
+lock-path=/tmp/pgbackrest/{log_dir}/{repo.name}
 """
 
 
@@ -105,7 +108,17 @@ def state_command(server: str, repo: str, conf: str | None = None, ca: str | Non
 
 
 def parse_state(text: str, server: str) -> HostedRepo | None:
-    return parse_hosted(split_sections(text)).get(server)
+    """The state step's output -> what the repo keeps of server; each app's port is the one its
+    newest backup was annotated with (steps/repo-backup.sh)."""
+    hosted = parse_hosted(split_sections(text)).get(server)
+    if hosted is None:
+        return None
+    ports = {}
+    for app, stanza in hosted.stanzas.items():
+        port = dict(stanza.backups[-1].annotation).get("pgmam-port", "") if stanza.backups else ""
+        if port.isdigit():
+            ports[app] = int(port)
+    return replace(hosted, ports=ports)
 
 
 def read_state(
@@ -199,7 +212,7 @@ def plan_attach(a: offsite.Attach, facts: ServerFacts, hosted: HostedRepo, conf:
     return Plan(host=server, title=f"keep {app} in off-host repo {repo.name}", steps=tuple(steps), done=tuple(done))
 
 
-def _ca(repo: Repo) -> str | None:
+def ca_text(repo: Repo) -> str | None:
     assert repo.s3 is not None
     return repo.s3.ca_file.read_text(encoding="utf-8") if repo.s3.ca_file else None
 
@@ -212,7 +225,7 @@ def preflight(session: HostSession, repo: Repo, server: str) -> HostedRepo:
     conf = repo_conf(repo, server, 1, existing or "", keys)
     if existing is None:  # the listing of what the bucket holds needs no passphrase
         conf = "\n".join(line for line in conf.splitlines() if not line.startswith("repo1-cipher")) + "\n"
-    hosted = read_state(session, repo, server, conf, _ca(repo))
+    hosted = read_state(session, repo, server, conf, ca_text(repo))
     check_passphrase(repo, server, hosted, existing)
     return hosted
 
@@ -233,7 +246,7 @@ def attach(
     existing = passphrases.read(repo.name)
     hosted = preflight(session, repo, server)
     keys = repo.credentials()
-    ca = _ca(repo)
+    ca = ca_text(repo)
     created = False
     if existing is None:
         secret = passphrases.create(repo.name) if not dry_run else "(a new passphrase)"
@@ -253,3 +266,39 @@ def attach(
         execute(plan, session, console, verbose=verbose)
     final = read_state(session, repo, server)
     return final.stanzas.get(a.app), not plan.empty
+
+
+def passphrase_of(repo: Repo) -> str:
+    """The repo's passphrase, which reading backups already in it needs; refused when missing."""
+    secret = passphrases.read(repo.name)
+    if secret is None:
+        path = passphrases.path(repo.name)
+        raise Refusal(
+            f"repo {repo.name}: its passphrase is missing ({path})",
+            hint=f"put the copy you kept of that file back at {path}; without it the backups in it cannot be read",
+        )
+    return secret
+
+
+def recover_conf(repo: Repo, source: str, cpu_count: int) -> str:
+    """On a server that reads ``source``'s repository in the bucket (inv recover, a drill --on):
+    its keys and the passphrase, and WAL fetched ahead in parallel, as for a repository host."""
+    conf = repo_conf(repo, source, cpu_count, passphrase_of(repo), repo.credentials(), "recover")
+    return conf + offsite.ASYNC_GET
+
+
+def recover_steps(repo: Repo, source: str, cpu_count: int) -> list[Step]:
+    """The CA, if any, and the config to read ``source``'s repository (on stdin: it holds secrets)."""
+    conf = recover_conf(repo, source, cpu_count)
+    path = offsite.recover_conf_path(repo.name, source)
+    write = Command.of(*configs.write_file(path, conf, "root:postgres", "0640").argv[:-1])
+    steps = []
+    if (ca := ca_text(repo)) is not None:
+        steps.append(
+            Step(f"write {ca_path(repo.name)}", configs.write_file(ca_path(repo.name), ca, "root:root", "0644"))
+        )
+    label = "config with the repo's keys and passphrase"
+    steps.append(
+        Step(f"write {path} (to read {source}'s repository in {where(repo, source)})", write.with_stdin(conf, label))
+    )
+    return steps

@@ -224,11 +224,6 @@ class RepoDrill:
                 f"{host.name} does not back up to repo {repo.name}",
                 hint=f"its repos: {', '.join(host.repos) or 'none'} (hosts.toml)",
             )
-        if on is not None and repo.s3 is not None:
-            raise Refusal(
-                f"a drill from S3 repo {repo.name} on another server is not supported yet",
-                hint=f"drill on {host.name} itself (no --on); a repository host repo can be drilled --on another",
-            )
         if on is not None and on.name == repo.host:
             raise Refusal(
                 f"{on.name} is the repository host of repo {repo.name}: a drill there proves no restore elsewhere",
@@ -291,8 +286,8 @@ class RepoDrill:
     def run(self, console: Console, undone: str) -> JobState:
         session = self.drill_session
         if self.on is not None:
-            others = {self.repo.host: self.vault_session}
-            if not (self.here.user_key and self.vault.user_key):
+            others = {self.repo.host: self.vault_session} if self.vault_session is not None else {}
+            if self.vault_session is not None and not (self.here.user_key and self.vault.user_key):
                 keys = offsite.key_steps(self.on.name, self.repo.host)
                 execute(Plan(self.on.name, "SSH keys", tuple(keys)), session, console, others=others)
                 self.here, _ = gather(session)

@@ -7,8 +7,10 @@ the keys (from the environment) and the passphrase, on stdin. What matters: init
 app a stanza and a first full backup in the bucket under sbx1's own prefix, with every object
 there ciphertext; new WAL reaches the bucket by itself; while the bucket is cut off the app and
 its local backups carry on, status turns red naming the repo, and after the link returns
-everything arrives with no hole; missing keys or a wrong passphrase are refused with the server
-unchanged; a purge leaves nothing of the app in the bucket.
+everything arrives with no hole; a drill restores from the bucket on sbx1 and on sbx2; missing
+keys or a wrong passphrase are refused with the servers unchanged; a purge leaves nothing of the
+app in the bucket. Last, sbx1 is destroyed under writes and `inv recover` brings both its apps
+back on sbx2 from the bucket, with exactly the data the bucket had, and sbx2 keeps them there.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from pgmam_remote import sandbox
 
 from .conftest import run_inv
 
-SERVERS = 1
+SERVERS = 2
 S3 = True
-SERVER, APP, PORT = "sbx1", "shop", 5432
+SERVER, APP, PORT, NEW = "sbx1", "shop", 5432, "sbx2"
+OTHER, OTHER_PORT = "blog", 5433
 CONF = "/etc/pgbackrest/pgmam/repos/bucket.conf"
 
 
@@ -51,21 +54,23 @@ def s3(box, tmp_path_factory):
     return call
 
 
-def in_bucket(box, *argv: str, cipher: bool = True, head: bool = False) -> subprocess.CompletedProcess[str]:
-    """pgbackrest on sbx1 with the installed repo config (or, with cipher=False, without the
-    passphrase: the raw objects); head: only the first 8 bytes of its output."""
+def in_bucket(
+    box, *argv: str, cipher: bool = True, head: bool = False, on: str = SERVER
+) -> subprocess.CompletedProcess[str]:
+    """pgbackrest on a server (sbx1) with its installed repo config (or, with cipher=False, without
+    the passphrase: the raw objects); head: only the first 8 bytes of its output."""
     conf = CONF
     if not cipher:
-        box.on(SERVER, "sh", "-c", f"grep -v '^repo1-cipher' {CONF} > /tmp/raw.conf && chown postgres /tmp/raw.conf")
+        box.on(on, "sh", "-c", f"grep -v '^repo1-cipher' {CONF} > /tmp/raw.conf && chown postgres /tmp/raw.conf")
         conf = "/tmp/raw.conf"
     cmd = ["runuser", "-u", "postgres", "--", "pgbackrest", f"--config={conf}", *argv]
     script = 'cd /tmp && "$@" | head -c 8' if head else 'cd /tmp && exec "$@"'
-    return box.on(SERVER, "sh", "-c", script, "sh", *cmd, check=False)
+    return box.on(on, "sh", "-c", script, "sh", *cmd, check=False)
 
 
-def bucket_info(box, app: str = APP) -> dict:
-    out = in_bucket(box, "--config-include-path=/etc/pgbackrest/conf.d", f"--stanza={app}", "--output=json", "info")
-    return json.loads(out.stdout)[0]
+def bucket_info(box, app: str = APP, *, on: str = SERVER, prefix: str = f"/pgmam/{SERVER}") -> dict:
+    argv = ("--config-include-path=/etc/pgbackrest/conf.d", f"--repo1-path={prefix}", f"--stanza={app}")
+    return json.loads(in_bucket(box, *argv, "--output=json", "info", on=on).stdout)[0]
 
 
 def archive_max(box) -> str:
@@ -86,8 +91,8 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(2)
 
 
-def status(s3) -> tuple[int, dict]:
-    out = s3("status", "--host", SERVER, "--json")
+def status(s3, host: str = SERVER) -> tuple[int, dict]:
+    out = s3("status", "--host", host, "--json")
     return out.returncode, json.loads(out.stdout)
 
 
@@ -95,8 +100,9 @@ def app_status(payload: dict, app: str = APP) -> dict:
     return next(c for c in payload["hosts"][0]["clusters"] if c["app"] == app)
 
 
-def server_state(box) -> tuple[list[str], str]:
-    return box.clusters(SERVER), box.on(SERVER, "ls", "-R", "/etc/pgbackrest", "/var/lib/pgmam/ship").stdout
+def server_state(box) -> tuple[list[str], ...]:
+    listing = "ls -R /etc/pgbackrest /var/lib/pgmam/ship 2>/dev/null; true"
+    return tuple((box.clusters(host), box.on(host, "sh", "-c", listing).stdout) for host in (SERVER, NEW))
 
 
 def test_initcluster_keeps_the_app_in_the_bucket_encrypted(box, s3):
@@ -180,6 +186,12 @@ def test_backups_and_a_drill_from_the_bucket(box, s3):
     proven = app_status(status(s3)[1])["offsite"][0]["last_proven_restorable"]
     assert proven["ok"] and proven["backup"] == bucket_info(box)["backup"][-1]["label"], proven
     assert box.psql(SERVER, PORT, "select count(*) from t") == rows  # the app itself untouched
+    # on sbx2, which reads the bucket as it would after losing sbx1
+    elsewhere = s3("verify", "--host", SERVER, "--app", APP, "--repo", "bucket", "--on", NEW)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    proven = app_status(status(s3)[1])["offsite"][0]["last_proven_restorable"]
+    assert proven["ok"] and proven["on"] == NEW, proven
+    assert box.clusters(NEW) == []  # only a throwaway copy was made there
 
 
 def test_missing_keys_or_a_wrong_passphrase_are_refused_and_change_nothing(box, s3, tmp_path):
@@ -200,8 +212,10 @@ def test_missing_keys_or_a_wrong_passphrase_are_refused_and_change_nothing(box, 
     assert "is not the one the backups in s3://pgmam/pgmam/sbx1 were encrypted with" in refused.stderr
     missing = s3("initcluster", "--host", SERVER, "--app", "blog", "--port", "5433", config_dir=tmp_path / "none")
     assert missing.returncode == 1 and "its passphrase is missing" in missing.stderr
-    recover = s3("recover", "--host", SERVER, "--from", "sbx9", "--repo", "bucket", "--all-apps", "--yes")
-    assert recover.returncode != 0 and "S3 repo bucket is not supported yet" in recover.stderr
+    late = s3("recover", "--host", NEW, "--from", SERVER, "--app", APP, "--to", "2099-01-01 00:00:00+00", "--yes")
+    assert late.returncode == 1 and "is after the newest WAL repo bucket" in late.stderr, late.stderr
+    none = s3("recover", "--host", NEW, "--from", "sbx9", "--repo", "bucket", "--all-apps", "--yes")
+    assert none.returncode == 1 and "keeps no backup of sbx9's apps" in none.stderr, none.stderr
     assert server_state(box) == before
 
 
@@ -215,3 +229,54 @@ def test_a_purged_app_leaves_nothing_in_the_bucket(box, s3):
     assert "delete gone's backups and WAL in repo bucket" in dropped.stderr
     assert '"gone"' not in held() and '"gone"' not in in_bucket(box, "--output=json", "repo-ls", "archive").stdout
     assert bucket_info(box)["status"]["code"] == 0  # the app that stays is untouched
+
+
+CHECKSUM = "select md5(string_agg(aid::text || ':' || abalance, ',' order by aid)) from pgbench_accounts"
+
+
+def checksums(box, server: str) -> dict[str, str]:
+    return {app: box.psql(server, port, CHECKSUM) for app, port in ((APP, PORT), (OTHER, OTHER_PORT))}
+
+
+def pgbench(box, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return box.on(SERVER, "runuser", "-u", "postgres", "--", "pgbench", "-p", str(port), *args, "postgres")
+
+
+def test_a_lost_server_is_rebuilt_from_the_bucket_with_the_data_it_had(box, s3):
+    made = s3("initcluster", "--host", SERVER, "--app", OTHER, "--port", str(OTHER_PORT))
+    assert made.returncode == 0, made.stderr
+    for port in (PORT, OTHER_PORT):
+        assert pgbench(box, port, "-i", "-s", "2", "-q").returncode == 0
+        assert pgbench(box, port, "-T", "10", "-c", "2").returncode == 0
+    archived = checksums(box, SERVER)
+    for app, port in ((APP, PORT), (OTHER, OTHER_PORT)):
+        segment = box.psql(SERVER, port, "select pg_walfile_name(pg_switch_wal())")
+        wait_until(
+            lambda app=app, segment=segment: bucket_info(box, app)["archive"][0]["max"] >= segment,
+            120,
+            f"{app}'s {segment} in the bucket",
+        )
+    for port in (PORT, OTHER_PORT):  # writes that never reach the bucket: lost with the server
+        box.psql(SERVER, port, "update pgbench_accounts set abalance = abalance + 1 where aid <= 100")
+    assert checksums(box, SERVER) != archived
+    subprocess.run(["ip", "link", "set", box.naming.host_veth(1), "down"], check=True)
+    box.on(
+        SERVER, "sh", "-c", "systemctl kill --signal=KILL 'postgresql@*' 'pgmam-ship*'; rm -rf /var/lib/postgresql/15"
+    )
+
+    out = s3("recover", "--host", NEW, "--from", SERVER, "--all-apps", "--yes", timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "2 app(s) of sbx1 recovered on sbx2" in out.stderr
+    assert box.clusters(NEW) == [f"15 {OTHER} {OTHER_PORT} online", f"15 {APP} {PORT} online"]  # their own ports
+    assert checksums(box, NEW) == archived
+
+    # sbx2 is their home now: archiving into the bucket under its own prefix, healthy
+    for port in (PORT, OTHER_PORT):
+        box.psql(NEW, port, "insert into pgbench_history (tid, bid, aid, delta, mtime) values (1, 1, 1, 1, now())")
+    code, payload = status(s3, NEW)
+    assert code == 0, [c["problems"] for c in payload["hosts"][0]["clusters"]]
+    for cluster in payload["hosts"][0]["clusters"]:
+        (repo,) = cluster["offsite"]
+        assert repo["backup_count"] == 1 and repo["recovery_window"]["breaks"] == []
+    # sbx1's backups are still in the bucket, readable
+    assert len(bucket_info(box, APP, on=NEW)["backup"]) >= 2
