@@ -8,7 +8,7 @@ The layout (docs/offsite.md), for server S, app A, S3 repo R (bucket B, prefix P
 - As for a repository host, PostgreSQL archives into the local repository only and S's WAL
   shipper (server/ship-wal.sh) copies it on to R: an outage of the bucket never holds up local
   archiving or local backups. Backups into R are taken on S itself (steps/repo-backup.sh).
-- What R keeps of S is read on S (steps/s3-state.sh), which reaches the bucket; the operator's
+- What R keeps of S is read on S (server/s3-state.sh), which reaches the bucket; the operator's
   machine may not. It prints the sections a repository host's probe prints, parsed the same way.
 
 The keys come from the operator's environment (the inventory names the variables) and travel to
@@ -26,7 +26,7 @@ from ..errors import Refusal
 from ..facts import MARKER, HostedRepo, ServerFacts, StanzaInfo, parse_hosted, split_sections
 from ..inventory import Repo
 from ..plan import Plan, Step, execute
-from ..remote import POSTGRES, Command, HostSession
+from ..remote import POSTGRES, Command, HostSession, sh
 from . import offsite
 
 # An unreachable bucket fails a request after about 4 x io-timeout; an archive-push tries two
@@ -98,13 +98,14 @@ lock-path=/tmp/pgbackrest/{log_dir}/{repo.name}
 
 
 def state_command(server: str, repo: str, conf: str | None = None, ca: str | None = None) -> Command:
-    """Read what the repo keeps of server's apps, on the server: with its installed config, or
-    with ``conf`` and ``ca`` (sent on stdin: it holds the keys), which leaves the server unchanged
-    (a server pgmam has not reached yet gets its server code first)."""
+    """Read what the repo keeps of server's apps, on the server (server/s3-state.sh, sent with the
+    command: nothing is installed or changed): with its installed config, or with ``conf`` and
+    ``ca`` (on stdin: it holds the keys)."""
+    script = server_code.text("s3-state.sh")
+    gaps = server_code.text("wal-gaps.awk")
     if conf is None:
-        return server_code.step("s3-state", server, repo, timeout=300)
-    step = server_code.install_then(server_code.step("s3-state", server, "-", timeout=300))
-    return step.with_stdin(conf + (ca or ""), f"repo {repo} config")
+        return sh(script, server, repo, gaps, timeout=300)
+    return sh(script, server, "-", gaps, timeout=300).with_stdin(conf + (ca or ""), f"repo {repo} config")
 
 
 def parse_state(text: str, server: str) -> HostedRepo | None:
@@ -121,18 +122,25 @@ def parse_state(text: str, server: str) -> HostedRepo | None:
     return replace(hosted, ports=ports)
 
 
+def try_state(
+    session: HostSession, repo: Repo, server: str, conf: str | None = None, ca: str | None = None
+) -> tuple[HostedRepo | None, str]:
+    """What the repo keeps of ``server``, read on ``session``'s host, or why it could not be read
+    (unreachable, refused keys, no such bucket): pgBackRest's last line."""
+    done = session.run(state_command(server, repo.name, conf, ca), check=False)
+    hosted = parse_state(done.stdout, server) if done.exit_status == 0 else None
+    why = (done.stderr.strip() or done.stdout.strip()).splitlines()
+    return hosted, why[-1] if why else "no output"
+
+
 def read_state(
     session: HostSession, repo: Repo, server: str, conf: str | None = None, ca: str | None = None
 ) -> HostedRepo:
-    """What the repo keeps of ``server``, read on ``session``'s host; refused when the bucket
-    cannot be read (unreachable, refused keys, no such bucket)."""
-    done = session.run(state_command(server, repo.name, conf, ca), check=False)
-    hosted = parse_state(done.stdout, server) if done.exit_status == 0 else None
+    """:func:`try_state`, refused when the bucket cannot be read."""
+    hosted, why = try_state(session, repo, server, conf, ca)
     if hosted is None:
-        why = (done.stderr.strip() or done.stdout.strip()).splitlines()
         raise Refusal(
-            f"repo {repo.name} ({where(repo, server)}) cannot be read from {session.host.name}: "
-            f"{why[-1] if why else 'no output'}",
+            f"repo {repo.name} ({where(repo, server)}) cannot be read from {session.host.name}: {why}",
             hint="check the endpoint, the bucket and the keys; inv status shows the repo once it answers",
         )
     return hosted

@@ -288,7 +288,7 @@ def offsite_status(cluster: ClusterFacts, facts: ServerFacts, view: RepoView, se
         entry["waiting"] = {"files": shipping.files, "bytes": shipping.bytes, "lag_seconds": lag, "behind": behind}
         entry["shipping_error"] = shipping.error or None
         if behind:
-            why = f": {shipping.error}" if shipping.error else ""
+            why = f": {_clip(shipping.error)}" if shipping.error else ""
             problems.append(
                 f"{repo.name}: WAL {_age(lag)} behind ({shipping.files} files, {_size(shipping.bytes)} waiting){why}"
             )
@@ -379,10 +379,8 @@ def s3_view(session: HostSession, facts: ServerFacts, server: str, view: RepoVie
     """An S3 repo, read on the server itself (it reaches the bucket)."""
     if offsite.repo_conf_path(view.repo.name) not in facts.offsite_files:
         return RepoView(view.repo, None, f"not set up on {server} yet")
-    try:
-        return RepoView(view.repo, s3.as_vault(facts, server, s3.read_state(session, view.repo, server)))
-    except PgmamError as exc:
-        return RepoView(view.repo, None, exc.message)
+    hosted, why = s3.try_state(session, view.repo, server)
+    return RepoView(view.repo, s3.as_vault(facts, server, hosted) if hosted else None, None if hosted else why)
 
 
 def probe_host(
@@ -468,6 +466,11 @@ def _next(c: ClusterStatus, backups: bool) -> str | None:
         str(s["next"]) for s in c.schedule if s.get("next") and (split_kind(str(s["type"]))[1] != "verify") == backups
     )
     return _short_time(upcoming[0]) if upcoming else None
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    """A tool's error, long enough to say what failed (pgBackRest's S3 errors run to 400 chars)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _short_time(iso: str) -> str:

@@ -3,7 +3,7 @@
 # after it> <archived at> <archived at>". pgBackRest names a segment <24 hex digits>-<sha1>[.<ext>];
 # a timeline's segments follow each other, 256 to a log file (16 MiB segments). Partial segments,
 # history files and backup labels are not counted. Used by probe.sh (local and hosted repos) and
-# steps/s3-state.sh (S3 repos): one rule for every repo.
+# s3-state.sh (S3 repos): one rule for every repo.
 function h(x, i, n) {
   n = 0
   for (i = 1; i <= length(x); i++) n = n * 16 + index("0123456789ABCDEF", substr(x, i, 1)) - 1

@@ -41,7 +41,7 @@ def bucket(text: str = INVENTORY) -> inventory.Repo:
 
 
 def state(*, backups: int = 1, error: str = "", history: bool = False) -> str:
-    """What steps/s3-state.sh prints, as recorded from a sandbox bucket."""
+    """What server/s3-state.sh prints, as recorded from a sandbox bucket."""
     info = load("pgbackrest-info-one-full.json").replace('"fixt"', '"app1"')
     text = f"\n@@hosted prod1\n{error or info if backups else '[]'}\n@@hosted-stanzas prod1\napp1\n"
     text += "\n@@hosted-newest prod1\napp1 000000010000000000000009-0123abcd.zst 1764547000\n"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Usage: s3-state.sh SERVER REPO | s3-state.sh SERVER -
+# Usage: sh -c "$(cat s3-state.sh)" s3-state SERVER REPO|- GAPS_AWK
 # What an S3 repo keeps of SERVER's apps, read from this server (it reaches the bucket; the
 # operator's machine may not): with the installed /etc/pgbackrest/pgmam/repos/REPO.conf, or with a
 # config read on stdin, followed by the CA's PEM when it names one (it carries keys and the
@@ -7,11 +7,13 @@
 # probe.sh): "hosted SERVER" (pgbackrest info), "hosted-stanzas SERVER" (the stanzas the bucket
 # holds, readable without the passphrase), "hosted-newest SERVER" (each stanza's newest segment and
 # when it arrived), "hosted-gaps SERVER" (holes: ../wal-gaps.awk) and "hosted-history SERVER STANZA"
-# (a stanza's newest timeline history). Exits 0 when the repo was read at all.
+# (a stanza's newest timeline history). Exits 0 when the repo was read at all. Like probe.sh, it is
+# sent with each command, not installed (status reads a server without changing it), and gets
+# wal-gaps.awk as an argument.
 set -u
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 server=$1
-here=$(dirname "$0")
+gaps_awk=$3
 cd /tmp || exit 1
 if [ "$2" = - ]; then
   private=$(mktemp -d /tmp/pgmam-s3.XXXXXX) || exit 1
@@ -47,7 +49,7 @@ repo --output=json repo-ls backup 2>/dev/null | grep -o '"[^".]*":{"type":"path"
 section "hosted-newest $server"
 printf '%s\n' "$files" | grep ' [0-9A-F]\{24\}-' | awk '{ newest[$1] = $3 " " $4 } END { for (s in newest) print s, newest[s] }'
 section "hosted-gaps $server"
-printf '%s\n' "$files" | grep ' [0-9A-F]\{24\}-' | awk -f "$here/../wal-gaps.awk"
+printf '%s\n' "$files" | grep ' [0-9A-F]\{24\}-' | awk "$gaps_awk"
 printf '%s\n' "$files" | grep ' [0-9A-F]\{8\}\.history ' | awk '{ newest[$1] = $2 "/" $3 } END { for (s in newest) print s, newest[s] }' \
   | while read -r stanza file; do
     section "hosted-history $server $stanza"
