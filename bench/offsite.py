@@ -10,8 +10,10 @@ Its own sandbox of three servers: sbx1 runs two apps of ~500 MB each (pgbench sc
 3. Raw `pgbackrest restore` of each app on sbx2 from sbx1's place in vault (the floor), removed again.
 4. sbx1 lost under writes (`inv sandbox.lose`), then `inv recover --all-apps` onto sbx2: its time
    against the raw restores, and the data lost (the newest commit restored vs the moment of loss).
+With --s3, the sandbox also runs its S3 server and sbx1 keeps its apps in repo bucket too: a full
+backup into the bucket is timed in step 1, and step 2 samples the WAL waiting for each repo.
 Prints the figures; tears down. Needs root.
-Usage: python3 bench/offsite.py [--scale N] [--seconds N]
+Usage: python3 bench/offsite.py [--scale N] [--seconds N] [--s3]
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=35, help="pgbench scale per app (35 is about 500 MB)")
     parser.add_argument("--seconds", type=int, default=60, help="how long the steady writes run")
+    parser.add_argument("--s3", action="store_true", help="also keep the apps in the sandbox's S3 bucket")
     args = parser.parse_args()
     sandbox.down(STATE_DIR, naming=NAMING)
-    box = sandbox.up(3, STATE_DIR, naming=NAMING)
+    box = sandbox.up(3, STATE_DIR, naming=NAMING, s3=args.s3)
     config = Path(tempfile.mkdtemp(prefix="pgmam-bench-"))
     try:
         run(box, args, config)
@@ -65,8 +68,12 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
     servers = {s.name: s for s in box.servers}
     text = box.inventory.read_text().replace("[defaults]\n", '[defaults]\nrepos = ["vault"]\n', 1)
     text = text.replace("[hosts.sbx3]\n", "[hosts.sbx3]\nrepos = []\n", 1)
+    if args.s3:
+        text = text.replace("[hosts.sbx1]\n", '[hosts.sbx1]\nrepos = ["vault", "bucket"]\n', 1)
     box.inventory.write_text(text + '\n[repos.vault]\ntype = "host"\nhost = "sbx3"\n')
     env = {**os.environ, "PGMAM_HOSTS": str(box.inventory), "PGMAM_CONFIG_DIR": str(config)}
+    if args.s3:
+        env.update(sandbox.s3_env(box.state_dir))
 
     def on(server: str, *argv: str) -> str:
         done = subprocess.run(sandbox.netns_exec_argv(servers[server], list(argv)), capture_output=True, text=True)
@@ -110,14 +117,21 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
     sql("sbx1", APPS["one"], "checkpoint")
     offsite, *_ = inv("backup", "--host", "sbx1", "--app", "one", "--repo", "vault", "--type", "full")
     inv("backup", "--host", "sbx1", "--app", "two", "--repo", "vault", "--type", "full")
+    bucket = None
+    if args.s3:
+        sql("sbx1", APPS["one"], "checkpoint")
+        bucket, *_ = inv("backup", "--host", "sbx1", "--app", "one", "--repo", "bucket", "--type", "full")
+        inv("backup", "--host", "sbx1", "--app", "two", "--repo", "bucket", "--type", "full")
 
     # 2. steady writes: the WAL waiting for vault, as status reports it
     writers = pgbench_writers(clients=4, rate=200, seconds=args.seconds)
-    lags: list[int] = []
+    lags: dict[str, list[int]] = {}
     while any(w.poll() is None for w in writers):
         _, out, _ = inv("status", "--host", "sbx1", "--json")
         for cluster in json.loads(out)["hosts"][0]["clusters"]:
-            lags += [int(r["waiting"]["lag_seconds"]) for r in cluster["offsite"] if r.get("waiting")]
+            for r in cluster["offsite"]:
+                if r.get("waiting"):
+                    lags.setdefault(r["repo"], []).append(int(r["waiting"]["lag_seconds"]))
         time.sleep(5)
     segments = []
     for port in APPS.values():
@@ -169,7 +183,7 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
     for w in writers:
         w.kill()
         w.wait()
-    recover_s, _, said = inv("recover", "--host", "sbx2", "--from", "sbx1", "--all-apps", "--yes")
+    recover_s, _, said = inv("recover", "--host", "sbx2", "--from", "sbx1", "--repo", "vault", "--all-apps", "--yes")
     serving = {m[0]: float(m[1]) for m in re.findall(r"(\w+): port \d+, serving after ([\d.]+) s", said)}
     rpo = {}
     for app, port in APPS.items():
@@ -183,10 +197,12 @@ def run(box: sandbox.Sandbox, args: argparse.Namespace, config: Path) -> None:
     print(f"app one: {size / 1e6:.0f} MB")
     print(f"full backup, local repo:            {local:6.1f} s")
     print(f"full backup, vault (repo host):     {offsite:6.1f} s   ({offsite / local:.2f}x local)")
-    if lags:
+    if bucket is not None:
+        print(f"full backup, bucket (S3):           {bucket:6.1f} s   ({bucket / local:.2f}x local)")
+    for repo, seen in lags.items():
         print(
-            f"WAL waiting for vault under writes: max {max(lags)} s, mean {sum(lags) / len(lags):.1f} s "
-            f"({len(lags)} samples over {args.seconds} s)"
+            f"WAL waiting for {repo} under writes: max {max(seen)} s, mean {sum(seen) / len(seen):.1f} s "
+            f"({len(seen)} samples over {args.seconds} s)"
         )
     print(
         f"after the writes, vault caught up in {caught_up:.1f} s" if caught_up is not None else "vault did not catch up"

@@ -35,13 +35,14 @@ CONF = "/etc/pgbackrest/pgmam/repos/bucket.conf"
 
 @pytest.fixture(scope="module")
 def s3(box, tmp_path_factory):
-    """An inventory where sbx1 keeps its apps in repo bucket, the keys in the environment, and a
-    config dir for the passphrase."""
+    """An inventory where sbx1 and sbx2 keep their apps in repo bucket, the keys in the
+    environment, and a config dir for the passphrase."""
     home = tmp_path_factory.mktemp("s3")
     inventory = home / "hosts.toml"
-    inventory.write_text(
-        box.inventory.read_text().replace(f"[hosts.{SERVER}]\n", f'[hosts.{SERVER}]\nrepos = ["bucket"]\n')
-    )
+    text = box.inventory.read_text()
+    for host in (SERVER, NEW):
+        text = text.replace(f"[hosts.{host}]\n", f'[hosts.{host}]\nrepos = ["bucket"]\n')
+    inventory.write_text(text)
     keys = sandbox.s3_env(box.sandbox.state_dir)
     config = home / "config"
 
