@@ -22,6 +22,12 @@ def write_file(path: str, content: str, owner: str = "root:root", mode: str = "0
     return server_code.step("write-file", path, owner, mode, content)
 
 
+def write_secret(path: str, content: str, owner: str, mode: str, label: str) -> Command:
+    """:func:`write_file` with the content on stdin: it holds a secret, which never goes in a
+    command line (``label`` stands for it in --dry-run)."""
+    return server_code.step("write-file", path, owner, mode).with_stdin(content, label)
+
+
 def stanza_conf_path(app: str) -> str:
     return f"{PGBACKREST_CONF_D}/{app}.conf"
 

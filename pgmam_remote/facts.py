@@ -704,7 +704,9 @@ def parse_hosted(sections: dict[str, list[str]]) -> dict[str, HostedRepo]:
             hosted[server] = HostedRepo(server, parse_pgbackrest_info(raw), gaps, **extra)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError):
             lines = raw.splitlines()
-            error = next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "no output")
+            # pgBackRest's error line; a wrong passphrase's garbage can make the JSON itself unreadable
+            error = next((line for line in lines if "ERROR" in line or "Error]" in line), lines[-1] if lines else "")
+            error = error or "no output"
             hosted[server] = HostedRepo(server, {}, gaps, error=error, **extra)  # type: ignore[arg-type]
     return hosted
 

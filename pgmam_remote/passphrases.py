@@ -12,6 +12,8 @@ import os
 import secrets
 from pathlib import Path
 
+from .errors import Refusal
+
 CONFIG_ENV = "PGMAM_CONFIG_DIR"
 
 
@@ -45,3 +47,21 @@ def create(repo: str) -> str:
 def fingerprint(passphrase: str) -> str:
     """What a repository host reports of its passphrase: its sha256, never the passphrase."""
     return hashlib.sha256(passphrase.encode()).hexdigest()
+
+
+def missing(repo: str, held: str) -> Refusal:
+    """The refusal of a repo whose passphrase is gone while ``held`` says what it already keeps."""
+    where = path(repo)
+    return Refusal(
+        f"repo {repo}: its passphrase is missing ({where}){held}",
+        hint=f"put the copy you kept of that file back at {where}; without it those backups cannot be read",
+    )
+
+
+def wrong(repo: str, backups: str) -> Refusal:
+    """The refusal of a passphrase that does not open ``backups`` (e.g. "the backups of prod1 on vault1")."""
+    where = path(repo)
+    return Refusal(
+        f"repo {repo}: the passphrase in {where} is not the one {backups} were encrypted with",
+        hint=f"restore the right copy of {where}",
+    )

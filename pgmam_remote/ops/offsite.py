@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from .. import configs, passphrases, server_code
 from ..console import Console
-from ..errors import Refusal
 from ..facts import MARKER, ServerFacts, StanzaInfo, gather, parse_pgbackrest_info
 from ..inventory import Host, Inventory, Repo
 from ..plan import Plan, Step, execute
@@ -168,21 +167,12 @@ def check_passphrase(repo: Repo, vault: ServerFacts, passphrase: str | None) -> 
     in_use = {server: hosted for server, hosted in vault.hosted.items() if hosted.cipher_sha256}
     if not in_use:
         return
-    where = passphrases.path(repo.name)
     servers = ", ".join(sorted(in_use))
     if passphrase is None:
-        raise Refusal(
-            f"repo {repo.name}: its passphrase is missing ({where}), and {repo.host} already keeps encrypted "
-            f"backups in it (of {servers})",
-            hint=f"put the copy you kept of that file back at {where}; without it those backups cannot be read",
-        )
+        raise passphrases.missing(repo.name, f", and {repo.host} already keeps encrypted backups in it (of {servers})")
     wrong = [s for s, hosted in in_use.items() if hosted.cipher_sha256 != passphrases.fingerprint(passphrase)]
     if wrong:
-        raise Refusal(
-            f"repo {repo.name}: the passphrase in {where} is not the one the backups of {', '.join(sorted(wrong))} "
-            f"on {repo.host} were encrypted with",
-            hint=f"restore the right copy of {where}",
-        )
+        raise passphrases.wrong(repo.name, f"the backups of {', '.join(sorted(wrong))} on {repo.host}")
 
 
 def key_steps(server: str, vault: str) -> list[Step]:
@@ -236,7 +226,7 @@ def plan_attach(a: Attach, facts: ServerFacts, vault: ServerFacts, passphrase: s
             continue
         write = configs.write_file(path, content, "root:postgres", "0640")
         if secret:  # the passphrase travels on stdin, never in a command line
-            write = Command.of(*write.argv[:-1]).with_stdin(content, "config with the repo passphrase")
+            write = configs.write_secret(path, content, "root:postgres", "0640", "config with the repo passphrase")
         steps.append(Step(f"write {path}", write, on=None if host == server else v))
     hosted = vault.hosted.get(server)
     stanza = hosted.stanzas.get(app) if hosted else None

@@ -32,6 +32,7 @@ from . import offsite
 # An unreachable bucket fails a request after about 4 x io-timeout; an archive-push tries two
 # files, so about 8 x (80 s here, 481 s with pgBackRest's default of 60 s).
 IO_TIMEOUT_S = 10
+SECRET_CONF = "config with the repo's keys and passphrase"  # what --dry-run shows of it
 
 
 def ca_path(repo: str) -> str:
@@ -158,20 +159,14 @@ def check_passphrase(repo: Repo, server: str, hosted: HostedRepo, passphrase: st
     A wrong passphrase does not make pgBackRest say so: it reads garbage (a FormatError)."""
     if not hosted.held:
         return
-    path = passphrases.path(repo.name)
     place = where(repo, server)
     if passphrase is None:
-        raise Refusal(
-            f"repo {repo.name}: its passphrase is missing ({path}), and {place} already holds encrypted "
-            f"backups of {', '.join(hosted.held)}",
-            hint=f"put the copy you kept of that file back at {path}; without it those backups cannot be read",
+        raise passphrases.missing(
+            repo.name, f", and {place} already holds encrypted backups of {', '.join(hosted.held)}"
         )
     errors = [hosted.error or "", *(stanza.status_message for stanza in hosted.stanzas.values())]
     if any("FormatError" in error or "CryptoError" in error for error in errors):
-        raise Refusal(
-            f"repo {repo.name}: the passphrase in {path} is not the one the backups in {place} were encrypted with",
-            hint=f"restore the right copy of {path}",
-        )
+        raise passphrases.wrong(repo.name, f"the backups in {place}")
 
 
 def plan_attach(a: offsite.Attach, facts: ServerFacts, hosted: HostedRepo, conf: str, ca: str | None) -> Plan:
@@ -187,9 +182,10 @@ def plan_attach(a: offsite.Attach, facts: ServerFacts, hosted: HostedRepo, conf:
         if facts.offsite_files.get(path) == hashlib.sha256(content.encode()).hexdigest():
             done.append(path)
             continue
-        write = configs.write_file(path, content, owner, mode)
         if secret:  # the keys and the passphrase travel on stdin, never in a command line
-            write = Command.of(*write.argv[:-1]).with_stdin(content, "config with the repo's keys and passphrase")
+            write = configs.write_secret(path, content, owner, mode, SECRET_CONF)
+        else:
+            write = configs.write_file(path, content, owner, mode)
         steps.append(Step(f"write {path}", write))
     stanza = hosted.stanzas.get(app)
     if stanza is None or not stanza.exists:
@@ -280,11 +276,7 @@ def passphrase_of(repo: Repo) -> str:
     """The repo's passphrase, which reading backups already in it needs; refused when missing."""
     secret = passphrases.read(repo.name)
     if secret is None:
-        path = passphrases.path(repo.name)
-        raise Refusal(
-            f"repo {repo.name}: its passphrase is missing ({path})",
-            hint=f"put the copy you kept of that file back at {path}; without it the backups in it cannot be read",
-        )
+        raise passphrases.missing(repo.name, "")
     return secret
 
 
@@ -299,14 +291,11 @@ def recover_steps(repo: Repo, source: str, cpu_count: int) -> list[Step]:
     """The CA, if any, and the config to read ``source``'s repository (on stdin: it holds secrets)."""
     conf = recover_conf(repo, source, cpu_count)
     path = offsite.recover_conf_path(repo.name, source)
-    write = Command.of(*configs.write_file(path, conf, "root:postgres", "0640").argv[:-1])
+    write = configs.write_secret(path, conf, "root:postgres", "0640", SECRET_CONF)
     steps = []
     if (ca := ca_text(repo)) is not None:
         steps.append(
             Step(f"write {ca_path(repo.name)}", configs.write_file(ca_path(repo.name), ca, "root:root", "0644"))
         )
-    label = "config with the repo's keys and passphrase"
-    steps.append(
-        Step(f"write {path} (to read {source}'s repository in {where(repo, source)})", write.with_stdin(conf, label))
-    )
+    steps.append(Step(f"write {path} (to read {source}'s repository in {where(repo, source)})", write))
     return steps

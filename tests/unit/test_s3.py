@@ -113,6 +113,11 @@ def test_a_missing_or_wrong_passphrase_is_refused_when_the_prefix_holds_backups(
     repo = bucket()
     wrong = s3.parse_state(state(error=WRONG_PASSPHRASE), "prod1")
     assert wrong.error is None and wrong.stanzas["app1"].status_message.startswith("other; [FormatError] unable")
+    # the garbage may break the JSON itself (a raw control byte): still refused as a wrong passphrase
+    broken = s3.parse_state(state(error=WRONG_PASSPHRASE.replace("\\ufffd", "\x01\n\x02")), "prod1")
+    assert broken.stanzas == {} and "[FormatError]" in broken.error
+    with pytest.raises(Refusal, match="is not the one the backups in"):
+        s3.check_passphrase(repo, "prod1", broken, PASS)
     with pytest.raises(
         Refusal,
         match=r"passphrase in .*repo-bucket.passphrase is not the one the backups in "
