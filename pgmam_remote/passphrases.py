@@ -65,3 +65,11 @@ def wrong(repo: str, backups: str) -> Refusal:
         f"repo {repo}: the passphrase in {where} is not the one {backups} were encrypted with",
         hint=f"restore the right copy of {where}",
     )
+
+
+def made(repo: str) -> str:
+    """What to say when a repo's passphrase was just made."""
+    return (
+        f"new passphrase for repo {repo}: {path(repo)}. Keep a copy somewhere safe, off this machine: "
+        "without it the off-host backups cannot be read"
+    )

@@ -230,8 +230,24 @@ def plan_attach(a: Attach, facts: ServerFacts, vault: ServerFacts, passphrase: s
         steps.append(Step(f"write {path}", write, on=None if host == server else v))
     hosted = vault.hosted.get(server)
     stanza = hosted.stanzas.get(app) if hosted else None
+    first = [Step(f"directories for {server}'s repository", server_code.step("host-repo", server), on=v)]
+    hint = f"check that postgres on {server} can reach {repo.address} over SSH"
+    more, also = keep_steps(a, facts, stanza, hint, first)
+    steps += more
+    done += also
+    return Plan(host=server, title=f"keep {app} in off-host repo {repo.name}", steps=tuple(steps), done=tuple(done))
+
+
+def keep_steps(
+    a: Attach, facts: ServerFacts, stanza: StanzaInfo | None, hint: str, first: list[Step] | None = None
+) -> tuple[list[Step], list[str]]:
+    """Pure: what any repo (``stanza``: the app's there, as read of it) still lacks once its configs
+    are in place: the stanza (after ``first``), WAL shipping, a first full backup; and what is done."""
+    repo, app = a.repo, a.app
+    steps: list[Step] = []
+    done: list[str] = []
     if stanza is None or not stanza.exists:
-        steps.append(Step(f"directories for {server}'s repository", server_code.step("host-repo", server), on=v))
+        steps += first or []
         steps.append(
             Step(
                 f"create stanza {app} in repo {repo.name}",
@@ -243,7 +259,7 @@ def plan_attach(a: Attach, facts: ServerFacts, vault: ServerFacts, passphrase: s
                     "stanza-create",
                     user=POSTGRES,
                 ),
-                hint=f"check that postgres on {server} can reach {repo.address} over SSH",
+                hint=hint,
             )
         )
     else:
@@ -256,7 +272,7 @@ def plan_attach(a: Attach, facts: ServerFacts, vault: ServerFacts, passphrase: s
         steps += backup_steps(a, "full")
     else:
         done.append(f"{len(stanza.backups)} backup(s) in repo {repo.name}, last {stanza.backups[-1].label}")
-    return Plan(host=server, title=f"keep {app} in off-host repo {repo.name}", steps=tuple(steps), done=tuple(done))
+    return steps, done
 
 
 def backup_steps(a: Attach, kind: str) -> list[Step]:
@@ -325,10 +341,7 @@ def attach(
             console.plan(plan.render())
             return None, False
         if created:
-            console.warning(
-                f"new passphrase for repo {a.repo.name}: {passphrases.path(a.repo.name)}. Keep a copy somewhere "
-                "safe, off this machine: without it the off-host backups cannot be read"
-            )
+            console.warning(passphrases.made(a.repo.name))
         if not plan.empty:
             execute(plan, session, console, verbose=verbose, others=others)
         final = vault_session.run(info_command(a.server.name, a.app), check=False)

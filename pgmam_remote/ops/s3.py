@@ -26,7 +26,7 @@ from ..errors import Refusal
 from ..facts import MARKER, HostedRepo, ServerFacts, StanzaInfo, parse_hosted, split_sections
 from ..inventory import Repo
 from ..plan import Plan, Step, execute
-from ..remote import POSTGRES, Command, HostSession, sh
+from ..remote import Command, HostSession, sh
 from . import offsite
 
 # An unreachable bucket fails a request after about 4 x io-timeout; an archive-push tries two
@@ -175,7 +175,7 @@ def plan_attach(a: offsite.Attach, facts: ServerFacts, hosted: HostedRepo, conf:
     server, repo, app = a.server.name, a.repo, a.app
     steps: list[Step] = []
     done: list[str] = []
-    wanted = [(repo_conf_path := offsite.repo_conf_path(repo.name), conf, "root:postgres", "0640", True)]
+    wanted = [(offsite.repo_conf_path(repo.name), conf, "root:postgres", "0640", True)]
     if ca is not None:
         wanted.insert(0, (ca_path(repo.name), ca, "root:root", "0644", False))
     for path, content, owner, mode, secret in wanted:
@@ -187,32 +187,11 @@ def plan_attach(a: offsite.Attach, facts: ServerFacts, hosted: HostedRepo, conf:
         else:
             write = configs.write_file(path, content, owner, mode)
         steps.append(Step(f"write {path}", write))
-    stanza = hosted.stanzas.get(app)
-    if stanza is None or not stanza.exists:
-        steps.append(
-            Step(
-                f"create stanza {app} in repo {repo.name}",
-                Command.of(
-                    "pgbackrest",
-                    f"--config={repo_conf_path}",
-                    "--config-include-path=/etc/pgbackrest/conf.d",
-                    f"--stanza={app}",
-                    "stanza-create",
-                    user=POSTGRES,
-                ),
-                hint=f"check that {server} reaches {repo.s3.endpoint if repo.s3 else ''} and that the keys are right",
-            )
-        )
-    else:
-        done.append(f"stanza {app} in repo {repo.name}")
-    if facts.shipping_of(repo.name, app) is None or facts.shipper not in ("active", "cron"):
-        steps.append(Step(f"ship {app}'s WAL to repo {repo.name}", server_code.step("ship-app", repo.name, app)))
-    else:
-        done.append(f"WAL shipping to repo {repo.name}")
-    if stanza is None or not stanza.backups:
-        steps += offsite.backup_steps(a, "full")
-    else:
-        done.append(f"{len(stanza.backups)} backup(s) in repo {repo.name}, last {stanza.backups[-1].label}")
+    assert repo.s3 is not None
+    hint = f"check that {server} reaches {repo.s3.endpoint} and that the keys are right"
+    more, also = offsite.keep_steps(a, facts, hosted.stanzas.get(app), hint)
+    steps += more
+    done += also
     return Plan(host=server, title=f"keep {app} in off-host repo {repo.name}", steps=tuple(steps), done=tuple(done))
 
 
@@ -262,10 +241,7 @@ def attach(
         console.plan(plan.render())
         return None, False
     if created:
-        console.warning(
-            f"new passphrase for repo {repo.name}: {passphrases.path(repo.name)}. Keep a copy somewhere "
-            "safe, off this machine: without it the off-host backups cannot be read"
-        )
+        console.warning(passphrases.made(repo.name))
     if not plan.empty:
         execute(plan, session, console, verbose=verbose)
     final = read_state(session, repo, server)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ import pytest
 from pgmam_remote import sandbox
 
 from .conftest import run_inv
+from .test_offsite import app_status, checksums, pgbench, switch_wal, wait_until
 
 SERVERS = 2
 S3 = True
@@ -78,27 +78,9 @@ def archive_max(box) -> str:
     return bucket_info(box)["archive"][0]["max"]
 
 
-def switch_wal(box, rows: int) -> str:
-    box.psql(SERVER, PORT, f"insert into t select g, md5(g::text) from generate_series(1, {rows}) g")
-    segment = box.psql(SERVER, PORT, "select pg_walfile_name(pg_current_wal_lsn())")
-    box.psql(SERVER, PORT, "select pg_switch_wal()")
-    return segment
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {timeout:.0f}s: {what}"
-        time.sleep(2)
-
-
 def status(s3, host: str = SERVER) -> tuple[int, dict]:
     out = s3("status", "--host", host, "--json")
     return out.returncode, json.loads(out.stdout)
-
-
-def app_status(payload: dict, app: str = APP) -> dict:
-    return next(c for c in payload["hosts"][0]["clusters"] if c["app"] == app)
 
 
 def server_state(box) -> tuple[list[str], ...]:
@@ -232,23 +214,12 @@ def test_a_purged_app_leaves_nothing_in_the_bucket(box, s3):
     assert bucket_info(box)["status"]["code"] == 0  # the app that stays is untouched
 
 
-CHECKSUM = "select md5(string_agg(aid::text || ':' || abalance, ',' order by aid)) from pgbench_accounts"
-
-
-def checksums(box, server: str) -> dict[str, str]:
-    return {app: box.psql(server, port, CHECKSUM) for app, port in ((APP, PORT), (OTHER, OTHER_PORT))}
-
-
-def pgbench(box, port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    return box.on(SERVER, "runuser", "-u", "postgres", "--", "pgbench", "-p", str(port), *args, "postgres")
-
-
 def test_a_lost_server_is_rebuilt_from_the_bucket_with_the_data_it_had(box, s3):
     made = s3("initcluster", "--host", SERVER, "--app", OTHER, "--port", str(OTHER_PORT))
     assert made.returncode == 0, made.stderr
     for port in (PORT, OTHER_PORT):
-        assert pgbench(box, port, "-i", "-s", "2", "-q").returncode == 0
-        assert pgbench(box, port, "-T", "10", "-c", "2").returncode == 0
+        assert pgbench(box, SERVER, port, "-i", "-s", "2", "-q").returncode == 0
+        assert pgbench(box, SERVER, port, "-T", "10", "-c", "2").returncode == 0
     archived = checksums(box, SERVER)
     for app, port in ((APP, PORT), (OTHER, OTHER_PORT)):
         segment = box.psql(SERVER, port, "select pg_walfile_name(pg_switch_wal())")
