@@ -413,6 +413,7 @@ def recover(
     Examples:
       inv recover --host prod2 --from prod1 --all-apps
       inv recover --host prod2 --from prod1 --app shop --to "2026-01-19 10:40:00+00" --port 5440
+      inv recover --host prod2 --from prod1 --all-apps --repo bucket   (S3: its keys in the environment)
     """
     require(host=host, **{"from": from_})
     if bool(app) == bool(all_apps):
