@@ -519,3 +519,12 @@ def test_recover_follows_the_repos_history_file_from_a_backup_on_an_older_timeli
         recover.plan_app(
             "prod2", fresh, facts.parse_probe(on_tl2 + late).hosted["prod1"], repo, recover_request(), "app1", "me", {}
         )
+
+
+def test_a_drill_from_a_repo_the_host_does_not_use_or_on_its_repository_host_is_refused():
+    inv = inventory.parse(GOOD)
+    vault = inv.repos["vault"]
+    with pytest.raises(Refusal, match="vault1 does not back up to repo vault"):
+        verify.RepoDrill(inv, inv.hosts["vault1"], vault, "app1", None, None)
+    with pytest.raises(Refusal, match="vault1 is the repository host of repo vault"):
+        verify.RepoDrill(inv, inv.hosts["prod1"], vault, "app1", None, inv.hosts["vault1"])

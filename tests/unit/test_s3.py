@@ -12,7 +12,7 @@ import pytest
 
 from pgmam_remote import facts, inventory, passphrases
 from pgmam_remote.errors import Refusal
-from pgmam_remote.ops import drop, offsite, s3, status
+from pgmam_remote.ops import drop, offsite, recover, s3, status
 
 from .conftest import load
 from .test_offsite import server_facts
@@ -188,3 +188,24 @@ def test_passphrases_for_s3_repos_live_where_the_others_do(monkeypatch, tmp_path
     monkeypatch.setenv(passphrases.CONFIG_ENV, str(tmp_path))
     assert passphrases.path("bucket") == tmp_path / "repo-bucket.passphrase"
     assert facts.HostedRepo("prod1", {}).held == ()
+
+
+def test_a_server_reads_another_servers_prefix_with_a_config_on_stdin_and_no_ssh_trust(monkeypatch, tmp_path):
+    monkeypatch.setenv(passphrases.CONFIG_ENV, str(tmp_path))
+    monkeypatch.setenv("PGMAM_S3_KEY_ID", KEYS[0])
+    monkeypatch.setenv("PGMAM_S3_SECRET", KEYS[1])
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n")
+    text = INVENTORY.replace("[hosts.prod1]", "[hosts.prod2]\nrepos = ['bucket']\n\n[hosts.prod1]")
+    inv = inventory.parse(text + 'ca_file = "ca.pem"\n', tmp_path / "hosts.toml")
+    repo, new = inv.repos["bucket"], inv.hosts["prod2"]
+    with pytest.raises(Refusal, match=r"repo bucket: its passphrase is missing"):
+        recover.prepare_steps(new, repo, "prod1", server_facts(), server_facts())
+    (tmp_path / "repo-bucket.passphrase").write_text(PASS + "\n")
+    steps = recover.prepare_steps(new, repo, "prod1", server_facts(), server_facts())
+    assert [s.title for s in steps] == [
+        "write /etc/pgbackrest/pgmam/repos/bucket.ca.pem",
+        "write /etc/pgbackrest/pgmam/recover/bucket-prod1.conf (to read prod1's repository in s3://acme-pg/pgmam/prod1)",
+    ]
+    conf = steps[1].command.stdin
+    assert "repo1-path=/pgmam/prod1" in conf and f"repo1-cipher-pass={PASS}" in conf and "archive-async=y" in conf
+    assert all(PASS not in arg and KEYS[1] not in arg for s in steps for arg in s.command.argv)
