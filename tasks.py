@@ -687,6 +687,8 @@ def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=
     with HostSession(hosts.host(host)) as session:
         facts, _ = gather(session, recover=None if dry_run else (apps[0] if len(apps) == 1 else "--all"))
         plan = drop_op.plan_drop(session.host.name, facts, apps, purge_backups, repos)
+        if purge_backups:
+            drop_op.check_buckets(session, facts, apps, repos)
         if dry_run:
             console.plan(plan.render())
             return

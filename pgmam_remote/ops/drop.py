@@ -18,7 +18,7 @@ from ..facts import ServerFacts
 from ..inventory import Inventory, Repo
 from ..plan import Plan, Step, execute
 from ..remote import Command, HostSession
-from . import restore, schedule
+from . import restore, s3, schedule
 
 
 def branches_of(facts: ServerFacts, app: str) -> list[str]:
@@ -70,6 +70,14 @@ def _purge_offsite(host: str, app: str, repo: Repo) -> list[Step]:
         Step(f"stop shipping {app}'s WAL to repo {repo.name}", server_code.step("unship-app", repo.name, app)),
         Step(purge, server_code.step("purge-hosted", host, app), on=repo.host),
     ]
+
+
+def check_buckets(session: HostSession, facts: ServerFacts, apps: list[str], repos: tuple[Repo, ...]) -> None:
+    """Before a purge changes anything: refuse when an S3 repo that keeps one of the apps cannot be
+    read from the server. The purge there runs after the drop, and could not be finished later."""
+    for repo in repos:
+        if repo.s3 is not None and any(facts.shipping_of(repo.name, app) is not None for app in apps):
+            s3.read_state(session, repo, session.host.name)
 
 
 def keeps(apps: list[str], purge: bool, repos: tuple[Repo, ...] = ()) -> list[str]:

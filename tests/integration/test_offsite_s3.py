@@ -207,6 +207,14 @@ def test_a_purged_app_leaves_nothing_in_the_bucket(box, s3):
     assert made.returncode == 0, made.stderr
     held = lambda: in_bucket(box, "--output=json", "repo-ls", "backup").stdout  # noqa: E731
     assert '"gone"' in held()
+    # with the bucket cut off, a purge is refused before the app is dropped: it could not be finished
+    subprocess.run(["ip", "link", "set", box.naming.s3_veth, "down"], check=True)
+    try:
+        refused = s3("dropcluster", "--host", SERVER, "--app", "gone", "--purge-backups", "--yes")
+    finally:
+        subprocess.run(["ip", "link", "set", box.naming.s3_veth, "up"], check=True)
+    assert refused.returncode == 1 and "repo bucket (s3://pgmam/pgmam/sbx1) cannot be read" in refused.stderr
+    assert "15 gone 5436 online" in box.clusters(SERVER)
     dropped = s3("dropcluster", "--host", SERVER, "--app", "gone", "--purge-backups", "--yes")
     assert dropped.returncode == 0, dropped.stderr
     assert "delete gone's backups and WAL in repo bucket" in dropped.stderr
