@@ -267,9 +267,8 @@ def run(
         if repo.s3 is None:
             offsite.preflight(repo, inventory, password_source)  # type: ignore[arg-type]
     with HostSession(host, password_source=password_source) as session:
-        for repo in repos:  # an S3 repo is read from the server itself
-            if repo.s3 is not None:
-                s3.preflight(session, repo, host.name)
+        # an S3 repo is read from the server itself, once
+        read = {repo.name: s3.preflight(session, repo, host.name) for repo in repos if repo.s3 is not None}
         summary = _run_local(session, host, req, console, dry_run=dry_run, verbose=verbose)
         if not repos:
             return summary
@@ -280,7 +279,8 @@ def run(
         for repo in repos:
             a = offsite.Attach(host, repo, req.app, version, req.port)
             if repo.s3 is not None:
-                stanza, ran = s3.attach(session, facts, a, console, dry_run=dry_run, verbose=verbose)
+                bucket = read[repo.name]
+                stanza, ran = s3.attach(session, facts, a, console, dry_run=dry_run, verbose=verbose, hosted=bucket)
             else:
                 stanza, ran = offsite.attach(
                     session,

@@ -221,13 +221,15 @@ def attach(
     *,
     dry_run: bool = False,
     verbose: bool = False,
+    hosted: HostedRepo | None = None,
 ) -> tuple[StanzaInfo | None, bool]:
     """Bring app a.app into S3 repo a.repo: its config, a stanza, shipping, a first backup.
+    ``hosted``: what :func:`preflight` read of the bucket, when the caller already ran it.
 
     Returns the app's stanza in the repo afterwards, and whether anything was changed."""
     repo, server = a.repo, a.server.name
     existing = passphrases.read(repo.name)
-    hosted = preflight(session, repo, server)
+    hosted = hosted or preflight(session, repo, server)
     keys = repo.credentials()
     ca = ca_text(repo)
     created = False
