@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from .. import configs
+from .. import configs, server_code
 from ..console import Console
 from ..errors import Refusal
 from ..facts import PGBACKREST_CONF, ServerFacts, StanzaInfo, backup_problem, gather, parse_pgbackrest_info
@@ -199,7 +199,7 @@ def plan_initcluster(host: str, facts: ServerFacts, req: InitClusterRequest) -> 
         done.append(f"cluster {version}/{app} running with archiving on")
 
     if stanza is None or not stanza.exists:
-        steps.append(Step(f"create stanza {app}", Command.of(*pgbackrest, "stanza-create", user=POSTGRES)))
+        steps.append(Step(f"create stanza {app}", server_code.step("create-stanza", app)))
     else:
         done.append(f"stanza {app}")
 

@@ -18,7 +18,7 @@ from ..facts import BackupInfo, ClusterFacts, ServerFacts, gather
 from ..inventory import Host
 from ..job import JobSpec, JobState
 from ..plan import Plan, Step
-from ..remote import POSTGRES, Command, HostSession, PasswordSource, ask_password
+from ..remote import Command, HostSession, PasswordSource, ask_password
 from . import restore
 from .restore import Paths
 
@@ -174,7 +174,6 @@ def _plan_into(
     v = cluster.version
     data = configs.data_dir(v, new)
     log = f"/var/log/postgresql/postgresql-{v}-{new}.log"
-    pgbackrest = ("pgbackrest", f"--stanza={new}")
     steps = [restore.archive_now_step(cluster)] if cluster.running else []
     steps += [
         Step(
@@ -215,7 +214,7 @@ def _plan_into(
         Step(f"restart {new} with archiving on", Command.of("pg_ctlcluster", v, new, "restart")),
         Step(
             f"create stanza {new}",
-            Command.of(*pgbackrest, "stanza-create", user=POSTGRES),
+            server_code.step("create-stanza", new),
             undo=server_code.step("delete-stanza", new),
         ),
         Step(

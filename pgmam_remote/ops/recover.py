@@ -24,7 +24,7 @@ from ..facts import PGBACKREST_CONF, BackupInfo, ClusterFacts, HostedRepo, Serve
 from ..inventory import Host, Inventory, Repo
 from ..job import JobSpec, JobState
 from ..plan import Plan, Step, execute
-from ..remote import POSTGRES, Command, HostSession
+from ..remote import Command, HostSession
 from . import offsite, restore, s3
 
 
@@ -224,7 +224,7 @@ def plan_app(
         Step(f"restart {app} with archiving on", Command.of("pg_ctlcluster", version, app, "restart")),
         Step(
             f"create stanza {app} here",
-            Command.of("pgbackrest", f"--stanza={app}", "stanza-create", user=POSTGRES),
+            server_code.step("create-stanza", app),
             undo=server_code.step("delete-stanza", app),
         ),
         Step("archive its timeline history into that stanza", server_code.step("push-history", app, data)),

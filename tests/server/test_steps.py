@@ -188,3 +188,39 @@ def test_write_file_is_atomic_with_its_owner_and_mode(server: Throwaway):
     assert written.read_text() == content and oct(written.stat().st_mode & 0o777) == "0o640"
     assert sorted(p.name for p in written.parent.iterdir()) == ["extra.conf", "shop.conf"]  # no temp file left
     written.unlink()
+
+
+@pytest.fixture
+def cut(server: Throwaway):
+    """A second stanza, cut, on shop's cluster, as a power cut leaves one in the middle of its
+    stanza-create: archive.info written, backup.info not yet."""
+    conf = "/etc/pgbackrest/conf.d/cut.conf"
+    server.step("write-file", conf, "root:postgres", "0640", f"[cut]\npg1-path={DATA}\npg1-port=5432\n")
+    server.step("create-stanza", "cut")
+    backup = server.path("/var/lib/pgbackrest/backup/cut")
+    for name in ("backup.info", "backup.info.copy"):
+        (backup / name).unlink()
+    yield backup
+    server.step("delete-stanza", "cut")
+    server.run("runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=cut", "start")
+    server.path(conf).unlink()
+
+
+def test_a_stanza_cut_short_before_any_backup_is_created_again(server: Throwaway, cut):
+    refused = server.run("runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=cut", "stanza-create", check=False)
+    assert refused.returncode == 55  # what a plain stanza-create says to it
+    out = server.step("create-stanza", "cut")
+    assert "cut short before its first backup" in out.stdout
+    assert (cut / "backup.info").exists()
+    info = server.run("runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=cut", "--output=json", "info")
+    assert '"status":{"code":2' in info.stdout.replace(" ", "")  # ok, no backup yet (not an error)
+
+
+def test_a_cut_stanza_holding_a_backup_is_left_as_it_is(server: Throwaway, cut):
+    kept = cut / "20261202-000000F"
+    kept.mkdir()
+    kept.chmod(0o750)
+    out = server.step("create-stanza", "cut", check=False)
+    assert out.returncode == 55 and "holds backups: it is left as it is" in out.stderr
+    assert kept.is_dir() and (server.path("/var/lib/pgbackrest/archive/cut") / "archive.info").exists()
+    kept.rmdir()
