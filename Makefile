@@ -7,14 +7,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # servers (the no-systemd lane) use this machine's own PostgreSQL, pgBackRest, sshd and cron.
 APT_PACKAGES := postgresql postgresql-contrib pgbackrest openssh-server openssh-client sudo iproute2 util-linux procps cron \
 	systemd-container mmdebstrap shellcheck locales
-# the sandbox's S3-compatible server (pgmam_remote/sandbox_sh/s3-server.sh): a single-node Ceph
+# the sandbox's S3-compatible server (pgmam_sandbox/sh/s3-server.sh): a single-node Ceph
 CEPH_PACKAGES := ceph-mon ceph-osd radosgw curl openssl
 # a binary per package: apt runs only when one is missing
 NEEDED_BINARIES := /usr/sbin/cron /usr/bin/pg_createcluster /usr/bin/pgbackrest /usr/sbin/sshd /usr/bin/ssh-keygen /usr/bin/sudo \
 	/usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter /usr/bin/systemd-nspawn /usr/bin/mmdebstrap /usr/bin/shellcheck \
 	/usr/bin/ceph-mon /usr/bin/ceph-osd /usr/bin/radosgw /usr/bin/curl /usr/bin/openssl
 
-.PHONY: all deps system-deps python-deps test unit fast integration lint demo demo-down bench clean
+.PHONY: all deps system-deps python-deps test check unit fast integration lint demo demo-down bench clean
 
 all: test
 
@@ -40,7 +40,7 @@ python-deps: $(VENV)/.installed
 
 deps: system-deps python-deps
 
-SHELL_FILES := $(wildcard pgmam_remote/*_sh/*.sh pgmam_remote/server/*.sh pgmam_remote/server/steps/*.sh scripts/*.sh .ci/run)
+SHELL_FILES := $(wildcard pgmam_sandbox/sh/*.sh pgmam_remote/server/*.sh pgmam_remote/server/steps/*.sh scripts/*.sh .ci/run)
 
 lint: deps
 	$(VENV)/bin/ruff check .
@@ -52,6 +52,9 @@ unit: python-deps
 # the fast tier: unit tests, and every server script run against a throwaway local PostgreSQL (no sandbox)
 fast: deps
 	$(SUDO) $(VENV)/bin/python -m pytest -q tests/unit tests/server
+
+# before a commit: lint and the fast tier
+check: lint fast
 
 integration: deps
 	$(SUDO) $(VENV)/bin/python -m pytest -q tests/integration

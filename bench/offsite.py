@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pgmam_remote import sandbox  # noqa: E402
+import pgmam_sandbox as sandbox  # noqa: E402
 
 NAMING = sandbox.SandboxNaming(
     netns_prefix="pgmam-bo",

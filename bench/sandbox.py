@@ -16,7 +16,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pgmam_remote import sandbox, sandbox_image, sandbox_machine  # noqa: E402
+import pgmam_sandbox as sandbox  # noqa: E402
+from pgmam_sandbox import image as sandbox_image  # noqa: E402
+from pgmam_sandbox import machine as sandbox_machine  # noqa: E402
 
 NAMING = sandbox.SandboxNaming(
     netns_prefix="pgmam-bs",

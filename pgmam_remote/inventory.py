@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import passphrases
 from .errors import InventoryError, UsageError
 
 ENV_VAR = "PGMAM_HOSTS"
@@ -177,8 +178,11 @@ class Inventory:
 
 
 def inventory_path() -> Path:
+    """$PGMAM_HOSTS, else ./hosts.toml, else hosts.toml in pgmam's config dir (~/.config/pgmam/)."""
     env = os.environ.get(ENV_VAR)
-    return Path(env).expanduser() if env else DEFAULT_PATH
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_PATH if DEFAULT_PATH.exists() else passphrases.config_dir() / "hosts.toml"
 
 
 def load(path: Path | None = None) -> Inventory:
@@ -188,8 +192,8 @@ def load(path: Path | None = None) -> Inventory:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InventoryError(
-            f"inventory {path} not found",
-            hint=f"copy hosts.toml from the pgmam checkout and edit it, or set {ENV_VAR}",
+            f"inventory {path} not found" + ("" if os.environ.get(ENV_VAR) else f" (nor ./{DEFAULT_PATH})"),
+            hint=f"copy hosts.toml from the pgmam checkout there and edit it, or set {ENV_VAR}",
         ) from None
     except OSError as exc:
         raise InventoryError(f"cannot read inventory {path}: {exc.strerror}") from None

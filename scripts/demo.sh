@@ -9,7 +9,7 @@ run() { printf '\033[2m$'; printf ' %q' "$@"; printf '\033[0m\n'; "$@"; }
 
 say "Three local sandbox servers: Debian 12 booted with systemd (systemd-nspawn), each with its own sshd and sudo user"
 run inv sandbox.up --servers 3
-PGMAM_HOSTS="$(python3 -c 'from pgmam_remote import sandbox; print(sandbox.current().inventory)')"
+PGMAM_HOSTS="$(python3 -c 'import pgmam_sandbox as sandbox; print(sandbox.current().inventory)')"
 export PGMAM_HOSTS
 PGMAM_CONFIG_DIR="$(dirname "$PGMAM_HOSTS")/pgmam-config" # the demo's repo passphrase, not yours
 export PGMAM_CONFIG_DIR

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from pgmam_remote import sandbox
+import pgmam_sandbox as sandbox
 
 REPO = Path(__file__).resolve().parents[2]
 # Its own names, subnet and users: a test run never touches the sandbox a user rehearses in.

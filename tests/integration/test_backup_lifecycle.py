@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from pgmam_remote import sandbox
+import pgmam_sandbox as sandbox
 
 # The lane for servers without systemd: schedules are cron lines, run here in cron's environment.
 # The systemd path (timers that really fire) is in test_systemd.py.

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pgmam_remote import sandbox
+import pgmam_sandbox as sandbox
 
 from .conftest import REPO
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pgmam_remote import sandbox
+import pgmam_sandbox as sandbox
 
 from .conftest import run_inv
 from .test_offsite import app_status, checksums, pgbench, switch_wal, wait_until

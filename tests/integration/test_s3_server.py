@@ -1,4 +1,4 @@
-"""The sandbox's S3-compatible server (pgmam_remote/sandbox_sh/s3-server.sh): a single-node Ceph
+"""The sandbox's S3-compatible server (pgmam_sandbox/sh/s3-server.sh): a single-node Ceph
 (one mon, one in-memory OSD, radosgw on TLS), run in a network namespace of its own here.
 
 What matters: it comes up with a bucket and keys; pgBackRest 2.45 lists that bucket over TLS,
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from pgmam_remote.server_code import SERVER_DIR
+import pgmam_sandbox as sandbox
 
-SCRIPT = SERVER_DIR.parent / "sandbox_sh" / "s3-server.sh"
+SCRIPT = sandbox.S3_SCRIPT
 ADDRESS, PORT = "10.231.77.1", 8443
 NETNS = f"pgmam-s3t{os.getpid()}"
 

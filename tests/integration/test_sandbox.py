@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from pgmam_remote import sandbox, sandbox_machine
-from pgmam_remote.sandbox import Sandbox, SandboxError, SandboxNaming, SandboxServer
+import pgmam_sandbox as sandbox
+from pgmam_sandbox import Sandbox, SandboxError, SandboxNaming, SandboxServer
+from pgmam_sandbox import machine as sandbox_machine
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_NAMING = SandboxNaming(

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pgmam_remote import sandbox
+import pgmam_sandbox as sandbox
 
 from .conftest import NAMING, STATE_DIR, Box
 

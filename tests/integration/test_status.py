@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pgmam_remote import sandbox
+import pgmam_sandbox as sandbox
 
 
 @pytest.fixture(scope="module")

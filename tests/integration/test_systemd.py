@@ -12,7 +12,8 @@ import re
 import time
 from datetime import datetime, timedelta
 
-from pgmam_remote import sandbox, server_code
+import pgmam_sandbox as sandbox
+from pgmam_remote import server_code
 
 PG = "/var/lib/postgresql/15"
 JOBS = "/var/lib/pgmam/jobs"

@@ -1,6 +1,6 @@
 """The sandbox image's cache key: a new package list or customize hook means a new image."""
 
-from pgmam_remote import sandbox_image
+from pgmam_sandbox import image as sandbox_image
 
 
 def test_the_key_follows_the_package_list_and_nothing_else(monkeypatch):

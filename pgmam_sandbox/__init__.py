@@ -5,7 +5,7 @@ namespace of its own (reached through a veth pair on one bridge) and answering o
 two kinds:
 
 - **systemd servers** (the default): Debian 12 booted by systemd-nspawn with systemd as PID 1,
-  as production servers run (``sandbox_machine``, on the image of ``sandbox_image``). Their login
+  as production servers run (``pgmam_sandbox.machine``, on the image of ``pgmam_sandbox.image``). Their login
   users, host keys and sudoers live inside them.
 - **plain servers** (``systemd=False``): a private mount + UTS namespace around this machine's own
   binaries, whose PostgreSQL/pgBackRest directories, /tmp and /etc/hosts are bind-mounted from
@@ -13,7 +13,7 @@ two kinds:
   is PID 1, so schedules fall back to cron: this is the lane for servers without systemd.
 
 On request (``s3=True``, systemd servers only) it also runs an S3-compatible server on the same
-bridge, in a namespace of its own: a single-node Ceph from ``sandbox_sh/s3-server.sh``, known to
+bridge, in a namespace of its own: a single-node Ceph from ``pgmam_sandbox/sh/s3-server.sh``, known to
 the servers as ``s3.pgmam.test`` and to the inventory as repo ``bucket``.
 
 It also owns the client key, known_hosts and the ``hosts.toml`` inventory that the rest of pgmam
@@ -44,8 +44,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import sandbox_image, sandbox_machine
-from .errors import SandboxError
+from pgmam_remote.errors import SandboxError
+
+from . import image as sandbox_image
+from . import machine as sandbox_machine
 
 Log = Callable[[str], None] | None
 
@@ -159,7 +161,7 @@ STATE_ENTRIES = frozenset(
     }
 )
 
-S3_SCRIPT = Path(__file__).resolve().parent / "sandbox_sh" / "s3-server.sh"
+S3_SCRIPT = Path(__file__).resolve().parent / "sh" / "s3-server.sh"
 # The name its certificate carries. pgBackRest 2.45 matches the certificate against a name only, never
 # an IP SAN, so the servers reach it by this name, which their /etc/hosts maps to the S3 address.
 S3_NAME = "s3.pgmam.test"
@@ -599,7 +601,7 @@ def _create_users(state_dir: Path, naming: SandboxNaming, log: Log) -> None:
 
 def _install_sudoers(naming: SandboxNaming) -> None:
     text = (
-        "# pgmam sandbox: written by pgmam_remote/sandbox.py up(), removed by down().\n"
+        "# pgmam sandbox: written by pgmam_sandbox up(), removed by down().\n"
         f"{naming.login_user} ALL=(ALL:ALL) NOPASSWD: ALL\n"
         f"{naming.sudo_password_user} ALL=(ALL:ALL) ALL\n"
     )
@@ -711,7 +713,7 @@ def _write_key_files(state_dir: Path, naming: SandboxNaming, plans: list[_Plan])
 def _sshd_config(state_dir: Path, naming: SandboxNaming, plan: _Plan) -> str:
     return "\n".join(
         [
-            f"# sshd of sandbox server {plan.name}, written by pgmam_remote/sandbox.py",
+            f"# sshd of sandbox server {plan.name}, written by pgmam_sandbox",
             f"ListenAddress {plan.address}",
             f"Port {SSH_PORT}",
             f"HostKey {plan.server_dir / 'ssh_host_ed25519_key'}",

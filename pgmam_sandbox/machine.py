@@ -1,6 +1,6 @@
 """One systemd sandbox server: an overlay on the cached image, booted by systemd-nspawn.
 
-A server's files are an overlayfs upper directory on the read-only image (``sandbox_image``), so
+A server's files are an overlayfs upper directory on the read-only image (``pgmam_sandbox.image``), so
 servers share the image and each starts in well under a second of disk work. It boots with
 systemd as PID 1 in the network namespace the sandbox made for it, inside cgroups of its own
 (``pgmam-sandbox/<machine>`` in every writable hierarchy). Everything about a running server is
@@ -22,9 +22,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import SandboxError
+from pgmam_remote.errors import SandboxError
 
-BOOT_SCRIPT = Path(__file__).resolve().parent / "sandbox_sh" / "boot-server.sh"
+BOOT_SCRIPT = Path(__file__).resolve().parent / "sh" / "boot-server.sh"
 CGROUP_BASE = Path("/sys/fs/cgroup")
 CGROUP_GROUP = "pgmam-sandbox"
 PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")

@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import SandboxError
+from pgmam_remote.errors import SandboxError
 
 CACHE_DIR = Path("/var/cache/pgmam-sandbox")
 SUITE = "bookworm"
@@ -43,7 +43,7 @@ PACKAGES = (
     # as on most servers; the tests reach the sandbox's S3 server with it
     "curl",
 )
-CUSTOMIZE = Path(__file__).resolve().parent / "sandbox_sh" / "customize-image.sh"
+CUSTOMIZE = Path(__file__).resolve().parent / "sh" / "customize-image.sh"
 FORMAT = "1"  # bump when the layout of the cache changes
 HOST_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 HOST_APT_CONF = Path("/etc/apt/apt.conf.d")
