@@ -14,7 +14,7 @@ NEEDED_BINARIES := /usr/sbin/cron /usr/bin/pg_createcluster /usr/bin/pgbackrest 
 	/usr/sbin/ip /usr/bin/unshare /usr/bin/nsenter /usr/bin/systemd-nspawn /usr/bin/mmdebstrap /usr/bin/shellcheck \
 	/usr/bin/ceph-mon /usr/bin/ceph-osd /usr/bin/radosgw /usr/bin/curl /usr/bin/openssl
 
-.PHONY: all deps system-deps python-deps test check unit fast integration lint demo demo-down bench clean
+.PHONY: all deps system-deps python-deps test check reference unit fast integration lint demo demo-down bench clean
 
 all: test
 
@@ -52,6 +52,10 @@ unit: python-deps
 # the fast tier: unit tests, and every server script run against a throwaway local PostgreSQL (no sandbox)
 fast: deps
 	$(SUDO) $(VENV)/bin/python -m pytest -q tests/unit tests/server
+
+# docs/reference/tasks.md, from the task definitions (a unit test fails when it is stale)
+reference: python-deps
+	$(VENV)/bin/python scripts/reference.py
 
 # before a commit: lint and the fast tier
 check: lint fast
