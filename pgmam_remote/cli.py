@@ -246,6 +246,9 @@ def rollback(c, host=None, app=None, to=None, yes=False, dry_run=False):
     console.success(f"{app} on {host} rolled back to {prepared.source.name}")
     if state.downtime is not None:
         console.info(f"  downtime {state.downtime:.2f} s")
+    going = restore_op.goes_on(prepared.spec, state)
+    if going:
+        console.info(f"  then {going}")
 
 
 @task(
@@ -571,6 +574,9 @@ def sync_branch(host: str, child: str, *, dry_run: bool, yes: bool) -> None:
     console.success(
         f"branch {child} on {host} now holds its parent's current data (downtime {state.downtime or 0:.2f} s)"
     )
+    going = restore_op.goes_on(prepared.spec, state)
+    if going:
+        console.info(f"  then {going}")
 
 
 @task(

@@ -181,7 +181,8 @@ class JobRecord:
     job_id: str
     app: str
     op: str
-    # ok | rolled-back | failed | rollback-failed | locked | none (not ended), and after a crash:
+    # ok | rolled-back | failed | rollback-failed | incomplete (a step past its commit point failed; kept)
+    # | locked | none (not ended), and after a crash:
     # recovered (undone) | interrupted (kept: past its commit point) | recovery-failed
     result: str
     info: dict[str, str]

@@ -98,9 +98,16 @@ def launch_command(spec: JobSpec) -> Command:
     )
 
 
-def follow_command(job_dir: str) -> Command:
-    """Streams the journal from the start until the job ends (or is found dead)."""
-    return server_code.script("follow-job.sh", job_dir, timeout=None)
+def follow_command(job_dir: str, until: int | None = None) -> Command:
+    """Streams the journal from the start until the job ends (or is found dead), or until step
+    ``until`` is done."""
+    return server_code.script("follow-job.sh", job_dir, *([until] if until else []), timeout=None)
+
+
+def commit_step(plan: Plan) -> int | None:
+    """The number of the plan's commit step: once it is done the app runs on its new data, the
+    command returns, and the job runs its remaining steps (a backup) on its own."""
+    return next((n for n, step in enumerate(plan.steps, 1) if step.commit), None)
 
 
 # -- the journal, parsed (pure) ------------------------------------------------------
@@ -122,10 +129,18 @@ class JobState:
     steps: dict[int, StepState] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
-    result: str | None = None  # ok | rolled-back | failed | rollback-failed | locked | lost
+    # ok | rolled-back | failed | rollback-failed | incomplete (kept past its commit point) | locked | lost;
+    # None while it runs (a client that returned at the commit point)
+    result: str | None = None
     detail: str = ""
     began: float | None = None
     ended: float | None = None
+    returned: bool = False  # its client returned at the commit point; the job runs on
+
+    @property
+    def running_on(self) -> list[int]:
+        """The steps still to come when the client returned: those after the commit point."""
+        return list(range(max(self.steps, default=0) + 1, self.total + 1)) if self.returned else []
 
     @property
     def failed_step(self) -> StepState | None:

@@ -16,7 +16,7 @@ from ..console import Console
 from ..errors import Refusal
 from ..facts import BackupInfo, ClusterFacts, ServerFacts, gather
 from ..inventory import Host
-from ..job import JobSpec, JobState
+from ..job import JobSpec, JobState, commit_step
 from ..plan import Plan, Step
 from ..remote import Command, HostSession, PasswordSource, ask_password
 from . import restore
@@ -304,6 +304,7 @@ class PitrSummary:
     target: str
     state: JobState
     attached: bool = False
+    goes_on: str | None = None  # the steps after the commit point, still running when it returned
 
     def lines(self) -> list[str]:
         notes = self.state.notes
@@ -323,6 +324,8 @@ class PitrSummary:
             out.append(f"total       {self.state.seconds:.1f} s")
         if "backup" in notes:
             out.append(f"new backup  {notes['backup']}")
+        if self.goes_on:
+            out.append(f"then        {self.goes_on}")
         return out
 
 
@@ -397,12 +400,14 @@ class Pitr:
         assert self.prepared is not None
         spec = self.prepared.spec
         restore.launch(self.session, spec, self.facts)
-        state = restore.follow(self.session, spec.dir, self.console)
-        return self._finish(state, spec.dir, attached=False)
+        state = restore.follow(self.session, spec.dir, self.console, commit_step(spec.plan))
+        summary = self._finish(state, spec.dir, attached=False)
+        summary.goes_on = restore.goes_on(spec, state)
+        return summary
 
     def _finish(self, state: JobState, job_dir: str, *, attached: bool) -> PitrSummary:
         app = self.req.into or self.req.app
-        if state.result != "ok":
+        if state.result != "ok" and not state.returned:
             raise restore.outcome_error(self.host.name, app, state, f"job journal: {job_dir}/journal")
         return PitrSummary(self.host.name, app, self.req.target_text, state, attached)
 

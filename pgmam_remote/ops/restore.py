@@ -18,7 +18,7 @@ from .. import server_code
 from ..console import Console
 from ..errors import ConnectError, PgmamError, Refusal
 from ..facts import BackupInfo, ClusterFacts, LockInfo, ServerFacts, WalGap, parse_lsn
-from ..job import LONG_STEP_DEADLINE_S, RUN_DIR, JobSpec, JobState, follow_command, launch_command
+from ..job import LONG_STEP_DEADLINE_S, RUN_DIR, JobSpec, JobState, commit_step, follow_command, launch_command
 from ..plan import Step
 from ..remote import Command, HostSession
 
@@ -438,16 +438,26 @@ def launch(session: HostSession, spec: JobSpec, facts: ServerFacts) -> None:
 def run_job(
     session: HostSession, spec: JobSpec, facts: ServerFacts, console: Console, undone: str | None = None
 ) -> JobState:
-    """Launch the job, follow its journal to the end; anything but ok raises JobFailed."""
+    """Launch the job, follow its journal to the end, or to its commit point (the rest runs on, and
+    status shows it); anything but ok raises JobFailed."""
     launch(session, spec, facts)
-    state = follow(session, spec.dir, console)
-    if state.result != "ok":
+    until = commit_step(spec.plan)
+    state = follow(session, spec.dir, console, until)
+    if state.result != "ok" and not state.returned:
         raise outcome_error(session.host.name, spec.app, state, f"job journal: {spec.dir}/journal", undone)
     return state
 
 
-def follow(session: HostSession, job_dir: str, console: Console) -> JobState:
-    """Render the job's journal as it grows, until the job ends."""
+def goes_on(spec: JobSpec, state: JobState) -> str | None:
+    """What the job still does after its client returned at the commit point, in one line."""
+    if not state.returned:
+        return None
+    titles = "; ".join(spec.plan.steps[n - 1].title for n in state.running_on)
+    return f"{titles}: running on the server as job {spec.job_id} (`inv status` shows it)"
+
+
+def follow(session: HostSession, job_dir: str, console: Console, until: int | None = None) -> JobState:
+    """Render the job's journal as it grows, until the job ends (or step ``until`` is done)."""
     state = JobState()
     host = session.host.name
 
@@ -474,7 +484,9 @@ def follow(session: HostSession, job_dir: str, console: Console) -> JobState:
             console.warning(f"{host}: took over a stale lock ({details.split('=', 1)[1]})")
 
     try:
-        session.run(follow_command(job_dir), on_line=on_line, check=False)
+        session.run(follow_command(job_dir, until), on_line=on_line, check=False)
+        committed = state.steps.get(until or 0)
+        state.returned = state.result is None and committed is not None and committed.status == "ok"
     except ConnectError as exc:
         raise ConnectError(
             exc.message,

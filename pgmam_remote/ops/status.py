@@ -526,6 +526,11 @@ def _job_problems(cluster: ClusterFacts, facts: ServerFacts) -> list[str]:
             f"{last.op} {last.job_id} was interrupted after {app} came back on its new data; "
             f"take a backup: inv backup --app {app}"
         )
+    if last is not None and last.result == "incomplete":
+        problems.append(
+            f"{last.op} {last.job_id}: {app} runs on its new data, but step {last.last_step} failed after it; "
+            f"see {last.dir}/journal, then take a backup: inv backup --app {app}"
+        )
     return problems
 
 

@@ -1,13 +1,17 @@
 #!/bin/sh
-# Usage: follow-job.sh JOB_DIR
-# Streams a job's journal from the start until the job ends, or is found dead (exit 3).
+# Usage: follow-job.sh JOB_DIR [STEP]
+# Streams a job's journal from the start until the job ends, or is found dead (exit 3). With STEP,
+# it returns as soon as that step is done (exit 0, the job runs on): a job's commit point.
 job_running() { [ -e "$1/running" ] && ! flock -n "$1/running" true; }
 dir=$1
+until=${2:-}
 seen=0
 while :; do
   # look for the end BEFORE counting lines: whatever is counted then includes it
   ended=no
   grep -q '^[0-9.]* end ' "$dir/journal" 2> /dev/null && ended=yes
+  handed=no
+  [ -n "$until" ] && grep -q "^[0-9.]* ok $until\$" "$dir/journal" 2> /dev/null && handed=yes
   total=0
   [ -f "$dir/journal" ] && total=$(wc -l < "$dir/journal")
   if [ "$total" -gt "$seen" ]; then
@@ -20,6 +24,7 @@ while :; do
     touch "$dir/reported" # only reached when the client got every line (a dead client's pipe kills us first)
     exit 0
   fi
+  [ "$handed" = no ] || exit 0 # not reported: the same command, run again, shows how the job ended
   if ! job_running "$dir"; then
     sleep 0.3
     if grep -q '^[0-9.]* end ' "$dir/journal" 2> /dev/null; then continue; fi

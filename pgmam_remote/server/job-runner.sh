@@ -6,7 +6,8 @@
 # job is asked to stop (SIGTERM), it undoes the completed steps in reverse order. With `recover`,
 # after a crash, a kill or a power cut interrupted a run (see recover-jobs), it runs no step: it
 # undoes what that run had done, unless the run had passed its commit point (the app already runs
-# on its new data), and releases the app.
+# on its new data), and releases the app. Past its commit point a job is never undone: a step that
+# fails there (or a stop) ends it as `incomplete`, and status says what is missing.
 #
 # Locks are flock(1) locks the kernel releases when the holder dies, however it dies:
 # JOB_DIR/running is held for the job's whole life, STATE/locks/APP.lock while it owns the app.
@@ -89,7 +90,8 @@ rollback() {
 }
 # step N TITLE COMMAND UNDO OWN COMMIT DEADLINE
 #   OWN=1: the undo also cleans up what a failed (or interrupted) run of this very step left
-#   COMMIT=1: once this step is done the app runs on its new data; a recovery keeps it
+#   COMMIT=1: once this step is done the app runs on its new data, and its client returns; nothing
+#   undoes the job after it
 step() {
   n=$1 title=$2 cmd=$3 undo=$4 own=$5 commit=$6 deadline=$7
   if [ "$MODE" = recover ]; then
@@ -103,7 +105,10 @@ step() {
     notes "$JOB_DIR/step-$n.log"
     journal "ok $n"
     [ -z "$undo" ] || DONE="$n $DONE"
-    [ "$commit" = 0 ] || COMMITTED=1
+    if [ "$commit" = 1 ]; then
+      COMMITTED=1
+      : > "$JOB_DIR/committed" # the app's next job waits for this one instead of being refused
+    fi
   else
     rc=$?
     notes "$JOB_DIR/step-$n.log"
@@ -111,6 +116,9 @@ step() {
     journal "fail $n $rc"
     quote_log "$JOB_DIR/step-$n.log" 20
     FAILED=$n
+    # past the commit point the app runs on its new data (its client was told so): it is kept, and
+    # status says what did not run
+    [ "$COMMITTED" = 0 ] || return 0
     # this step's undo also cleans up what a failed run of it left behind
     [ "$own" = 0 ] || [ -z "$undo" ] || DONE="$n $DONE"
     rollback
@@ -119,7 +127,7 @@ step() {
   if [ -n "$STOPPED" ]; then
     journal "note stopped_by=SIG$STOPPED"
     FAILED=$n
-    rollback
+    [ "$COMMITTED" = 1 ] || rollback
   fi
 }
 # recovery: what the interrupted run had done, read back from its journal
@@ -176,6 +184,7 @@ finish() {
       if [ "$UNDO_FAILED" = 1 ]; then result=recovery-failed; else result=recovered; fi
     fi
   elif [ "$FAILED" = 0 ]; then result=ok
+  elif [ "$COMMITTED" = 1 ]; then result=incomplete # kept on its new data; a step after the commit point did not finish
   elif [ "$UNDO_FAILED" = 1 ]; then result=rollback-failed
   elif [ -n "$DONE" ]; then result=rolled-back
   else result=failed

@@ -396,36 +396,58 @@ def test_a_hole_in_the_archived_wal_is_shown_and_a_target_past_it_refused_before
     assert checksum(box, s, port) == at_later
 
 
-def test_failure_after_the_swap_rolls_back_to_the_previous_data(box, inv):
+def test_pitr_returns_once_the_app_is_back_and_a_failed_follow_up_backup_turns_status_red(box, inv):
+    """The command returns when the restored app accepts writes; its backup runs on in the job.
+    That backup failing never undoes the restore (the app has been taking writes): status says it."""
     s, app, port = "sbx1", "pt_postswap", 5616
     make_app(box, inv, s, app, port)
     insert(box, s, port, 1, 40)
     at_t, target = mark(box, s, port)
     write(box, s, port, "delete from t where id % 2 = 0")
-    pre, pre_tl = checksum(box, s, port), timeline(box, s, port)
-    assert pre != at_t
+    pre_tl = timeline(box, s, port)
     backups = f"/var/lib/pgbackrest/backup/{app}"
     mode = box.on(s, "stat", "-c", "%a", backups).stdout.strip()
     box.on(s, "chmod", "0500", backups)  # `pgbackrest check` still passes, the backup itself cannot write
     try:
         out = pitr(inv, s, app, "--to", target)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert re.search(
+            r"then +prove archiving and take a backup on the new timeline: running on the server", out.stderr
+        )
+        assert "new backup" not in out.stderr
+        wait_unlocked(box, s, app)
     finally:
         box.on(s, "chmod", mode, backups)
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert re.search(r"step \d+ \([^)]*backup[^)]*\) failed; everything was rolled back", out.stderr), out.stderr
     assert online(box, s, app, port)
-    assert checksum(box, s, port) == pre
-    assert timeline(box, s, port) == pre_tl
+    assert checksum(box, s, port) == at_t  # the restore stays
+    assert timeline(box, s, port) > pre_tl
+    cluster = status_cluster(inv, s, app)
+    assert cluster["last_job"]["result"] == "incomplete"
+    assert any("runs on its new data, but step" in p and "backup" in p for p in cluster["problems"]), cluster
     names = dirs(box, s)
-    assert len(of_kind(names, "failed", app)) == 1, names
-    assert not of_kind(names, "old", app) and not of_kind(names, "staging", app), names
-    assert not locked(box, s, app)
-    # and it still archives into its stanza (the failed copy's timeline did not get in the way)
-    insert(box, s, port, 1000, 1001)
-    box.on(s, "sh", "-c", f"cd /tmp && runuser -u postgres -- pgbackrest --stanza={app} check")
+    assert len(of_kind(names, "old", app)) == 1 and not of_kind(names, "failed", app), names
+
+    write(box, s, port, "insert into t values (1000, 'after the restore')")
+    assert inv("backup", "--host", s, "--app", app).returncode == 0
+    assert status_cluster(inv, s, app)["problems"] == []
 
 
-# -- 5. the client dies mid-restore; the job does not ------------------------------------------
+def test_the_next_command_waits_for_a_pitr_still_taking_its_backup(box, inv):
+    s, app, port = "sbx1", "pt_follow", 5617
+    make_app(box, inv, s, app, port)
+    insert(box, s, port, 1, 40)
+    at_t, target = mark(box, s, port)
+    insert(box, s, port, 41, 80)
+    out = pitr(inv, s, app, "--to", target)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rolled = inv("rollback", "--host", s, "--app", app, "--yes")  # the pitr's backup may still run: waits for it
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert checksum(box, s, port) != at_t
+    wait_unlocked(box, s, app)
+    results = {c["op"]: c["result"] for c in [status_cluster(inv, s, app)["last_job"]]}
+    assert results == {"rollback": "ok"}
+    records = box.on(s, "sh", "-c", f"grep 'app={app} ' /var/log/pgmam/audit.log").stdout
+    assert "op=pitr" in records and "result=ok" in records.split("op=rollback")[0]  # the pitr's job ended ok
 
 
 def test_killed_client_leaves_the_job_running_and_rerun_reattaches(box, inv):

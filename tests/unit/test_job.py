@@ -96,6 +96,45 @@ def test_follow_never_misses_the_end(tmp_path):
     assert parse_journal(out).result == "ok"
 
 
+def test_a_failure_past_the_commit_point_keeps_the_new_data(tmp_path):
+    """Once the app runs on its new data (its client was told so), nothing undoes the job."""
+    journal, _ = run_job(
+        tmp_path,
+        [
+            Step("move in", sh("true"), undo=marker(tmp_path, "undo-move")),
+            Step("verify", sh("true"), undo=marker(tmp_path, "undo-verify"), commit=True),
+            Step("backup", sh('echo "no space left" >&2; exit 5')),
+            Step("snapshot", sh("touch never")),
+        ],
+    )
+    state = parse_journal(journal)
+    assert state.result == "incomplete" and state.failed_step.n == 3
+    assert "no space left" in state.logs
+    assert not (tmp_path / "undo-order").exists()  # nothing undone
+    assert 4 not in state.steps
+
+
+def test_the_follower_returns_at_the_commit_step_while_the_job_runs_on(tmp_path):
+    from pgmam_remote.job import follow_command
+
+    job = tmp_path / "j"
+    job.mkdir()
+    (job / "journal").write_text("1.0 begin 3 t\n1.1 start 1 a\n1.2 ok 1\n1.3 start 2 b\n1.4 ok 2\n1.5 start 3 c\n")
+    runner = subprocess.Popen(["flock", str(job / "running"), "sleep", "30"])  # the job, still running
+    try:
+        time.sleep(0.2)
+        argv = list(follow_command(str(job), 2).argv)
+        follower = ["sh", str(SERVER_DIR / "follow-job.sh"), *argv[1:]]
+        done = subprocess.run(follower, capture_output=True, text=True, timeout=10)
+    finally:
+        runner.kill()
+        runner.wait()
+    assert done.returncode == 0
+    state = parse_journal(done.stdout)
+    assert state.result is None and state.steps[2].status == "ok"
+    assert not (job / "reported").exists()  # the same command, run again, shows how it ended
+
+
 def test_failure_of_the_first_step_changes_nothing(tmp_path):
     journal, _ = run_job(tmp_path, [Step("a", sh("exit 1")), Step("b", sh("true"))])
     assert parse_journal(journal).result == "failed"
