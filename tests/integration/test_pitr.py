@@ -192,7 +192,11 @@ def test_pitr_of_a_pgbench_workload_restores_exactly_the_state_at_t(box, inv, by
     assert after_tl > before_tl
     new = sorted(set(dirs(box, s)) - set(before_dirs))
     assert len(of_kind(new, "old", app)) == 1 and new == of_kind(new, "old", app), new
-    assert not locked(box, s, app)
+    # it returned once the app was back; its backup on the new timeline ends the job
+    assert "then        prove archiving and take a backup on the new timeline" in out.stderr
+    wait_unlocked(box, s, app)
+    last = status_cluster(inv, s, app)["last_job"]
+    assert (last["op"], last["result"]) == ("pitr", "ok"), last
     # the other app on the server never noticed
     assert (started_at(box, s, other_port), checksum(box, s, other_port)) == other
 
