@@ -142,7 +142,7 @@ def plan_pitr(host: str, facts: ServerFacts, req: PitrRequest, who: str) -> Pitr
             "then it stops for a short swap (about a second)."
         ),
         f"Its current data is preserved as {paths.preserved} (never deleted by pgmam; `inv rollback` swaps it back).",
-        "Other apps on this server are not touched. Any failure rolls back automatically.",
+        restore.swap_promise(req.app),
     ]
     return PitrPlan(plan, _spec(req, who, stamp, plan), words)
 

@@ -357,6 +357,15 @@ def staging_steps(
     ]
 
 
+def swap_promise(app: str) -> str:
+    """What a swap promises, in the confirmation's words."""
+    return (
+        f"Other apps on this server are not touched. Any failure before {app} is back rolls back "
+        f"automatically; once {app} accepts writes the command returns, and its backup on the new "
+        "timeline finishes on the server (`inv status` shows it)."
+    )
+
+
 def swap_steps(
     cluster: ClusterFacts, incoming: str, paths: Paths, *, already_stopped: bool, rollback_to: str | None = None
 ) -> list[Step]:

@@ -56,7 +56,7 @@ def plan_rollback(host: str, facts: ServerFacts, app: str, to: str | None, who: 
         f"Swap {app} on {host} back to {source.path} (preserved {source.mtime.isoformat()}).",
         f"{app} stops for a short swap; its current data is preserved as {paths.preserved}.",
         "The preserved data starts on a new timeline, so later restores and backups stay consistent.",
-        "Other apps on this server are not touched. Any failure rolls back automatically.",
+        restore.swap_promise(app),
     ]
     spec = JobSpec(
         op="rollback",
