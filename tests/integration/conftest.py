@@ -13,6 +13,7 @@ sandbox's S3 server (repo ``bucket`` of the inventory).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -23,11 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 import pgmam_sandbox as sandbox
 
 REPO = Path(__file__).resolve().parents[2]
+STATUS_SCHEMA = REPO / "docs" / "reference" / "status.schema.json"
 # Its own names, subnet and users: a test run never touches the sandbox a user rehearses in.
 # PGMAM_IT_ID (up to 6 letters/digits) gives a run its own too, so two runs can coexist.
 RUN_ID = os.environ.get("PGMAM_IT_ID", "it")
@@ -130,7 +133,7 @@ def run_inv(
     """The real CLI, as a user runs it: `inv ...` in the checkout, against the given inventory."""
     full_env = {**os.environ, "PGMAM_HOSTS": str(inventory), "COLUMNS": "200", **(env or {})}
     full_env.pop("PGMAM_SUDO_PASSWORD", None) if env is None or "PGMAM_SUDO_PASSWORD" not in env else None
-    return subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "invoke", *args],
         cwd=REPO,
         env=full_env,
@@ -139,6 +142,33 @@ def run_inv(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+    check_status_json(args, done)
+    return done
+
+
+@functools.cache
+def status_validator() -> jsonschema.Draft202012Validator:
+    """docs/reference/status.schema.json, read once per test run."""
+    schema = json.loads(STATUS_SCHEMA.read_text())
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+def check_status_json(args: tuple[str, ...], done: subprocess.CompletedProcess[str]) -> None:
+    """Every `inv status --json` a test runs must write what the schema describes (exit 0: healthy,
+    1: something needs attention). Exit 1 with nothing on stdout is a refusal at the edge: no document."""
+    if not args or args[0] != "status" or "--json" not in args or done.returncode not in (0, 1):
+        return
+    if done.returncode == 1 and not done.stdout.strip():
+        return
+    command = f"inv {' '.join(args)} (exit {done.returncode})"
+    try:
+        document = json.loads(done.stdout)
+    except ValueError as exc:
+        raise AssertionError(f"{command} wrote no JSON document: {exc}\n{done.stdout}{done.stderr}") from None
+    errors = sorted(status_validator().iter_errors(document), key=lambda e: e.json_path)
+    if errors:
+        found = "\n".join(f"  {e.json_path}: {e.message}" for e in errors)
+        raise AssertionError(f"{command}: output does not match {STATUS_SCHEMA.relative_to(REPO)}:\n{found}")
 
 
 @pytest.fixture(scope="module")
