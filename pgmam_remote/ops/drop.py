@@ -16,6 +16,7 @@ from ..console import Console
 from ..errors import Refusal
 from ..facts import ServerFacts
 from ..inventory import Inventory, Repo
+from ..job import LONG_STEP_DEADLINE_S
 from ..plan import Plan, Step, execute
 from ..remote import Command, HostSession
 from . import restore, s3, schedule
@@ -45,7 +46,7 @@ def plan_drop(host: str, facts: ServerFacts, apps: list[str], purge: bool, repos
             steps.append(
                 Step(
                     f"final backup of {app} (proves archiving still works)",
-                    server_code.step("backup", app, v, "incr", "check"),
+                    server_code.step("backup", app, v, "incr", "check", timeout=LONG_STEP_DEADLINE_S),
                     long=True,
                     hint="fix the backup first (inv status), or stop the app to drop it without a final backup",
                 )
