@@ -3,8 +3,8 @@
 # Usage: recover-jobs [APP]   (every app when none is given)
 # Runs at boot before any cluster starts (pgmam-recover.service; cron's @reboot without systemd),
 # and before each new job of an app. A job whose runner still lives (it holds JOB_DIR/running) is
-# not interrupted and is left alone (for an app's next job, one past its commit point is waited
-# for); the others are handed back to their own script in recover
+# not interrupted and is left alone (one past its commit point is waited for: the next job of its
+# app comes after it; at boot none is alive); the others are handed back to their own script in recover
 # mode, which undoes what they did (see job-runner.sh).
 set -u
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -19,7 +19,7 @@ for dir in "$jobs"/*; do
   if [ -e "$dir/running" ] && ! flock -n "$dir/running" true; then
     # past its commit point the app already runs on its new data and the job only finishes its
     # last steps (a backup): the app's next job waits for it rather than being refused
-    if [ -n "${1:-}" ] && [ -f "$dir/committed" ]; then
+    if [ -f "$dir/committed" ]; then
       echo "pgmam: waiting for $dir to finish its last steps"
       flock "$dir/running" true
     fi

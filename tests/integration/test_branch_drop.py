@@ -104,11 +104,17 @@ def test_sync_replaces_a_branch_with_the_parent_and_preserves_its_old_data(box, 
     ).stdout.split()
     out = inv("branch", "--host", "sbx1", "--app", parent, "--name", "dev", "--sync", "--yes")
     assert out.returncode == 0, out.stderr
+    # it returned once the branch accepted writes on its new data; the job's backup goes on
+    assert "then prove archiving and take a backup on the new timeline: running on the server" in out.stderr
     assert box.psql("sbx1", DEV_PORT, CHECKSUM) == expected  # the parent's current data
     assert box.psql("sbx1", DEV_PORT, "select count(*) from t where id = 20000") == "0"
     kept = box.on("sbx1", "sh", "-c", f"ls -d /var/lib/postgresql/15/old-{dev}-* 2>/dev/null || true").stdout.split()
     assert len(kept) == len(kept_before) + 1  # the branch's old data is preserved, not deleted
     assert box.psql("sbx1", DEV_PORT, "show work_mem") == "7MB"  # the branch keeps its own config
+    deadline = time.monotonic() + 120
+    while box.on("sbx1", "test", "-e", f"/var/lib/pgmam/locks/{dev}", check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the sync's job never ended"
+        time.sleep(0.5)
     info = box.backup_info("sbx1", dev)
     assert info["status"]["code"] == 0 and [b["type"] for b in info["backup"]] == ["full"]  # stanza started over
     assert parent_state(box) == before  # the parent was not restarted or changed
