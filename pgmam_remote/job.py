@@ -137,10 +137,13 @@ class JobState:
     ended: float | None = None
     returned: bool = False  # its client returned at the commit point; the job runs on
 
-    @property
-    def running_on(self) -> list[int]:
-        """The steps still to come when the client returned: those after the commit point."""
-        return list(range(max(self.steps, default=0) + 1, self.total + 1)) if self.returned else []
+    def running_on(self, commit: int) -> list[int]:
+        """The steps after the commit point not done yet (running, or to come) when the client returned."""
+        if not self.returned:
+            return []
+        return [
+            n for n in range(commit + 1, self.total + 1) if n not in self.steps or self.steps[n].status == "running"
+        ]
 
     @property
     def failed_step(self) -> StepState | None:

@@ -459,9 +459,10 @@ def run_job(
 
 def goes_on(spec: JobSpec, state: JobState) -> str | None:
     """What the job still does after its client returned at the commit point, in one line."""
-    if not state.returned:
+    commit = commit_step(spec.plan)
+    if not state.returned or commit is None:
         return None
-    titles = "; ".join(spec.plan.steps[n - 1].title for n in state.running_on)
+    titles = "; ".join(spec.plan.steps[n - 1].title for n in state.running_on(commit))
     return f"{titles}: running on the server as job {spec.job_id} (`inv status` shows it)"
 
 

@@ -211,3 +211,20 @@ def test_finished_jobs_of_the_same_op_and_app_are_pruned_to_the_newest(tmp_path)
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("pitr-", "backup-")))
     others = ["pitr-shop-20240101T000000Z", "pitr-shop_dev-20240101T000000Z", "backup-shop-20240101T000000Z"]
     assert left == sorted([*others, *old[-KEEP_JOBS:]])
+
+
+def test_what_goes_on_after_the_client_returned_names_the_steps_past_the_commit_point():
+    from pgmam_remote.ops.restore import goes_on
+
+    steps = (Step("move in", sh("true")), Step("verify", sh("true"), commit=True), Step("backup", sh("true")))
+    spec = JobSpec("pitr", "shop", "pitr-shop-20260101T000000Z", "a@b", {}, Plan("h", "t", steps))
+    # the follower may pass on the next step's start with the commit step's ok
+    state = parse_journal(
+        "1.0 begin 3 t\n1.1 start 1 move in\n1.2 ok 1\n1.3 start 2 verify\n1.4 ok 2\n1.5 start 3 backup\n"
+    )
+    assert goes_on(spec, state) is None  # it followed to the end: nothing goes on
+    state.returned = True
+    assert (
+        goes_on(spec, state)
+        == "backup: running on the server as job pitr-shop-20260101T000000Z (`inv status` shows it)"
+    )
