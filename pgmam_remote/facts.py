@@ -193,6 +193,11 @@ class JobRecord:
         return self.info.get("running") == "yes"
 
     @property
+    def committed(self) -> bool:
+        """Past its commit point: the app runs on its new data; the job only finishes (a backup)."""
+        return self.info.get("committed") == "yes"
+
+    @property
     def last_step(self) -> str:
         """The step it started last: 'N title'."""
         return self.info.get("step", "-").replace("~", " ")
@@ -366,6 +371,10 @@ class ServerFacts:
 
     def lock(self, app: str) -> LockInfo | None:
         return next((lock for lock in self.locks if lock.app == app), None)
+
+    def finishing(self, lock: LockInfo) -> bool:
+        """The lock's job is past its commit point: the app's next job waits for it (recover-jobs)."""
+        return any(j.job_id == lock.info.get("job") and j.committed for j in self.jobs)
 
     def last_job(self, app: str) -> JobRecord | None:
         jobs = [j for j in self.jobs if j.app == app]

@@ -211,8 +211,9 @@ def check_no_conflict(host: str, facts: ServerFacts, app: str) -> None:
     """The per-app lock is free and no other restore or drill runs on this host (one at a time)."""
     check_app_free(host, facts, app)
     for lock in facts.locks:
-        # another app's backup is no reason to wait; its restore or drill is (disk space, I/O)
-        if lock.alive and lock.info.get("op") != "backup":
+        # another app's backup is no reason to wait, nor a restore that only finishes with its backup;
+        # a restore or drill is (disk space, I/O)
+        if lock.alive and lock.info.get("op") != "backup" and not facts.finishing(lock):
             what = _holder(lock)
             raise Refusal(f"{host}: another restore is running on this server: {what}", hint="wait for it, then re-run")
     recovering = [c for c in facts.clusters if c.recovering]

@@ -24,7 +24,10 @@ while :; do
     touch "$dir/reported" # only reached when the client got every line (a dead client's pipe kills us first)
     exit 0
   fi
-  [ "$handed" = no ] || exit 0 # not reported: the same command, run again, shows how the job ended
+  if [ "$handed" = yes ]; then
+    touch "$dir/reported" # the client saw the app back: the same command, run again, is a new one
+    exit 0
+  fi
   if ! job_running "$dir"; then
     sleep 0.3
     if grep -q '^[0-9.]* end ' "$dir/journal" 2> /dev/null; then continue; fi

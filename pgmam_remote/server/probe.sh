@@ -140,9 +140,10 @@ for d in /var/lib/pgmam/jobs/*; do
   end=$(grep -m1 '^[0-9.]* end ' "$d/journal" 2>/dev/null | cut -d' ' -f3)
   reported=no; [ -f "$d/reported" ] && reported=yes
   running=no; [ -e "$d/running" ] && ! flock -n "$d/running" true && running=yes
+  committed=no; [ -f "$d/committed" ] && committed=yes
   step=$(grep '^[0-9.]* start ' "$d/journal" 2>/dev/null | tail -n 1 | cut -d' ' -f3- | tr ' ' '~')
-  printf '%s %s reported=%s running=%s step=%s\n' "${end:-none}" "$(tr '\n' ' ' < "$d/info")" "$reported" \
-    "$running" "${step:--}"
+  printf '%s %s reported=%s running=%s committed=%s step=%s\n' "${end:-none}" "$(tr '\n' ' ' < "$d/info")" \
+    "$reported" "$running" "$committed" "${step:--}"
 done
 section preserved
 for d in /var/lib/postgresql/*/old-* /var/lib/postgresql/*/failed-* /var/lib/postgresql/*/staging-* \

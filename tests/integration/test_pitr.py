@@ -437,7 +437,7 @@ def test_pitr_returns_once_the_app_is_back_and_a_failed_follow_up_backup_turns_s
 
 
 def test_the_next_command_waits_for_a_pitr_still_taking_its_backup(box, inv):
-    s, app, port = "sbx1", "pt_follow", 5617
+    s, app, port = "sbx1", "pt_follow", 5623
     make_app(box, inv, s, app, port)
     insert(box, s, port, 1, 40)
     at_t, target = mark(box, s, port)
@@ -569,6 +569,7 @@ def point_restored(box, inv):
     write(box, s, port, "create table migrated as select * from t")
     before_tl = timeline(box, s, port)
     out = pitr(inv, s, app, "--to-point", "before-migration")
+    wait_unlocked(box, s, app)  # it returned once the app was back; its job's backup ends it
     return {
         "server": s,
         "app": app,

@@ -132,7 +132,7 @@ def test_the_follower_returns_at_the_commit_step_while_the_job_runs_on(tmp_path)
     assert done.returncode == 0
     state = parse_journal(done.stdout)
     assert state.result is None and state.steps[2].status == "ok"
-    assert not (job / "reported").exists()  # the same command, run again, shows how it ended
+    assert (job / "reported").exists()  # the client saw the app back: the same command, run again, is a new one
 
 
 def test_failure_of_the_first_step_changes_nothing(tmp_path):

@@ -70,3 +70,28 @@ def test_status_says_when_a_server_runs_older_pgmam_server_code():
     assert assess(host, replace(probed, server_code="")).server_code == "none"
     assert assess(host, replace(probed, server_code=SERVER_CODE)).server_code == "current"
     assert assess(host, replace(probed, server_code="0123456789abcdef")).server_code == "older"
+
+
+def test_a_follow_up_that_failed_after_the_commit_point_turns_status_red_with_what_to_do():
+    cluster, probed = server([job("incomplete", step="13~prove~archiving~and~take~a~backup")])
+    (problem,) = assess_cluster(cluster, probed).problems
+    assert "app1 runs on its new data, but step 13 prove archiving and take a backup failed after it" in problem
+    assert problem.endswith("take a backup: inv backup --app app1")
+
+
+def test_a_restore_that_only_finishes_its_backup_does_not_hold_up_another_apps_restore():
+    from pgmam_remote.errors import Refusal
+    from pgmam_remote.ops import restore
+
+    lock = facts.LockInfo("other", True, {"op": "pitr", "app": "other", "job": "pitr-other-20261202T035016Z"})
+    running = {"job": "pitr-other-20261202T035016Z", "app": "other", "op": "pitr", "running": "yes"}
+    _, probed = server()
+    for committed, refused in (("no", True), ("yes", False)):
+        record = facts.JobRecord(running["job"], "other", "pitr", "none", {**running, "committed": committed})
+        busy = replace(probed, locks=(lock,), jobs=(record,))
+        try:
+            restore.check_no_conflict("h", busy, "app1")
+        except Refusal as exc:
+            assert refused and "another restore is running" in exc.message
+        else:
+            assert not refused
