@@ -146,6 +146,9 @@ def test_restores_do_not_depend_on_the_servers_language_or_logging(box, inv):
     out = inv("pitr", "--host", "sbx2", "--app", app, "--to", target, "--yes", timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert box.psql("sbx2", port, ROWS) == "100"
+    # it returned once the app was back; the audit line comes when its job ends (after its backup)
+    unlocked = ["test", "!", "-e", f"/var/lib/pgmam/locks/{app}"]
+    wait_until(lambda: box.on("sbx2", *unlocked, check=False).returncode == 0, 120, "the pitr's job to end")
     audit = box.on("sbx2", "grep", f"op=pitr app={app} ", "/var/log/pgmam/audit.log").stdout.splitlines()[-1]
     measured = re.search(r" downtime=([0-9.]+)s ", audit)
     assert measured and 0 < float(measured.group(1)) < 30, audit
