@@ -8,29 +8,25 @@ here: 0 done, 1 refused or failed, 2 bad usage.
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
 from invoke import Collection, Exit, Program, task
 
-from pgmam_remote import inventory, validate
+from pgmam_remote import inventory, runner, validate
 from pgmam_remote.console import get_console
-from pgmam_remote.errors import PgmamError, Refusal, RemoteCommandError, UsageError
-from pgmam_remote.facts import gather
+from pgmam_remote.errors import PgmamError, RemoteCommandError, UsageError
 from pgmam_remote.ops import backup as backup_op
 from pgmam_remote.ops import drop as drop_op
 from pgmam_remote.ops import initcluster as initcluster_op
 from pgmam_remote.ops import pitr as pitr_op
 from pgmam_remote.ops import recover as recover_op
-from pgmam_remote.ops import restore as restore_op
 from pgmam_remote.ops import rollback as rollback_op
 from pgmam_remote.ops import schedule as schedule_op
 from pgmam_remote.ops import status as status_op
 from pgmam_remote.ops import verify as verify_op
-from pgmam_remote.plan import PlanFailed, execute
-from pgmam_remote.remote import HostSession
+from pgmam_remote.plan import PlanFailed
 
 HOST = "inventory name of the server (required)"
 YES = "do not ask for confirmation (needed when there is no terminal)"
@@ -45,7 +41,7 @@ def edge(body: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return body(*args, **kwargs)
         except PgmamError as exc:
-            details = exc.tail() if isinstance(exc, PlanFailed | RemoteCommandError | restore_op.JobFailed) else []
+            details = exc.tail() if isinstance(exc, PlanFailed | RemoteCommandError | runner.JobFailed) else []
             get_console().failure(exc.label, exc.message, exc.hint, details)
             raise Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
@@ -53,6 +49,10 @@ def edge(body: Callable[..., Any]) -> Callable[..., Any]:
             raise Exit(code=130) from None
 
     return wrapper
+
+
+def run(op: runner.Operation, dry_run: bool = False, yes: bool = False) -> None:
+    runner.run(op, get_console(), dry_run=dry_run, yes=yes)
 
 
 def require(**flags: Any) -> None:
@@ -125,20 +125,6 @@ def status(c, host=None, group=None, all_hosts=False, json=False):
         raise Exit(code=1)
 
 
-def confirm(words: list[str], app: str, yes: bool) -> None:
-    """Show the plan in plain words; the user types the app name. --yes skips; no TTY and no --yes refuses."""
-    console = get_console()
-    for line in words:
-        console.plain(f"  {line}")
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise Refusal("confirmation needed and there is no terminal to ask on", hint="re-run with --yes to confirm")
-    answer = input(f"Type '{app}' to proceed: ").strip()
-    if answer != app:
-        raise Refusal("not confirmed; nothing was changed")
-
-
 @task(
     auto_shortflags=False,
     help={
@@ -196,22 +182,7 @@ def pitr(
         port=validate.port(port) if into else None,
         keep_failed=keep_failed,
     )
-    run_pitr(host, req, dry_run=dry_run, yes=yes, done="{app} on {host} restored to {target}")
-
-
-def run_pitr(host: str, req: pitr_op.PitrRequest, *, dry_run: bool, yes: bool, done: str) -> None:
-    """Plan (or re-attach), print for --dry-run or confirm, run, summarize. One SSH connection throughout."""
-    console = get_console()
-    with pitr_op.Pitr(inventory.load().host(host), req, console, dry_run=dry_run) as op:
-        if op.prepared is not None:
-            if dry_run:
-                console.plan(op.prepared.plan.render())
-                return
-            confirm(op.prepared.words, req.app, yes)
-        summary = op.run()
-    console.success(done.format(app=summary.app, host=summary.host, target=summary.target))
-    for line in summary.lines():
-        console.plain(f"  {line}")
+    run(pitr_op.Pitr(inventory.load().host(host), req), dry_run, yes)
 
 
 @task(
@@ -233,22 +204,7 @@ def rollback(c, host=None, app=None, to=None, yes=False, dry_run=False):
     Example: inv rollback --host prod1 --app shop
     """
     require(host=host, app=app)
-    app = validate.app_name(app)
-    console = get_console()
-    with HostSession(inventory.load().host(host)) as session:
-        facts, _ = gather(session, recover=None if dry_run else app)
-        prepared = rollback_op.plan_rollback(session.host.name, facts, app, to, restore_op.holder())
-        if dry_run:
-            console.plan(prepared.plan.render())
-            return
-        confirm(prepared.words, app, yes)
-        state = rollback_op.run(session, facts, prepared, console)
-    console.success(f"{app} on {host} rolled back to {prepared.source.name}")
-    if state.downtime is not None:
-        console.info(f"  downtime {state.downtime:.2f} s")
-    going = restore_op.goes_on(prepared.spec, state)
-    if going:
-        console.info(f"  then {going}")
+    run(rollback_op.Rollback(inventory.load().host(host), validate.app_name(app), to), dry_run, yes)
 
 
 @task(
@@ -281,10 +237,11 @@ def restore_point(c, host=None, app=None, name=None):
         "all_apps": "every pgmam app on the server, one after another",
         "type": "full, diff or incr (default: incr once a full backup exists, else full)",
         "repo": "back up into this off-host repo (from hosts.toml [repos]) instead of the local one",
+        "dry_run": DRY_RUN,
     },
 )
 @edge
-def backup(c, host=None, app=None, all_apps=False, type=None, repo=None):
+def backup(c, host=None, app=None, all_apps=False, type=None, repo=None, dry_run=False):
     """Take a backup now (plus a snapshot of the app's PostgreSQL config).
 
     Examples:
@@ -298,9 +255,7 @@ def backup(c, host=None, app=None, all_apps=False, type=None, repo=None):
     apps = [validate.app_name(app)] if app else None
     hosts = inventory.load()
     repo = hosts.repo(repo).name if repo else None
-    done = backup_op.run_backups(hosts.host(host), apps, type, get_console(), repo)
-    for item in done:
-        get_console().success(f"{item.app}: {item.type} backup {item.label} in {item.seconds:.1f} s")
+    run(backup_op.Backup(hosts.host(host), apps, type, repo), dry_run)
 
 
 @task(
@@ -348,18 +303,7 @@ def recover(
         port=validate.port(port) if port else None,
     )
     hosts = inventory.load()
-    console = get_console()
-    with recover_op.Recover(hosts, hosts.host(host), req, console) as op:
-        words = op.prepare(dry_run=dry_run)
-        if dry_run:
-            console.plan(op.render())
-            return
-        confirm(words, host, yes)
-        done = op.run()
-    console.success(f"{len(done)} app(s) of {req.source} recovered on {host}")
-    for item in done:
-        for line in item.lines():
-            console.plain(f"  {line}")
+    run(recover_op.Recover(hosts, hosts.host(host), req), dry_run, yes)
 
 
 @task(
@@ -380,20 +324,8 @@ def backups(c, host=None, app=None, json=False):
     Example: inv backups --host prod1 --app shop --json
     """
     require(host=host, app=app)
-    app = validate.app_name(app)
     hosts = inventory.load()
-    with HostSession(hosts.host(host)) as session:
-        facts, _ = gather(session)
-        views = status_op.repo_views(hosts, hosts.host(host), session, facts)
-    rows, window = backup_op.list_backups(host, facts, app)
-    offsite = backup_op.list_offsite(hosts.host(host), facts, app, views)
-    console = get_console()
-    if json:
-        console.json(backup_op.backups_json(app, rows, window, offsite))
-        return
-    console.table(backup_op.render_table(app, rows, window))
-    for found in offsite:
-        console.table(backup_op.render_offsite(app, found))
+    status_op.show_backups(hosts, hosts.host(host), validate.app_name(app), get_console(), as_json=json)
 
 
 @task(
@@ -440,24 +372,7 @@ def schedule(
         raise UsageError("--remove takes no calendars")
     hosts = inventory.load()
     repo = hosts.repo(repo).name if repo else None
-    console = get_console()
-    with HostSession(hosts.host(host)) as session:
-        facts, _ = gather(session, recover=None if dry_run else app)
-        calendars = schedule_op.schedule_for(
-            facts, host, app, asked, repo=repo, host_repos=session.host.repos, remove=remove
-        )
-        plan = schedule_op.plan_schedule(session.host.name, facts, app, calendars)
-        if dry_run:
-            console.plan(plan.render())
-            return
-        execute(plan, session, console)
-    if not calendars:
-        console.success(f"{app} on {host}: schedule removed")
-    for kind, cal in calendars.items():
-        upcoming = schedule_op.next_run(cal, facts).isoformat()
-        console.success(
-            f"{app} on {host}: {schedule_op.what(kind, many=True)} {cal.text}, server time (next {upcoming})"
-        )
+    run(schedule_op.Schedule(hosts.host(host), app, asked, repo, remove), dry_run)
 
 
 @task(
@@ -489,33 +404,14 @@ def verify(c, host=None, app=None, to=None, repo=None, on=None, dry_run=False):
     if on and not repo:
         raise UsageError("--on needs --repo: a drill on another server reads an off-host repo")
     target = validate.target_time(to) if to else None
-    console = get_console()
     hosts = inventory.load()
     if repo:
-        drill = verify_op.RepoDrill(
-            hosts, hosts.host(host), hosts.repo(repo), app, target, hosts.host(on) if on else None
+        run(
+            verify_op.RepoDrill(hosts, hosts.host(host), hosts.repo(repo), app, target, hosts.host(on) if on else None),
+            dry_run,
         )
-        with drill:
-            prepared = drill.prepare(dry_run=dry_run)
-            if dry_run:
-                console.plan(drill.render())
-                return
-            state = drill.run(console, f"backup {prepared.backup} in repo {repo} did NOT prove restorable")
     else:
-        with HostSession(hosts.host(host)) as session:
-            facts, _ = gather(session, recover=None if dry_run else app)
-            prepared = verify_op.plan_verify(session.host.name, facts, app, target, restore_op.holder())
-            if dry_run:
-                console.plan(prepared.plan.render())
-                return
-            undone = f"backup {prepared.backup} did NOT prove restorable (the live cluster was not touched)"
-            state = restore_op.run_job(session, prepared.spec, facts, console, undone)
-    notes = state.notes
-    where = f" from repo {repo}" + (f", on {on}" if on else "") if repo else ""
-    console.success(
-        f"{app} on {host}: backup {prepared.backup}{where} restores: {notes.get('tables', '?')} tables, "
-        f"{notes.get('rows', '?')} rows, amcheck {notes.get('amcheck', '?')} ({state.seconds or 0:.1f} s)"
-    )
+        run(verify_op.Drill(hosts.host(host), app, target), dry_run)
 
 
 @task(
@@ -549,7 +445,7 @@ def branch(c, host=None, app=None, name=None, port=None, at=None, sync=False, ye
     if sync:
         if port or at:
             raise UsageError("--sync takes no --port or --at (the branch keeps its port; it syncs to now)")
-        sync_branch(host, child, dry_run=dry_run, yes=yes)
+        run(pitr_op.Sync(inventory.load().host(host), child), dry_run, yes)
         return
     req = pitr_op.PitrRequest(
         app=app,
@@ -558,25 +454,7 @@ def branch(c, host=None, app=None, name=None, port=None, at=None, sync=False, ye
         port=validate.port(port) if port else None,
         branch=True,
     )
-    run_pitr(host, req, dry_run=dry_run, yes=yes, done=f"branch {child} of {app} on {host} is ready (as of {{target}})")
-
-
-def sync_branch(host: str, child: str, *, dry_run: bool, yes: bool) -> None:
-    console = get_console()
-    with HostSession(inventory.load().host(host)) as session:
-        facts, _ = gather(session, recover=None if dry_run else child)
-        prepared = pitr_op.plan_sync(session.host.name, facts, child, restore_op.holder())
-        if dry_run:
-            console.plan(prepared.plan.render())
-            return
-        confirm(prepared.words, child, yes)
-        state = restore_op.run_job(session, prepared.spec, facts, console, f"rolled back: {child} runs on its data")
-    console.success(
-        f"branch {child} on {host} now holds its parent's current data (downtime {state.downtime or 0:.2f} s)"
-    )
-    going = restore_op.goes_on(prepared.spec, state)
-    if going:
-        console.info(f"  then {going}")
+    run(pitr_op.Pitr(inventory.load().host(host), req), dry_run, yes)
 
 
 @task(
@@ -602,26 +480,8 @@ def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=
     Example: inv dropcluster --host prod1 --app oldshop
     """
     require(host=host, app=app)
-    apps = [validate.app_name(a) for a in app]
-    console = get_console()
     hosts = inventory.load()
-    repos = tuple(hosts.repos_of(hosts.host(host)))
-    with HostSession(hosts.host(host)) as session:
-        facts, _ = gather(session, recover=None if dry_run else (apps[0] if len(apps) == 1 else "--all"))
-        plan = drop_op.plan_drop(session.host.name, facts, apps, purge_backups, repos)
-        if purge_backups:
-            drop_op.check_buckets(session, facts, apps, repos)
-        if dry_run:
-            console.plan(plan.render())
-            return
-        confirm(drop_op.keeps(apps, purge_backups, repos), apps[0], yes)
-        if purge_backups:
-            confirm(
-                [f"Second confirmation: every backup of {', '.join(apps)} will be deleted."], f"purge {apps[0]}", yes
-            )
-        drop_op.run(plan, session, hosts, console)
-    for name in apps:
-        console.success(f"{name} dropped on {host}" + ("" if purge_backups else "; its backups are kept"))
+    run(drop_op.Drop(hosts, hosts.host(host), [validate.app_name(a) for a in app], purge_backups), dry_run, yes)
 
 
 TASKS = (

@@ -17,6 +17,7 @@ from ..inventory import Host, Repo
 from ..job import JobSpec
 from ..plan import Plan, Step
 from ..remote import Command, HostSession
+from ..runner import Confirmation, Report, run_job
 from . import restore
 
 if TYPE_CHECKING:
@@ -52,14 +53,6 @@ def default_type(facts: ServerFacts, app: str, asked: str | None, repo: str | No
     return "incr" if repo or (stanza is not None and stanza.last_full is not None) else "full"
 
 
-@dataclass(frozen=True)
-class BackupDone:
-    app: str
-    type: str
-    label: str
-    seconds: float
-
-
 def backup_spec(
     host: str, cluster: ClusterFacts, kind: str, stamp: str, who: str, mode: str, repo: str | None = None
 ) -> JobSpec:
@@ -70,15 +63,6 @@ def backup_spec(
     plan = Plan(host=host, title=backup_title(app, kind, repo).partition(",")[0], steps=(step,), as_job=True)
     info = {"type": kind, "mode": mode, **({"repo": repo} if repo else {})}
     return JobSpec(op="backup", app=app, job_id=f"backup-{app}-{stamp}", holder=who, info=info, plan=plan)
-
-
-def apps_to_back_up(session: HostSession, apps: list[str] | None) -> tuple[ServerFacts, list[str]]:
-    """The host's facts (their interrupted jobs recovered first), and the apps named, or every pgmam app."""
-    facts, _ = gather(session, recover=apps[0] if apps and len(apps) == 1 else "--all")
-    names = apps if apps is not None else sorted(facts.managed_stanzas & {c.name for c in facts.clusters})
-    if not names:
-        raise Refusal(f"{session.host.name}: no pgmam apps to back up", hint="create one with inv initcluster")
-    return facts, names
 
 
 def check_kept_in(host: str, repos: tuple[str, ...], facts: ServerFacts, app: str, repo: str) -> None:
@@ -96,31 +80,54 @@ def check_kept_in(host: str, repos: tuple[str, ...], facts: ServerFacts, app: st
         )
 
 
-def run_backups(
-    host: Host, apps: list[str] | None, backup_type: str | None, console: Console, repo: str | None = None
-) -> list[BackupDone]:
-    """Back up the named apps (None: every pgmam app on the host) into the local repo or into
+class Backup:
+    """inv backup: the named apps (None: every pgmam app on the host), into the local repo or into
     off-host repo ``repo``, one after another, each as a job. Every app is checked first."""
-    done = []
-    with HostSession(host) as session:
-        facts, names = apps_to_back_up(session, apps)
-        specs = []
+
+    def __init__(self, host: Host, apps: list[str] | None, backup_type: str | None, repo: str | None) -> None:
+        self.host, self.apps, self.type, self.repo = host, apps, backup_type, repo
+        self.session = HostSession(host)
+
+    def __enter__(self) -> Backup:
+        self.session.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+    def prepare(self, *, dry_run: bool) -> None:
+        host = self.host.name
+        recover = None if dry_run else self.apps[0] if self.apps and len(self.apps) == 1 else "--all"
+        self.facts, _ = gather(self.session, recover=recover)
+        facts = self.facts
+        names = self.apps if self.apps is not None else sorted(facts.managed_stanzas & {c.name for c in facts.clusters})
+        if not names:
+            raise Refusal(f"{host}: no pgmam apps to back up", hint="create one with inv initcluster")
+        self.specs = []
         for app in names:
-            cluster = restore.managed_cluster(host.name, facts, app)
-            restore.require_running(host.name, cluster)
-            restore.check_app_free(host.name, facts, app)
-            if repo:
-                check_kept_in(host.name, host.repos, facts, app, repo)
-            kind = default_type(facts, app, backup_type, repo)
+            cluster = restore.managed_cluster(host, facts, app)
+            restore.require_running(host, cluster)
+            restore.check_app_free(host, facts, app)
+            if self.repo:
+                check_kept_in(host, self.host.repos, facts, app, self.repo)
+            kind = default_type(facts, app, self.type, self.repo)
             stamp = restore.stamp(facts.now)
-            specs.append(backup_spec(host.name, cluster, kind, stamp, restore.holder(), "on-demand", repo))
-        for spec in specs:
-            state = restore.run_job(session, spec, facts, console)
+            self.specs.append(backup_spec(host, cluster, kind, stamp, restore.holder(), "on-demand", self.repo))
+
+    def render(self) -> list[str]:
+        return [line for spec in self.specs for line in spec.plan.render()]
+
+    def confirmations(self) -> list[Confirmation]:
+        return []  # a backup loses nothing
+
+    def run(self, console: Console) -> Report:
+        report = Report([])
+        for spec in self.specs:
+            state = run_job(self.session, spec, console)
             label = state.notes.get("backup", "?")
-            done.append(
-                BackupDone(spec.app, LABEL_TYPES.get(label[-1:], spec.info["type"]), label, state.seconds or 0.0)
-            )
-    return done
+            kind = LABEL_TYPES.get(label[-1:], spec.info["type"])
+            report.done.append(f"{spec.app}: {kind} backup {label} in {state.seconds or 0.0:.1f} s")
+        return report
 
 
 # -- backups: the list and the recovery window (pure) -----------------------------------------

@@ -10,15 +10,17 @@ off-host repo that keeps the app. An app with branches
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 from .. import server_code
 from ..console import Console
 from ..errors import Refusal
 from ..facts import ServerFacts
-from ..inventory import Inventory, Repo
-from ..job import LONG_STEP_DEADLINE_S
+from ..inventory import Host, Inventory, Repo
+from ..job import LONG_STEP_DEADLINE_S, JobSpec
 from ..plan import Plan, Step, execute
 from ..remote import Command, HostSession
+from ..runner import Confirmation, HostJob, Prepared, Report, run_job
 from . import restore, s3, schedule
 
 
@@ -97,8 +99,40 @@ def keeps(apps: list[str], purge: bool, repos: tuple[Repo, ...] = ()) -> list[st
     return words
 
 
-def run(plan: Plan, session: HostSession, inventory: Inventory, console: Console) -> None:
-    """Run the drop; the repository hosts a purge deletes from are reached before anything changes."""
-    with contextlib.ExitStack() as stack:
-        others = {v: stack.enter_context(HostSession(inventory.host(v))) for v in {s.on for s in plan.steps if s.on}}
-        execute(plan, session, console, others=others)
+class Drop(HostJob):
+    """The drop runs on the server as one job (the app's lock, a journal, an audit line); what a
+    purge deletes on repository hosts runs from here once it is done. Those hosts are reached
+    before anything changes."""
+
+    def __init__(self, inventory: Inventory, host: Host, apps: list[str], purge: bool) -> None:
+        super().__init__(host)
+        self.inventory, self.apps, self.purge = inventory, apps, purge
+        self.repos = tuple(inventory.repos_of(host))
+        self.app = apps[0] if len(apps) == 1 else "--all"
+
+    def plan(self, facts: ServerFacts) -> Prepared:
+        whole = plan_drop(self.host.name, facts, self.apps, self.purge, self.repos)
+        if self.purge:
+            check_buckets(self.session, facts, self.apps, self.repos)
+        here = replace(whole, steps=tuple(s for s in whole.steps if not s.on), as_job=True)
+        self.after = Plan(self.host.name, "then from here", tuple(s for s in whole.steps if s.on))
+        first, stamp = self.apps[0], restore.stamp(facts.now)
+        info = {"apps": ",".join(self.apps), "purge": "yes" if self.purge else "no"}
+        spec = JobSpec("drop", first, f"drop-{first}-{stamp}", restore.holder(), info, here)
+        asked = [Confirmation(tuple(keeps(self.apps, self.purge, self.repos)), first)]
+        if self.purge:
+            again = f"Second confirmation: every backup of {', '.join(self.apps)} will be deleted."
+            asked.append(Confirmation((again,), f"purge {first}"))
+        return Prepared(spec, tuple(asked))
+
+    def render(self) -> list[str]:
+        return super().render() + (self.after.render() if self.after.steps else [])
+
+    def run(self, console: Console) -> Report:
+        with contextlib.ExitStack() as stack:
+            hosts = {s.on for s in self.after.steps if s.on}
+            others = {h: stack.enter_context(HostSession(self.inventory.host(h))) for h in hosts}
+            run_job(self.session, self.prepared.spec, console)
+            execute(self.after, self.session, console, others=others)
+        kept = "" if self.purge else "; its backups are kept"
+        return Report([f"{name} dropped on {self.host.name}{kept}" for name in self.apps])

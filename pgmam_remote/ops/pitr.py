@@ -19,6 +19,7 @@ from ..inventory import Host
 from ..job import JobSpec, JobState, commit_step
 from ..plan import Plan, Step
 from ..remote import Command, HostSession, PasswordSource, ask_password
+from ..runner import Confirmation, HostJob, Prepared, Report, follow, goes_on, launch, outcome_error
 from . import restore
 from .restore import Paths
 
@@ -264,12 +265,11 @@ def plan_sync(host: str, facts: ServerFacts, branch: str, who: str) -> PitrPlan:
     port = restore.free_port(facts, 20000 + child.port % 10000)
     steps: list[Step] = [restore.archive_now_step(parent)]
     steps += restore.staging_steps(parent, paths, backup, target_args, port, keep_failed=False, push_history=False)
-    swap = restore.swap_steps(child, paths.staging, paths, already_stopped=not child.running)
+    # before it starts: it must not archive into the old stanza
     reset = Step(
         f"start stanza {branch} over (its data now has a new lineage)", server_code.step("reset-stanza", branch)
     )
-    moved = next(i for i, step in enumerate(swap) if step.title.startswith("move ")) + 1
-    steps += [*swap[:moved], reset, *swap[moved:]]  # before it starts: it must not archive into the old stanza
+    steps += restore.swap_steps(child, paths.staging, paths, already_stopped=not child.running, before_start=(reset,))
     plan = Plan(host=host, title=f"sync branch {branch} from {parent_name}", steps=tuple(steps), as_job=True)
     words = [
         f"Replace the data of branch {branch} on {host} with {parent_name} as of now (backup {backup.label} + WAL).",
@@ -303,7 +303,6 @@ class PitrSummary:
     app: str
     target: str
     state: JobState
-    attached: bool = False
     goes_on: str | None = None  # the steps after the commit point, still running when it returned
 
     def lines(self) -> list[str]:
@@ -330,21 +329,12 @@ class PitrSummary:
 
 
 class Pitr:
-    """One pitr on one host: open -> (attach | plan -> confirm -> run). One SSH connection throughout."""
+    """One pitr (or branch) on one host: facts -> (re-attach | plan -> confirm -> job). One SSH
+    connection throughout. An operation for runner.run."""
 
-    def __init__(
-        self,
-        host: Host,
-        req: PitrRequest,
-        console: Console,
-        password_source: PasswordSource = ask_password,
-        *,
-        dry_run: bool = False,
-    ):
+    def __init__(self, host: Host, req: PitrRequest, password_source: PasswordSource = ask_password):
         self.host = host
         self.req = req
-        self.dry_run = dry_run  # then nothing changes: not even what a killed job left is undone
-        self.console = console
         self.session = HostSession(host, password_source=password_source)
         self.facts: ServerFacts | None = None
         self.prepared: PitrPlan | None = None
@@ -352,12 +342,20 @@ class Pitr:
 
     def __enter__(self) -> Pitr:
         self.session.open()
-        self.facts, _ = gather(self.session, recover=None if self.dry_run else self.req.app)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+    def prepare(self, *, dry_run: bool) -> None:
+        """Facts; then the job to re-attach to, or the plan. A dry run changes nothing: not even
+        what a killed job left is undone."""
+        self.facts, _ = gather(self.session, recover=None if dry_run else self.req.app)
         lock_app = self.req.into or self.req.app
         lock = self.facts.lock(lock_app)
         if lock is not None and lock.alive and lock.info.get("op") == "pitr" and self._same_request(lock.info):
             self.running_job = f"/var/lib/pgmam/jobs/{lock.info['job']}"
-            return self
+            return
         last = self.facts.last_job(lock_app)
         # the same pitr finished, but its client never saw the end (the link dropped): show that result
         # rather than restoring again; once a client has seen the result, the same command runs anew
@@ -367,12 +365,21 @@ class Pitr:
         ended = last is not None and last.result not in ("none", "recovered", "recovery-failed")
         if unseen and ended and lock is None and self._recent(last.job_id):
             self.running_job = last.dir
-            return self
+            return
         self.prepared = plan_pitr(self.host.name, self.facts, self.req, restore.holder())
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.session.close()
+    def render(self) -> list[str]:
+        if self.running_job:
+            return [
+                f"the same pitr already ran or runs on {self.host.name}: a real run re-attaches to {self.running_job}"
+            ]
+        assert self.prepared is not None
+        return self.prepared.plan.render()
+
+    def confirmations(self) -> list[Confirmation]:
+        if self.prepared is None:
+            return []  # re-attaching changes nothing
+        return [Confirmation(tuple(self.prepared.words), self.req.app)]
 
     def _same_request(self, info: dict[str, str]) -> bool:
         if not self.req.point and not self.req.to:
@@ -391,25 +398,52 @@ class Pitr:
             return False
         return (self.facts.now - started).total_seconds() < 600
 
-    def run(self) -> PitrSummary:
-        assert self.facts is not None
+    def run(self, console: Console) -> Report:
         if self.running_job:
-            self.console.info(f"re-attaching to {self.running_job}")
-            state = restore.follow(self.session, self.running_job, self.console)
-            return self._finish(state, self.running_job, attached=True)
-        assert self.prepared is not None
-        spec = self.prepared.spec
-        restore.launch(self.session, spec, self.facts)
-        state = restore.follow(self.session, spec.dir, self.console, commit_step(spec.plan))
-        summary = self._finish(state, spec.dir, attached=False)
-        summary.goes_on = restore.goes_on(spec, state)
-        return summary
+            console.info(f"re-attaching to {self.running_job}")
+            state = follow(self.session, self.running_job, console)
+            summary = self._finish(state, self.running_job)
+        else:
+            assert self.prepared is not None
+            spec = self.prepared.spec
+            launch(self.session, spec)
+            state = follow(self.session, spec.dir, console, commit_step(spec.plan))
+            summary = self._finish(state, spec.dir)
+            summary.goes_on = goes_on(spec, state)
+        app, target = summary.app, summary.target
+        if self.req.branch:
+            headline = f"branch {app} of {self.req.app} on {self.host.name} is ready (as of {target})"
+        else:
+            headline = f"{app} on {self.host.name} restored to {target}"
+        return Report([headline], summary.lines())
 
-    def _finish(self, state: JobState, job_dir: str, *, attached: bool) -> PitrSummary:
+    def _finish(self, state: JobState, job_dir: str) -> PitrSummary:
         app = self.req.into or self.req.app
         if state.result != "ok" and not state.returned:
-            raise restore.outcome_error(self.host.name, app, state, f"job journal: {job_dir}/journal")
-        return PitrSummary(self.host.name, app, self.req.target_text, state, attached)
+            raise outcome_error(self.host.name, app, state, f"job journal: {job_dir}/journal")
+        return PitrSummary(self.host.name, app, self.req.target_text, state)
+
+
+class Sync(HostJob):
+    """inv branch --sync: a branch gets its parent's current data."""
+
+    def __init__(self, host: Host, branch: str) -> None:
+        super().__init__(host)
+        self.app = branch
+
+    def plan(self, facts: ServerFacts) -> Prepared:
+        sync = plan_sync(self.host.name, facts, self.app, restore.holder())
+        return Prepared(
+            sync.spec, (Confirmation(tuple(sync.words), self.app),), f"rolled back: {self.app} runs on its data"
+        )
+
+    def report(self, state: JobState) -> Report:
+        return Report(
+            [
+                f"branch {self.app} on {self.host.name} now holds its parent's current data "
+                f"(downtime {state.downtime or 0:.2f} s)"
+            ]
+        )
 
 
 def create_restore_point(host: Host, app: str, name: str, console: Console) -> str:

@@ -25,6 +25,7 @@ from ..inventory import Host, Inventory, Repo
 from ..job import JobSpec, JobState
 from ..plan import Plan, Step, execute
 from ..remote import Command, HostSession
+from ..runner import Confirmation, Report, run_job
 from . import offsite, restore, s3
 
 
@@ -292,8 +293,8 @@ class Recover:
     """Facts of the new server and the repository host, the plans, then (after the caller's
     confirmation) the jobs and the off-host attach. One SSH connection to each."""
 
-    def __init__(self, inventory: Inventory, new: Host, req: RecoverRequest, console: Console) -> None:
-        self.inventory, self.new, self.req, self.console = inventory, new, req, console
+    def __init__(self, inventory: Inventory, new: Host, req: RecoverRequest) -> None:
+        self.inventory, self.new, self.req = inventory, new, req
         self.repo = pick_repo(inventory, new, req)
         self.session = HostSession(new)
         # an S3 repo is read from the new server itself
@@ -311,8 +312,8 @@ class Recover:
         if self.vault_session is not None:
             self.vault_session.close()
 
-    def prepare(self, *, dry_run: bool) -> list[str]:
-        """Gather facts and plan every app (refusing before anything changes); the words to confirm."""
+    def prepare(self, *, dry_run: bool) -> None:
+        """Gather facts and plan every app (refusing before anything changes)."""
         if self.vault_session is not None:
             self.vault, _ = gather(self.vault_session, install=not dry_run)
             # the repo keeps the lost server's backups, so a missing passphrase is refused here too
@@ -331,7 +332,9 @@ class Recover:
             plan = plan_app(self.new.name, self.facts, hosted, self.repo, self.req, app, who, ports)
             ports[app] = plan.port
             self.plans.append(plan)
-        return [line for plan in self.plans for line in plan.words]
+
+    def confirmations(self) -> list[Confirmation]:
+        return [Confirmation(tuple(line for plan in self.plans for line in plan.words), self.new.name)]
 
     def _read_bucket(self) -> ServerFacts:
         """What the S3 repo keeps of the lost server, read on the new one (which is unchanged)."""
@@ -351,7 +354,13 @@ class Recover:
             lines.append(f"  then: keep {plan.app} in repo {self.repo.name} (as inv initcluster does)")
         return lines
 
-    def run(self) -> list[Recovered]:
+    def run(self, console: Console) -> Report:
+        done = self.recover(console)
+        lines = [line for item in done for line in item.lines()]
+        return Report([f"{len(done)} app(s) of {self.req.source} recovered on {self.new.name}"], lines)
+
+    def recover(self, console: Console) -> list[Recovered]:
+        self.console = console
         others = {self.repo.host: self.vault_session} if self.vault_session is not None else {}
         if self.vault_session is not None and not (self.facts.user_key and self.vault.user_key):
             keys = offsite.key_steps(self.new.name, self.repo.host)
@@ -364,7 +373,7 @@ class Recover:
         for plan in self.plans:
             started = time.monotonic()
             undone = f"everything was undone: nothing of {plan.app} is left on {self.new.name}"
-            state = restore.run_job(self.session, plan.spec, self.facts, self.console, undone)
+            state = run_job(self.session, plan.spec, self.console, undone)
             facts, _ = gather(self.session)
             a = offsite.Attach(self.new, self.repo, plan.app, plan.version, plan.port)
             if self.repo.s3 is not None:

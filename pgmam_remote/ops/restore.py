@@ -1,8 +1,8 @@
-"""The restore machinery shared by pitr and rollback (and later verify/branch).
+"""The restore machinery shared by pitr, rollback, verify, branch and recover.
 
 Pure step builders (each step knows its undo), backup selection along the
-live cluster's timeline history, the preflight checks every restore shares,
-and running a plan as a server-side job while rendering its journal.
+live cluster's timeline history, and the preflight checks every restore shares.
+Running the plan as a server job is runner.py's.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .. import server_code
-from ..console import Console
-from ..errors import ConnectError, PgmamError, Refusal
+from ..errors import Refusal
 from ..facts import BackupInfo, ClusterFacts, LockInfo, ServerFacts, WalGap, parse_lsn
-from ..job import LONG_STEP_DEADLINE_S, RUN_DIR, JobSpec, JobState, commit_step, follow_command, launch_command
+from ..job import LONG_STEP_DEADLINE_S, RUN_DIR
 from ..plan import Step
-from ..remote import Command, HostSession
+from ..remote import Command
 
 SPACE_MARGIN = 1.2
 SPACE_SLACK_BYTES = 256 * 1024 * 1024
@@ -368,14 +367,21 @@ def swap_promise(app: str) -> str:
 
 
 def swap_steps(
-    cluster: ClusterFacts, incoming: str, paths: Paths, *, already_stopped: bool, rollback_to: str | None = None
+    cluster: ClusterFacts,
+    incoming: str,
+    paths: Paths,
+    *,
+    already_stopped: bool,
+    rollback_to: str | None = None,
+    before_start: tuple[Step, ...] = (),
 ) -> list[Step]:
     """Stop (unless already stopped), preserve the live dir, move ``incoming`` in, start, verify, back up.
 
     For a pitr the incoming dir is the proven restored copy, already on its new
     timeline. For a rollback (``rollback_to`` = where the preserved dir goes
     back if this fails) it is a preserved dir, which is promoted to a new
-    timeline as it starts.
+    timeline as it starts. ``before_start``: steps that run once the new data is in place, before
+    the app starts on it.
     """
     v, app = cluster.version, cluster.name
     steps = [] if already_stopped else [stop_live_step(cluster)]
@@ -404,6 +410,7 @@ def swap_steps(
             )
         )
     steps += [
+        *before_start,
         Step(
             f"start {app}",
             server_code.step("start-live", v, app, cluster.port),
@@ -425,104 +432,3 @@ def swap_steps(
         )
     )
     return steps
-
-
-# -- running a job --------------------------------------------------------------------------
-
-
-class JobFailed(PgmamError):
-    """A server-side job ended in anything but ok; the message says where everything is."""
-
-    def __init__(self, message: str, hint: str | None, logs: list[str]) -> None:
-        super().__init__(message, hint)
-        self.logs = logs
-
-    def tail(self) -> list[str]:
-        return self.logs[-15:]
-
-
-def launch(session: HostSession, spec: JobSpec, facts: ServerFacts) -> None:
-    session.run(launch_command(spec))
-
-
-def run_job(
-    session: HostSession, spec: JobSpec, facts: ServerFacts, console: Console, undone: str | None = None
-) -> JobState:
-    """Launch the job, follow its journal to the end, or to its commit point (the rest runs on, and
-    status shows it); anything but ok raises JobFailed."""
-    launch(session, spec, facts)
-    until = commit_step(spec.plan)
-    state = follow(session, spec.dir, console, until)
-    if state.result != "ok" and not state.returned:
-        raise outcome_error(session.host.name, spec.app, state, f"job journal: {spec.dir}/journal", undone)
-    return state
-
-
-def goes_on(spec: JobSpec, state: JobState) -> str | None:
-    """What the job still does after its client returned at the commit point, in one line."""
-    commit = commit_step(spec.plan)
-    if not state.returned or commit is None:
-        return None
-    titles = "; ".join(spec.plan.steps[n - 1].title for n in state.running_on(commit))
-    return f"{titles}: running on the server as job {spec.job_id} (`inv status` shows it)"
-
-
-def follow(session: HostSession, job_dir: str, console: Console, until: int | None = None) -> JobState:
-    """Render the job's journal as it grows, until the job ends (or step ``until`` is done)."""
-    state = JobState()
-    host = session.host.name
-
-    def on_line(line: str, is_stderr: bool) -> None:
-        if is_stderr:
-            return
-        event = state.apply(line)
-        if event is None:
-            return
-        kind, details = event
-        if kind == "start":
-            n, _, title = details.partition(" ")
-            console.step(host, int(n), state.total, title)
-        elif kind == "fail":
-            console.warning(f"{host}: step {details.split()[0]} failed")
-        elif kind == "log":
-            console.remote_line(host, details, is_stderr=True)
-        elif kind == "undo":
-            step = state.steps.get(int(details))
-            console.warning(f"{host}: undoing: {step.title if step else details}")
-        elif kind == "undo-failed":
-            console.failure("undo failed", f"{host}: could not undo step {details}")
-        elif kind == "note" and details.startswith("stale_lock="):
-            console.warning(f"{host}: took over a stale lock ({details.split('=', 1)[1]})")
-
-    try:
-        session.run(follow_command(job_dir, until), on_line=on_line, check=False)
-        committed = state.steps.get(until or 0)
-        state.returned = state.result is None and committed is not None and committed.status == "ok"
-    except ConnectError as exc:
-        raise ConnectError(
-            exc.message,
-            hint=f"the job keeps running on the server ({job_dir}); re-run the same command to re-attach",
-        ) from None
-    return state
-
-
-def outcome_error(host: str, app: str, state: JobState, where: str, undone: str | None = None) -> JobFailed:
-    """Turn a non-ok job result into one clear error saying what happened and where things are."""
-    failed = state.failed_step
-    step = f"step {failed.n} ({failed.title})" if failed else "a step"
-    if state.result == "locked":
-        return JobFailed(f"{host}: {app} is busy: {state.detail}", "wait for it, then re-run", [])
-    if state.result == "rolled-back":
-        undone = undone or f"everything was rolled back: {app} runs on its previous data"
-        return JobFailed(f"{host}: {step} failed; {undone}", where, state.logs)
-    if state.result == "failed":
-        return JobFailed(f"{host}: {step} failed before anything was changed", where, state.logs)
-    if state.result == "rollback-failed":
-        return JobFailed(
-            f"{host}: {step} failed AND the rollback did not complete: {app} needs attention now",
-            f"{where}; the job's logs are on the server",
-            state.logs,
-        )
-    return JobFailed(
-        f"{host}: the job stopped without finishing ({state.detail or 'no end in its journal'})", where, []
-    )

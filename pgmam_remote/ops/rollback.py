@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..console import Console
 from ..errors import Refusal
 from ..facts import PreservedDir, ServerFacts
+from ..inventory import Host
 from ..job import JobSpec, JobState
 from ..plan import Plan
-from ..remote import HostSession
+from ..runner import Confirmation, HostJob, Prepared, Report
 from . import restore
 from .restore import Paths
 
@@ -69,5 +69,17 @@ def plan_rollback(host: str, facts: ServerFacts, app: str, to: str | None, who: 
     return RollbackPlan(plan, spec, source, words)
 
 
-def run(session: HostSession, facts: ServerFacts, prepared: RollbackPlan, console: Console) -> JobState:
-    return restore.run_job(session, prepared.spec, facts, console)
+class Rollback(HostJob):
+    def __init__(self, host: Host, app: str, to: str | None) -> None:
+        super().__init__(host)
+        self.app, self.to = app, to
+
+    def plan(self, facts: ServerFacts) -> Prepared:
+        self.rollback = plan_rollback(self.host.name, facts, self.app, self.to, restore.holder())
+        return Prepared(self.rollback.spec, (Confirmation(tuple(self.rollback.words), self.app),))
+
+    def report(self, state: JobState) -> Report:
+        report = Report([f"{self.app} on {self.host.name} rolled back to {self.rollback.source.name}"])
+        if state.downtime is not None:
+            report.notes.append(f"downtime {state.downtime:.2f} s")
+        return report

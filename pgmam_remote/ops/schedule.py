@@ -16,9 +16,11 @@ from datetime import datetime, timedelta
 from .. import configs, server_code
 from ..errors import Refusal
 from ..facts import ClusterFacts, ServerFacts
-from ..job import JobSpec, render_script
+from ..inventory import Host
+from ..job import JobSpec, JobState, render_script
 from ..plan import Plan, Step
 from ..remote import Command
+from ..runner import HostJob, Prepared, Report
 from . import backup, restore, verify
 
 # The one entry point of cron lines and systemd services (server/scheduled-run.sh APP KIND): it
@@ -197,6 +199,7 @@ def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, 
             host=host,
             title=f"remove the schedule of {app}",
             steps=(Step(f"remove {app}'s schedule", remove_command(app)),),
+            as_job=True,
         )
     if not facts.systemd and not facts.tools.get("cron", False):
         raise Refusal(
@@ -250,9 +253,41 @@ def plan_schedule(host: str, facts: ServerFacts, app: str, calendars: dict[str, 
             lines.append(_marker(app, kind, cal))
             lines.append(f"{cal.cron()} root /bin/sh {RUNNER} {app} {kind}")
         steps.append(Step(f"write {cron_path(app)}", configs.write_file(cron_path(app), "\n".join(lines) + "\n")))
-    return Plan(host=host, title=f"schedule backups of {app}", steps=tuple(steps))
+    return Plan(host=host, title=f"schedule backups of {app}", steps=tuple(steps), as_job=True)
 
 
 def _marker(app: str, kind: str, cal: Calendar) -> str:
     """The line `inv status` reads the schedule from (see facts)."""
     return f"# pgmam-schedule app={app} type={kind} calendar={cal.text.replace(' ', '_')}"
+
+
+class Schedule(HostJob):
+    """inv schedule: the app's whole schedule, replaced by one job (the app's lock, a journal,
+    an audit line)."""
+
+    def __init__(self, host: Host, app: str, asked: dict[str, str | None], repo: str | None, remove: bool) -> None:
+        super().__init__(host)
+        self.app, self.asked, self.repo, self.remove = app, asked, repo, remove
+
+    def plan(self, facts: ServerFacts) -> Prepared:
+        restore.check_app_free(self.host.name, facts, self.app)
+        self.calendars = schedule_for(
+            facts, self.host.name, self.app, self.asked, repo=self.repo, host_repos=self.host.repos, remove=self.remove
+        )
+        plan = plan_schedule(self.host.name, facts, self.app, self.calendars)
+        stamp = restore.stamp(facts.now)
+        info = {"kinds": ",".join(self.calendars) or "none"}
+        job = JobSpec("schedule", self.app, f"schedule-{self.app}-{stamp}", restore.holder(), info, plan)
+        return Prepared(job)
+
+    def report(self, state: JobState) -> Report:
+        where = f"{self.app} on {self.host.name}"
+        if not self.calendars:
+            return Report([f"{where}: schedule removed"])
+        upcoming = {kind: next_run(cal, self.facts).isoformat() for kind, cal in self.calendars.items()}
+        return Report(
+            [
+                f"{where}: {what(kind, many=True)} {cal.text}, server time (next {upcoming[kind]})"
+                for kind, cal in self.calendars.items()
+            ]
+        )

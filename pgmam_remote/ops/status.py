@@ -641,3 +641,19 @@ def show(statuses: list[HostStatus], console: Console, *, as_json: bool) -> bool
     else:
         console.table(render_table(statuses))
     return all(s.healthy for s in statuses)
+
+
+def show_backups(hosts: Inventory, host: Host, app: str, console: Console, *, as_json: bool) -> None:
+    """inv backups: the app's backups and recovery window in the local repo, then in each off-host
+    repo of its server (read on the repository host, or in the bucket)."""
+    with HostSession(host) as session:
+        facts, _ = gather(session)
+        views = repo_views(hosts, host, session, facts)
+    rows, window = backup.list_backups(host.name, facts, app)
+    offsite = backup.list_offsite(host, facts, app, views)
+    if as_json:
+        console.json(backup.backups_json(app, rows, window, offsite))
+        return
+    console.table(backup.render_table(app, rows, window))
+    for found in offsite:
+        console.table(backup.render_offsite(app, found))

@@ -20,6 +20,7 @@ from ..inventory import Host, Inventory, Repo
 from ..job import LONG_STEP_DEADLINE_S, JobSpec, JobState
 from ..plan import Plan, Step, execute
 from ..remote import Command, HostSession
+from ..runner import Confirmation, HostJob, Prepared, Report, run_job
 from . import offsite, recover, restore, s3
 from .restore import Paths
 
@@ -283,7 +284,11 @@ class RepoDrill:
             lines.append(f"  then: record the result on {self.host.name}, where inv status shows it")
         return lines
 
-    def run(self, console: Console, undone: str) -> JobState:
+    def confirmations(self) -> list[Confirmation]:
+        return []  # a drill changes nothing that matters
+
+    def run(self, console: Console) -> Report:
+        undone = f"backup {self.prepared.backup} in repo {self.repo.name} did NOT prove restorable"
         session = self.drill_session
         if self.on is not None:
             others = {self.repo.host: self.vault_session} if self.vault_session is not None else {}
@@ -294,10 +299,12 @@ class RepoDrill:
                 self.vault, _ = gather(self.vault_session)
             execute(Plan(self.on.name, "prepare", tuple(self.prepare_steps())), session, console, others=others)
         try:
-            return restore.run_job(session, self.prepared.spec, self.here, console, undone)
+            state = run_job(session, self.prepared.spec, console, undone)
         finally:
             if self.on is not None:
                 self._record_on_server()
+        where = f"from repo {self.repo.name}" + (f", on {self.on.name}" if self.on else "")
+        return drill_report(self.host.name, self.app, f"{self.prepared.backup} {where}", state)
 
     def _record_on_server(self) -> None:
         """Copy the drill's result, ok or failed, to the app's server (with where it ran). A drill
@@ -309,3 +316,29 @@ class RepoDrill:
         if fields and fields[0].isdigit() and int(fields[0]) >= int(self.here.now.timestamp()):
             record = f"{self.app}@{self.repo.name}"
             self.session.run(server_code.step("add-drill-record", record, f"{last} {self.on.name}"))
+
+
+class Drill(HostJob):
+    """A drill of the app's local repo, on its own server."""
+
+    def __init__(self, host: Host, app: str, to: datetime | None) -> None:
+        super().__init__(host)
+        self.app, self.to = app, to
+
+    def plan(self, facts: ServerFacts) -> Prepared:
+        self.drill = plan_verify(self.host.name, facts, self.app, self.to, restore.holder())
+        undone = f"backup {self.drill.backup} did NOT prove restorable (the live cluster was not touched)"
+        return Prepared(self.drill.spec, undone=undone)
+
+    def report(self, state: JobState) -> Report:
+        return drill_report(self.host.name, self.app, self.drill.backup, state)
+
+
+def drill_report(host: str, app: str, backup: str, state: JobState) -> Report:
+    notes = state.notes
+    return Report(
+        [
+            f"{app} on {host}: backup {backup} restores: {notes.get('tables', '?')} tables, "
+            f"{notes.get('rows', '?')} rows, amcheck {notes.get('amcheck', '?')} ({state.seconds or 0:.1f} s)"
+        ]
+    )

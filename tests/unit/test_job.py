@@ -214,7 +214,7 @@ def test_finished_jobs_of_the_same_op_and_app_are_pruned_to_the_newest(tmp_path)
 
 
 def test_what_goes_on_after_the_client_returned_names_the_steps_past_the_commit_point():
-    from pgmam_remote.ops.restore import goes_on
+    from pgmam_remote.runner import goes_on
 
     steps = (Step("move in", sh("true")), Step("verify", sh("true"), commit=True), Step("backup", sh("true")))
     spec = JobSpec("pitr", "shop", "pitr-shop-20260101T000000Z", "a@b", {}, Plan("h", "t", steps))
