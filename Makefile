@@ -49,9 +49,10 @@ lint: deps
 unit: python-deps
 	$(VENV)/bin/python -m pytest -q tests/unit
 
-# the fast tier: unit tests, and every server script run against a throwaway local PostgreSQL (no sandbox)
+# the fast tier: unit tests, and every server script run against a throwaway local PostgreSQL (no
+# sandbox), on every core; the tests of one file share a stand-in server, so a file stays on one core
 fast: deps
-	$(SUDO) $(VENV)/bin/python -m pytest -q tests/unit tests/server
+	$(SUDO) $(VENV)/bin/python -m pytest -q -n auto --dist loadfile tests/unit tests/server
 
 # docs/reference/tasks.md, from the task definitions (a unit test fails when it is stale)
 reference: python-deps

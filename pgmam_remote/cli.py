@@ -45,7 +45,11 @@ def edge(body: Callable[..., Any]) -> Callable[..., Any]:
             get_console().failure(exc.label, exc.message, exc.hint, details)
             raise Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
-            get_console().failure("interrupted", "stopped by the user; re-run the same command to resume")
+            get_console().failure(
+                "interrupted",
+                "stopped by the user; a job already started goes on on the server (inv status shows it)",
+                "the same command re-attaches to it, or resumes",
+            )
             raise Exit(code=130) from None
 
     return wrapper
@@ -70,11 +74,10 @@ def require(**flags: Any) -> None:
         "port": "TCP port of the new cluster, 1024..65535, unused on that server (required)",
         "pg_version": "PostgreSQL major version; default: hosts.toml pg_version, else the newest installed",
         "dry_run": DRY_RUN,
-        "verbose": "stream every line the remote commands print",
     },
 )
 @edge
-def initcluster(c, host=None, app=None, port=None, pg_version=None, dry_run=False, verbose=False):
+def initcluster(c, host=None, app=None, port=None, pg_version=None, dry_run=False):
     """Create an app's PostgreSQL cluster, PITR-ready: archiving, stanza, first full backup.
 
     Idempotent: re-running after an interruption completes the missing steps;
@@ -87,17 +90,7 @@ def initcluster(c, host=None, app=None, port=None, pg_version=None, dry_run=Fals
         app=validate.app_name(app), port=validate.port(port), pg_version=validate.pg_version(pg_version)
     )
     hosts = inventory.load()
-    target = hosts.host(host)
-    console = get_console()
-    summary = initcluster_op.run(target, req, console, inventory=hosts, dry_run=dry_run, verbose=verbose)
-    if summary is None:
-        return
-    if summary.already_done:
-        console.success(f"{summary.app} on {summary.host} is already PITR-ready; nothing changed")
-    else:
-        console.success(f"{summary.app} on {summary.host} is PITR-ready")
-    for line in summary.lines():
-        console.plain(f"  {line}")
+    run(initcluster_op.InitCluster(hosts, hosts.host(host), req), dry_run)
 
 
 @task(

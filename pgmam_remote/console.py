@@ -107,6 +107,18 @@ class Console:
 _default: Console | None = None
 
 
+class PlanRecorder(Console):
+    """A console that keeps the plans it is given (to print them later, with others, as one) and
+    prints everything else as a Console does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def plan(self, lines: list[str]) -> None:
+        self.lines += lines
+
+
 def get_console() -> Console:
     global _default
     if _default is None:

@@ -9,15 +9,12 @@ undos of the completed steps in reverse order and says what it did.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import server_code
 from .console import Console
 from .errors import PgmamError, RemoteCommandError
 from .remote import Command, HostSession, Result
-
-Check = Callable[[Result], str | None]  # returns an error message, or None when the result is good
 
 
 @dataclass(frozen=True)
@@ -26,7 +23,6 @@ class Step:
     command: Command
     long: bool = False  # show a spinner / progress while it runs
     undo: Command | None = None
-    check: Check | None = None  # verifies the output beyond the exit status
     hint: str | None = None  # what to do if this step fails
     undo_if_failed: bool = False  # in a job, run the undo also when this very step fails (cleans partial work)
     commit: bool = False  # in a job: once done, the app runs on its new data; recovering keeps it
@@ -75,8 +71,9 @@ class Outcome:
     undone: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def result_of(self, title: str) -> Result | None:
-        return next((r for s, r, _ in self.results if s.title == title), None)
+    def of(self, step: Step) -> Result:
+        """The result of this very step (by identity: titles may repeat)."""
+        return next(r for s, r, _ in self.results if s is step)
 
 
 class PlanFailed(PgmamError):
@@ -93,12 +90,7 @@ class PlanFailed(PgmamError):
 
 
 def execute(
-    plan: Plan,
-    session: HostSession,
-    console: Console,
-    *,
-    verbose: bool = False,
-    others: dict[str, HostSession] | None = None,
+    plan: Plan, session: HostSession, console: Console, *, others: dict[str, HostSession] | None = None
 ) -> Outcome:
     """Run every step on the session's host (a step with ``on`` on that one of ``others``); on
     failure undo completed steps and raise PlanFailed."""
@@ -112,7 +104,7 @@ def execute(
         console.step(host, index, total, step.title)
         t0 = time.monotonic()
         try:
-            result = _run_step(step, sessions[step.on] if step.on else session, console, host, verbose)
+            result = _run_step(step, sessions[step.on] if step.on else session, console, host)
         except PgmamError as exc:
             outcome.undone = _undo(completed, session, console, plan.host, sessions)
             raise PlanFailed(step, exc, outcome.undone) from exc
@@ -122,21 +114,16 @@ def execute(
     return outcome
 
 
-def _run_step(step: Step, session: HostSession, console: Console, host: str, verbose: bool) -> Result:
-    def on_line(line: str, is_stderr: bool) -> None:
-        if verbose or is_stderr:
-            console.remote_line(host, line, is_stderr=is_stderr)
+def _run_step(step: Step, session: HostSession, console: Console, host: str) -> Result:
+    if not step.long:
+        return session.run(step.command)
 
-    if step.long:
-        with console.spinner(f"{host}: {step.title}"):
-            result = session.run(step.command, on_line=on_line)
-    else:
-        result = session.run(step.command, on_line=on_line if verbose else None)
-    if step.check:
-        problem = step.check(result)
-        if problem:
-            raise RemoteCommandError.of(f"{host}: {problem}", result)
-    return result
+    def on_line(line: str, is_stderr: bool) -> None:
+        if is_stderr:
+            console.remote_line(host, line, is_stderr=True)
+
+    with console.spinner(f"{host}: {step.title}"):
+        return session.run(step.command, on_line=on_line)
 
 
 def _undo(

@@ -165,14 +165,21 @@ def launch(session: HostSession, spec: JobSpec) -> None:
     session.run(launch_command(spec))
 
 
-def run_job(session: HostSession, spec: JobSpec, console: Console, undone: str | None = None) -> JobState:
+def run_job(
+    session: HostSession, spec: JobSpec, console: Console, undone: str | None = None, *, resumes: bool = False
+) -> JobState:
     """Launch the job, follow its journal to the end, or to its commit point (the rest runs on, and
-    status shows it); anything but ok raises JobFailed."""
+    status shows it); anything but ok raises JobFailed, with the failed step's hint.
+    ``resumes``: a failure keeps what was done, and the same command goes on from there."""
     launch(session, spec)
     until = commit_step(spec.plan)
     state = follow(session, spec.dir, console, until)
     if state.result != "ok" and not state.returned:
-        raise outcome_error(session.host.name, spec.app, state, f"job journal: {spec.dir}/journal", undone)
+        where = f"job journal: {spec.dir}/journal"
+        failed = state.failed_step
+        hint = spec.plan.steps[failed.n - 1].hint if failed and failed.n <= len(spec.plan.steps) else None
+        where = f"{hint} ({where})" if hint else where
+        raise outcome_error(session.host.name, spec.app, state, where, undone, resumes=resumes)
     return state
 
 
@@ -224,7 +231,9 @@ def follow(session: HostSession, job_dir: str, console: Console, until: int | No
     return state
 
 
-def outcome_error(host: str, app: str, state: JobState, where: str, undone: str | None = None) -> JobFailed:
+def outcome_error(
+    host: str, app: str, state: JobState, where: str, undone: str | None = None, *, resumes: bool = False
+) -> JobFailed:
     """Turn a non-ok job result into one clear error saying what happened and where things are."""
     failed = state.failed_step
     step = f"step {failed.n} ({failed.title})" if failed else "a step"
@@ -233,8 +242,14 @@ def outcome_error(host: str, app: str, state: JobState, where: str, undone: str 
     if state.result == "rolled-back":
         undone = undone or f"everything was rolled back: {app} runs on its previous data"
         return JobFailed(f"{host}: {step} failed; {undone}", where, state.logs)
-    if state.result == "failed":
-        return JobFailed(f"{host}: {step} failed before anything was changed", where, state.logs)
+    if state.result == "failed":  # nothing was undone: no step before it had anything to undo
+        if resumes:
+            said = "what was done is kept: the same command resumes"
+        elif any(s.status == "ok" for s in state.steps.values()):
+            said = "the steps before it are done and kept"
+        else:
+            said = "nothing was changed"
+        return JobFailed(f"{host}: {step} failed; {said}", where, state.logs)
     if state.result == "rollback-failed":
         return JobFailed(
             f"{host}: {step} failed AND the rollback did not complete: {app} needs attention now",

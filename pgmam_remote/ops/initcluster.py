@@ -11,12 +11,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from .. import configs, server_code
-from ..console import Console
-from ..errors import Refusal
+from ..console import Console, PlanRecorder
+from ..errors import Refusal, RemoteCommandError
 from ..facts import PGBACKREST_CONF, ServerFacts, StanzaInfo, backup_problem, gather, parse_pgbackrest_info
-from ..inventory import Host, Inventory
-from ..plan import Plan, Step, execute
+from ..inventory import Host, Inventory, Repo
+from ..job import JOBS_DIR, JobSpec
+from ..plan import Plan, Step
 from ..remote import POSTGRES, Command, HostSession, PasswordSource, ask_password
+from ..runner import Confirmation, Report, follow, outcome_error, run_job
 from . import offsite, restore, s3
 
 BACKUP_TIMEOUT_S = 4 * 3600
@@ -220,17 +222,10 @@ def plan_initcluster(host: str, facts: ServerFacts, req: InitClusterRequest) -> 
             )
         )
         steps.append(Step("snapshot the cluster's config next to the backup", configs.snapshot(app, version)))
-        steps.append(
-            Step(
-                "verify the backup is in the repository",
-                Command.of(*pgbackrest, "--output=json", "info", user=POSTGRES),
-                check=lambda result: backup_problem(app, result.stdout),
-            )
-        )
     else:
         done.append(f"{len(stanza.backups)} backup(s), last {stanza.backups[-1].label}")
 
-    return Plan(host=host, title=f"initcluster {app}", steps=tuple(steps), done=tuple(done))
+    return Plan(host=host, title=f"initcluster {app}", steps=tuple(steps), done=tuple(done), as_job=True)
 
 
 def summarize(
@@ -250,73 +245,103 @@ def summarize(
     )
 
 
-def run(
-    host: Host,
-    req: InitClusterRequest,
-    console: Console,
-    *,
-    inventory: Inventory | None = None,
-    dry_run: bool = False,
-    verbose: bool = False,
-    password_source: PasswordSource = ask_password,
-) -> ClusterSummary | None:
-    """Facts -> plan -> (print | execute) on one host, then the same for each of its off-host repos.
-    Returns the summary (None for --dry-run)."""
-    repos = inventory.repos_of(host) if inventory else []
-    for repo in repos:  # an unreachable repository host or a wrong passphrase: refused before any change
-        if repo.s3 is None:
-            offsite.preflight(repo, inventory, password_source)  # type: ignore[arg-type]
-    with HostSession(host, password_source=password_source) as session:
+class InitCluster:
+    """inv initcluster: the app's own part runs on the server as one job (the app's lock, a
+    journal, an audit line); then each off-host repo of the host gets the app, from here (that
+    reaches the repository host too). A re-run while the job still runs re-attaches to it, then does
+    what is still missing. An operation for runner.run."""
+
+    def __init__(
+        self, inventory: Inventory, host: Host, req: InitClusterRequest, password_source: PasswordSource = ask_password
+    ) -> None:
+        self.inventory, self.host = inventory, host
+        self.req = InitClusterRequest(req.app, req.port, req.pg_version or host.pg_version)
+        self.repos = inventory.repos_of(host)
+        self.password_source = password_source
+        self.session = HostSession(host, password_source=password_source)
+        self.running_job: str | None = None
+
+    def __enter__(self) -> InitCluster:
+        for repo in self.repos:  # an unreachable repository host or a wrong passphrase: refused before any change
+            if repo.s3 is None:
+                offsite.preflight(repo, self.inventory, self.password_source)
+        self.session.open()
         # an S3 repo is read from the server itself, once
-        read = {repo.name: s3.preflight(session, repo, host.name) for repo in repos if repo.s3 is not None}
-        summary = _run_local(session, host, req, console, dry_run=dry_run, verbose=verbose)
-        if not repos:
-            return summary
-        facts, _ = gather(session)
-        cluster = facts.cluster(req.app)
-        version = cluster.version if cluster else (req.pg_version or host.pg_version or facts.newest_pg or 0)
-        kept, changed = [], False
-        for repo in repos:
-            a = offsite.Attach(host, repo, req.app, version, req.port)
-            if repo.s3 is not None:
-                bucket = read[repo.name]
-                stanza, ran = s3.attach(session, facts, a, console, dry_run=dry_run, verbose=verbose, hosted=bucket)
-            else:
-                stanza, ran = offsite.attach(
-                    session,
-                    facts,
-                    a,
-                    inventory,  # type: ignore[arg-type]
-                    console,
-                    dry_run=dry_run,
-                    verbose=verbose,
-                    password_source=password_source,
+        self.buckets = {r.name: s3.preflight(self.session, r, self.host.name) for r in self.repos if r.s3 is not None}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+    def prepare(self, *, dry_run: bool) -> None:
+        facts, _ = gather(self.session, recover=None if dry_run else self.req.app)
+        lock = facts.lock(self.req.app)
+        if lock is not None and lock.alive and lock.info.get("op") == "initcluster":
+            self.running_job = f"{JOBS_DIR}/{lock.info['job']}"
+            return
+        self._plan(facts)
+
+    def _plan(self, facts: ServerFacts) -> None:
+        self.facts = facts
+        self.plan = plan_initcluster(self.host.name, facts, self.req)
+        existing = facts.cluster(self.req.app)
+        self.version = existing.version if existing else self.req.pg_version or facts.newest_pg or 0
+
+    def render(self) -> list[str]:
+        if self.running_job:
+            return [
+                f"initcluster {self.req.app} runs on {self.host.name}: a real run re-attaches to {self.running_job}"
+            ]
+        recorder = PlanRecorder()
+        for repo in self.repos:
+            self._attach(repo, self.facts, recorder, dry_run=True)
+        return self.plan.render() + recorder.lines
+
+    def confirmations(self) -> list[Confirmation]:
+        return []  # it creates; it loses nothing
+
+    def run(self, console: Console) -> Report:
+        app = self.req.app
+        if self.running_job:
+            console.info(f"re-attaching to {self.running_job}")
+            state = follow(self.session, self.running_job, console)
+            if state.result != "ok":
+                raise outcome_error(
+                    self.host.name, app, state, f"job journal: {self.running_job}/journal", resumes=True
                 )
-            changed |= ran
-            kept.append((repo.name, repo.where, stanza.last.label if stanza and stanza.last else None))
-        if summary is None:
-            return None
-        return replace(summary, offsite=tuple(kept), already_done=summary.already_done and not changed)
+            self._plan(gather(self.session, recover=app)[0])
+        already = self.plan.empty and not self.running_job  # a job it re-attached to did the work
+        if not already:
+            stamp = restore.stamp(self.facts.now)
+            info = {"port": str(self.req.port), "version": str(self.version)}
+            spec = JobSpec("initcluster", app, f"initcluster-{app}-{stamp}", restore.holder(), info, self.plan)
+            run_job(self.session, spec, console, resumes=True)
+        final = self.session.run(Command.of("pgbackrest", f"--stanza={app}", "--output=json", "info", user=POSTGRES))
+        problem = backup_problem(app, final.stdout)
+        if problem:
+            raise RemoteCommandError.of(f"{self.host.name}: {problem}", final)
+        summary = summarize(
+            self.host.name, self.req, self.version, parse_pgbackrest_info(final.stdout).get(app), already=already
+        )
+        if self.repos:
+            facts, _ = gather(self.session)
+            kept, changed = [], False
+            for repo in self.repos:
+                stanza, ran = self._attach(repo, facts, console, dry_run=False)
+                changed |= ran
+                kept.append((repo.name, repo.where, stanza.last.label if stanza and stanza.last else None))
+            summary = replace(summary, offsite=tuple(kept), already_done=already and not changed)
+        where = f"{app} on {self.host.name}"
+        done = f"{where} is already PITR-ready; nothing changed" if summary.already_done else f"{where} is PITR-ready"
+        return Report([done], summary.lines())
 
-
-def _run_local(
-    session: HostSession, host: Host, req: InitClusterRequest, console: Console, *, dry_run: bool, verbose: bool
-) -> ClusterSummary | None:
-    facts, _ = gather(session, recover=None if dry_run else req.app)
-    req = InitClusterRequest(req.app, req.port, req.pg_version or host.pg_version)
-    plan = plan_initcluster(host.name, facts, req)
-    version = req.pg_version or facts.newest_pg or 0
-    if existing := facts.cluster(req.app):
-        version = existing.version
-    if dry_run:
-        console.plan(plan.render())
-        return None
-    if plan.empty:
-        return summarize(host.name, req, version, facts.stanzas.get(req.app), already=True)
-    outcome = execute(plan, session, console, verbose=verbose)
-    info = outcome.results[-1][1]
-    stanza = parse_pgbackrest_info(info.stdout).get(req.app) if info.stdout.lstrip().startswith("[") else None
-    if stanza is None:  # the plan ended before the info step (backups existed already)
-        final = session.run(Command.of("pgbackrest", f"--stanza={req.app}", "--output=json", "info", user=POSTGRES))
-        stanza = parse_pgbackrest_info(final.stdout).get(req.app)
-    return summarize(host.name, req, version, stanza, already=False)
+    def _attach(
+        self, repo: Repo, facts: ServerFacts, console: Console, *, dry_run: bool
+    ) -> tuple[StanzaInfo | None, bool]:
+        """The app into one off-host repo: trust, configs, a stanza, shipping, a first backup."""
+        a = offsite.Attach(self.host, repo, self.req.app, self.version, self.req.port)
+        if repo.s3 is not None:
+            return s3.attach(self.session, facts, a, console, dry_run=dry_run, hosted=self.buckets[repo.name])
+        return offsite.attach(
+            self.session, facts, a, self.inventory, console, dry_run=dry_run, password_source=self.password_source
+        )

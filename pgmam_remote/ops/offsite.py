@@ -312,7 +312,6 @@ def attach(
     console: Console,
     *,
     dry_run: bool = False,
-    verbose: bool = False,
     password_source: PasswordSource = ask_password,
 ) -> tuple[StanzaInfo | None, bool]:
     """Bring app a.app into off-host repo a.repo: trust, configs, a stanza, shipping, a first backup.
@@ -326,14 +325,9 @@ def attach(
         others = {vault_host.name: vault_session}
         keys = (Keys.of(facts), Keys.of(vault))
         if not dry_run and not all(k.user_key and k.host_key for k in keys):
-            made = execute(
-                Plan(a.server.name, "SSH keys", tuple(key_steps(a.server.name, vault_host.name))),
-                session,
-                console,
-                verbose=verbose,
-                others=others,
-            )
-            keys = (Keys.parse(made.results[0][1]), Keys.parse(made.results[1][1]))
+            here, there = key_steps(a.server.name, vault_host.name)
+            made = execute(Plan(a.server.name, "SSH keys", (here, there)), session, console, others=others)
+            keys = (Keys.parse(made.of(here)), Keys.parse(made.of(there)))
         plan = plan_attach(a, facts, vault, secret, keys)
         if dry_run:
             if not (facts.user_key and vault.user_key):
@@ -343,7 +337,7 @@ def attach(
         if created:
             console.warning(passphrases.made(a.repo.name))
         if not plan.empty:
-            execute(plan, session, console, verbose=verbose, others=others)
+            execute(plan, session, console, others=others)
         final = vault_session.run(info_command(a.server.name, a.app), check=False)
         try:
             return parse_pgbackrest_info(final.stdout).get(a.app), not plan.empty

@@ -220,7 +220,6 @@ def attach(
     console: Console,
     *,
     dry_run: bool = False,
-    verbose: bool = False,
     hosted: HostedRepo | None = None,
 ) -> tuple[StanzaInfo | None, bool]:
     """Bring app a.app into S3 repo a.repo: its config, a stanza, shipping, a first backup.
@@ -245,7 +244,7 @@ def attach(
     if created:
         console.warning(passphrases.made(repo.name))
     if not plan.empty:
-        execute(plan, session, console, verbose=verbose)
+        execute(plan, session, console)
     final = read_state(session, repo, server)
     return final.stanzas.get(a.app), not plan.empty
 

@@ -303,7 +303,8 @@ def test_power_cut_during_a_backup_leaves_the_app_alone_and_the_next_backup_work
 
 
 def test_power_cut_during_an_initcluster_and_the_same_command_finishes_it(apps, inv):
-    """initcluster runs step by step from the laptop: after the boot, running it again resumes."""
+    """The boot finishes the interrupted initcluster job (nothing in it to undo); running the same
+    command again does what is still missing."""
     box = apps
     app, port = "cr_new", 5804
     client = start_inv(box, "initcluster", "--host", S, "--app", app, "--port", str(port))

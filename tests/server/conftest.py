@@ -27,7 +27,17 @@ from pgmam_remote import configs
 from pgmam_remote.facts import PGBACKREST_CONF
 from pgmam_remote.server_code import SERVER_DIR
 
-BOUND = ("/var/lib", "/var/log", "/var/spool", "/run", "/etc/postgresql", "/etc/pgbackrest", "/etc/cron.d")
+# /tmp/pgbackrest: pgBackRest's lock path, which two stand-in servers (pytest -n) must not share
+BOUND = (
+    "/var/lib",
+    "/var/log",
+    "/var/spool",
+    "/run",
+    "/etc/postgresql",
+    "/etc/pgbackrest",
+    "/etc/cron.d",
+    "/tmp/pgbackrest",
+)
 # dirs a Debian server has, made in the bound temp dirs: path, owner, mode
 MADE = (
     ("/var/lib/postgresql", "postgres", 0o755),
@@ -37,6 +47,7 @@ MADE = (
     ("/var/spool/pgbackrest", "postgres", 0o750),
     ("/run/postgresql", "postgres", 0o2775),
     ("/etc/pgbackrest/conf.d", "root", 0o755),
+    ("/tmp/pgbackrest", "postgres", 0o770),
 )
 VERSION = 15
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
@@ -145,7 +156,12 @@ def _needs() -> str | None:
     # Bind targets must exist. A fresh machine may lack some (Debian's pgbackrest makes no
     # /etc/pgbackrest/); empty dirs at a server's standard paths, as the sandbox makes them too.
     for target in BOUND:
-        Path(target).mkdir(mode=0o755, parents=True, exist_ok=True)
+        if Path(target).exists():
+            continue
+        Path(target).mkdir(mode=0o755, parents=True)
+        if target == "/tmp/pgbackrest":  # as pgBackRest itself makes it: this machine's may use it too
+            shutil.chown(target, "postgres", "postgres")
+            Path(target).chmod(0o770)
     return None
 
 
