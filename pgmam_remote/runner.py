@@ -15,14 +15,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Self
 
 from .console import Console
 from .errors import ConnectError, PgmamError, Refusal
 from .facts import ServerFacts, gather
 from .inventory import Host
 from .job import JobSpec, JobState, commit_step, follow_command, launch_command
-from .remote import HostSession
+from .remote import HostSession, PasswordSource, ask_password
 
 
 @dataclass(frozen=True)
@@ -103,23 +103,27 @@ class Prepared:
     undone: str | None = None  # what a failure that was rolled back means, in the app's words
 
 
-class HostJob:
-    """An operation that is one server job: ``plan`` turns the facts into a job (pure, refusing
-    what it must), ``report`` turns its end into words. The app's interrupted job is finished
-    first (never on a dry run), and a job that goes on past its commit point says so."""
+class OnHost:
+    """An operation over one SSH connection to one server, open while it runs."""
 
-    app: str  # its interrupted jobs are finished first ("--all": every app's)
-
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, password_source: PasswordSource = ask_password) -> None:
         self.host = host
-        self.session = HostSession(host)
+        self.session = HostSession(host, password_source=password_source)
 
-    def __enter__(self) -> HostJob:
+    def __enter__(self) -> Self:
         self.session.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.session.close()
+
+
+class HostJob(OnHost):
+    """An operation that is one server job: ``plan`` turns the facts into a job (pure, refusing
+    what it must), ``report`` turns its end into words. The app's interrupted job is finished
+    first (never on a dry run), and a job that goes on past its commit point says so."""
+
+    app: str  # its interrupted jobs are finished first ("--all": every app's)
 
     def plan(self, facts: ServerFacts) -> Prepared:
         raise NotImplementedError

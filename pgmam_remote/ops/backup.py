@@ -16,8 +16,8 @@ from ..facts import BackupInfo, ClusterFacts, ServerFacts, ShipState, gather
 from ..inventory import Host, Repo
 from ..job import JobSpec
 from ..plan import Plan, Step
-from ..remote import Command, HostSession
-from ..runner import Confirmation, Report, run_job
+from ..remote import Command
+from ..runner import Confirmation, OnHost, Report, run_job
 from . import restore
 
 if TYPE_CHECKING:
@@ -80,20 +80,13 @@ def check_kept_in(host: str, repos: tuple[str, ...], facts: ServerFacts, app: st
         )
 
 
-class Backup:
+class Backup(OnHost):
     """inv backup: the named apps (None: every pgmam app on the host), into the local repo or into
     off-host repo ``repo``, one after another, each as a job. Every app is checked first."""
 
     def __init__(self, host: Host, apps: list[str] | None, backup_type: str | None, repo: str | None) -> None:
-        self.host, self.apps, self.type, self.repo = host, apps, backup_type, repo
-        self.session = HostSession(host)
-
-    def __enter__(self) -> Backup:
-        self.session.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.session.close()
+        super().__init__(host)
+        self.apps, self.type, self.repo = apps, backup_type, repo
 
     def prepare(self, *, dry_run: bool) -> None:
         host = self.host.name

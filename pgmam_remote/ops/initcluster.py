@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Self
 
 from .. import configs, server_code
 from ..console import Console, PlanRecorder
@@ -17,8 +18,8 @@ from ..facts import PGBACKREST_CONF, ServerFacts, StanzaInfo, backup_problem, ga
 from ..inventory import Host, Inventory, Repo
 from ..job import JOBS_DIR, JobSpec
 from ..plan import Plan, Step
-from ..remote import POSTGRES, Command, HostSession, PasswordSource, ask_password
-from ..runner import Confirmation, Report, follow, outcome_error, run_job
+from ..remote import POSTGRES, Command, PasswordSource, ask_password
+from ..runner import Confirmation, OnHost, Report, follow, outcome_error, run_job
 from . import offsite, restore, s3
 
 BACKUP_TIMEOUT_S = 4 * 3600
@@ -245,7 +246,7 @@ def summarize(
     )
 
 
-class InitCluster:
+class InitCluster(OnHost):
     """inv initcluster: the app's own part runs on the server as one job (the app's lock, a
     journal, an audit line); then each off-host repo of the host gets the app, from here (that
     reaches the repository host too). A re-run while the job still runs re-attaches to it, then does
@@ -254,24 +255,21 @@ class InitCluster:
     def __init__(
         self, inventory: Inventory, host: Host, req: InitClusterRequest, password_source: PasswordSource = ask_password
     ) -> None:
-        self.inventory, self.host = inventory, host
+        super().__init__(host, password_source)
+        self.inventory = inventory
         self.req = InitClusterRequest(req.app, req.port, req.pg_version or host.pg_version)
         self.repos = inventory.repos_of(host)
         self.password_source = password_source
-        self.session = HostSession(host, password_source=password_source)
         self.running_job: str | None = None
 
-    def __enter__(self) -> InitCluster:
+    def __enter__(self) -> Self:
         for repo in self.repos:  # an unreachable repository host or a wrong passphrase: refused before any change
             if repo.s3 is None:
                 offsite.preflight(repo, self.inventory, self.password_source)
-        self.session.open()
+        super().__enter__()
         # an S3 repo is read from the server itself, once
         self.buckets = {r.name: s3.preflight(self.session, r, self.host.name) for r in self.repos if r.s3 is not None}
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.session.close()
 
     def prepare(self, *, dry_run: bool) -> None:
         facts, _ = gather(self.session, recover=None if dry_run else self.req.app)

@@ -19,7 +19,7 @@ from ..inventory import Host
 from ..job import JobSpec, JobState, commit_step
 from ..plan import Plan, Step
 from ..remote import Command, HostSession, PasswordSource, ask_password
-from ..runner import Confirmation, HostJob, Prepared, Report, follow, goes_on, launch, outcome_error
+from ..runner import Confirmation, HostJob, OnHost, Prepared, Report, follow, goes_on, launch, outcome_error
 from . import restore
 from .restore import Paths
 
@@ -328,24 +328,16 @@ class PitrSummary:
         return out
 
 
-class Pitr:
+class Pitr(OnHost):
     """One pitr (or branch) on one host: facts -> (re-attach | plan -> confirm -> job). One SSH
     connection throughout. An operation for runner.run."""
 
     def __init__(self, host: Host, req: PitrRequest, password_source: PasswordSource = ask_password):
-        self.host = host
+        super().__init__(host, password_source)
         self.req = req
-        self.session = HostSession(host, password_source=password_source)
         self.facts: ServerFacts | None = None
         self.prepared: PitrPlan | None = None
         self.running_job: str | None = None  # a job for the same request already runs or ran: re-attach
-
-    def __enter__(self) -> Pitr:
-        self.session.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.session.close()
 
     def prepare(self, *, dry_run: bool) -> None:
         """Facts; then the job to re-attach to, or the plan. A dry run changes nothing: not even
