@@ -3,8 +3,9 @@ output in docs/samples/NAME.txt, and put them into the docs.
 
 A doc shows a sample as a fenced block right after a marker line:
 
-    <!-- sample: NAME -->            the whole output
-    <!-- sample: NAME head=4 tail=3 -->   its first 4 and last 3 lines, with "..." between
+    <!-- sample: NAME -->                  the whole output
+    <!-- sample: NAME head=4 tail=3 -->    its first 4 and last 3 lines, with "..." between
+    <!-- sample: NAME OTHER -->            one after the other
 
 Usage:
   sudo python3 scripts/samples.py           run the tour (about 3 minutes), write the samples, then the docs
@@ -26,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "docs" / "samples"
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-MARKER = re.compile(r"^<!-- sample: ([a-z0-9-]+)((?: (?:head|tail)=\d+)*) -->$")
+MARKER = re.compile(r"^<!-- sample: ([a-z0-9-]+(?: [a-z0-9-]+)*)((?: (?:head|tail)=\d+)*) -->$")
 
 
 # -- the docs ----------------------------------------------------------------------------------
@@ -55,15 +56,16 @@ def render(doc: str, samples: dict[str, str]) -> str:
         i += 1
         if not found:
             continue
-        name, options = found.groups()
-        if name not in samples:
-            raise SystemExit(f"no sample named {name} (docs/samples/{name}.txt)")
+        names, options = found.groups()
+        missing = [name for name in names.split() if name not in samples]
+        if missing:
+            raise SystemExit(f"no sample named {missing[0]} (docs/samples/{missing[0]}.txt)")
         if i >= len(lines) or lines[i].rstrip("\n") != "```":
-            raise SystemExit(f"the sample marker of {name} must be followed by a ``` block")
+            raise SystemExit(f"the sample marker of {names} must be followed by a ``` block")
         end = next((j for j in range(i + 1, len(lines)) if lines[j].rstrip("\n") == "```"), None)
         if end is None:
-            raise SystemExit(f"the block of sample {name} never ends")
-        out += ["```\n", excerpt(samples[name], options), "```\n"]
+            raise SystemExit(f"the block of sample {names} never ends")
+        out += ["```\n", excerpt("".join(samples[name] for name in names.split()), options), "```\n"]
         i = end + 1
     return "".join(out)
 
@@ -113,7 +115,7 @@ class Tour:
         if done.returncode not in ok:
             raise SystemExit(f"inv {shlex.join(args)} exited {done.returncode}:\n{done.stdout}")
         if name:
-            self.keep(name, args, done.stdout)
+            self.keep(name, args, done.stdout + (f"exit {done.returncode}\n" if done.returncode else ""))
         return done.stdout
 
     def keep(self, name: str, args: tuple[str, ...], output: str) -> None:
@@ -129,7 +131,12 @@ class Tour:
         return subprocess.run(sandbox.netns_exec_argv(target, list(argv)), capture_output=True, text=True, check=check)
 
     def sql(self, server: str, port: int, query: str) -> str:
-        return self.on(server, "runuser", "-u", "postgres", "--", "psql", "-XAtq", "-p", str(port), "-c", query).stdout
+        argv = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-p", str(port), "-c", query]
+        return self.on(server, *argv).stdout.strip()
+
+    def now(self, server: str, port: int) -> str:
+        """The server's time, as a target with a zone."""
+        return self.sql(server, port, "select to_char(now() at time zone 'utc', 'YYYY-MM-DD HH24:MI:SS') || '+00'")
 
     def wait_unlocked(self, server: str, app: str) -> None:
         """A restore returns once the app is back; its follow-up backup runs on, holding the app."""
@@ -143,30 +150,64 @@ def tour(t: Tour) -> None:
     t.inv("initcluster-dry-run", "initcluster", "--host", "sbx2", "--app", "newapp", "--port", "5440", "--dry-run")
     t.inv("initcluster", "initcluster", "--host", "sbx1", "--app", "shop", "--port", "5433")
     t.inv("initcluster-again", "initcluster", "--host", "sbx1", "--app", "shop", "--port", "5433")
+    t.inv(None, "initcluster", "--host", "sbx1", "--app", "blog", "--port", "5434")
     t.inv(None, "initcluster", "--host", "sbx2", "--app", "notes", "--port", "5437")
+    refused = (1, 2)
+    init = ("initcluster", "--host", "sbx1")
+    t.inv("refuse-app-name", *init, "--app", "My-App", "--port", "5440", ok=refused)
+    t.inv("refuse-port-taken", *init, "--app", "newapp", "--port", "5433", ok=refused)
+    t.inv("refuse-port-80", *init, "--app", "newapp", "--port", "80", ok=refused)
+    t.inv("refuse-app-exists", *init, "--app", "shop", "--port", "5435", ok=refused)
+    t.inv("refuse-pg16", *init, "--app", "newapp", "--port", "5440", "--pg-version", "16", ok=refused)
+    t.inv("refuse-missing-port", *init, "--app", "newapp", ok=refused)
     t.sql("sbx1", 5433, "create table orders (id int primary key, item text)")
     t.sql("sbx1", 5433, "insert into orders select g, 'item ' || g from generate_series(1, 100) g")
-    t.inv("backup", "backup", "--host", "sbx1", "--app", "shop")
-    t.inv("schedule", "schedule", "--host", "sbx1", "--app", "shop", "--verify", "Sun 05:00")
-    t.inv("verify", "verify", "--host", "sbx1", "--app", "shop")
-    t.inv("restore-point", "restore-point", "--host", "sbx1", "--app", "shop", "--name", "before-migration")
+    shop = ("--host", "sbx1", "--app", "shop")
+    t.inv("backup", "backup", *shop)
+    t.inv("backup-all", "backup", "--host", "sbx1", "--all-apps", "--type", "full")
+    t.inv("refuse-backup-type", "backup", *shop, "--type", "weekly", ok=refused)
+    t.inv("refuse-backup-no-app", "backup", "--host", "sbx1", ok=refused)
+    t.inv("refuse-backup-both", "backup", *shop, "--all-apps", ok=refused)
+    t.inv("refuse-backup-nosuch", "backup", "--host", "sbx1", "--app", "nosuch", ok=refused)
+    t.inv("schedule", "schedule", *shop, "--verify", "Sun 05:00")
+    blog = ("--host", "sbx1", "--app", "blog")
+    t.inv("schedule-blog", "schedule", *blog, "--full", "Sun 02:00", "--diff", "Mon..Sat 02:00", "--incr", "hourly")
+    t.inv("refuse-calendar-words", "schedule", *shop, "--full", "every night", ok=refused)
+    t.inv("refuse-calendar-dash", "schedule", *shop, "--full", "Mon-Fri 02:00", ok=refused)
+    t.inv("refuse-remove-with", "schedule", *shop, "--remove", "--incr", "hourly", ok=refused)
+    t.inv("verify", "verify", *shop)
+    time.sleep(1)
+    noted = t.now("sbx1", 5433)
+    time.sleep(1)
+    # a commit after the noted time, archived: a replay knows it has passed it
+    t.sql("sbx1", 5433, "insert into orders values (101, 'after the noted time')")
+    t.sql("sbx1", 5433, "select pg_switch_wal()")
+    time.sleep(3)
+    t.inv("verify-to", "verify", *shop, "--to", noted)
+    t.inv("refuse-verify-future", "verify", *shop, "--to", "2030-01-01 00:00:00+00", ok=refused)
+    t.inv("verify-dry-run", "verify", *shop, "--dry-run")
+    t.inv("restore-point", "restore-point", *shop, "--name", "before-migration")
     t.sql("sbx1", 5433, "delete from orders")
-    t.inv("pitr", "pitr", "--host", "sbx1", "--app", "shop", "--to-point", "before-migration", "--yes")
+    t.inv("pitr-dry-run", "pitr", *shop, "--to", noted, "--dry-run")
+    t.inv("refuse-no-zone", "pitr", *shop, "--to", "2026-01-19 10:40:00", ok=refused)
+    t.inv("refuse-future", "pitr", *shop, "--to", "2030-01-19 10:40:00+00", ok=refused)
+    t.inv("refuse-before", "pitr", *shop, "--to", "2026-01-19 10:40:00+00", ok=refused)
+    t.inv("refuse-no-terminal", "pitr", *shop, "--to-point", "before-migration", ok=refused)
+    t.inv("pitr", "pitr", *shop, "--to-point", "before-migration", "--yes")
     t.wait_unlocked("sbx1", "shop")
-    t.inv("rollback", "rollback", "--host", "sbx1", "--app", "shop", "--yes")
+    t.inv("rollback", "rollback", *shop, "--yes")
     t.wait_unlocked("sbx1", "shop")
-    t.inv("backups", "backups", "--host", "sbx1", "--app", "shop")  # the pitr's backup: an abandoned timeline
+    t.inv("backups", "backups", *shop)  # the pitr's backup: an abandoned timeline
     # copies and removal, on sbx2: crm has 5000 contacts
     t.inv(None, "initcluster", "--host", "sbx2", "--app", "crm", "--port", "5435")
-    t.sql(
-        "sbx2", 5435, "create table contacts as select g as id, 'contact ' || g as name from generate_series(1, 5000) g"
-    )
+    contacts = "select g as id, 'contact ' || g as name from generate_series(1, 5000) g"
+    t.sql("sbx2", 5435, f"create table contacts as {contacts}")
     t.inv("branch", "branch", "--host", "sbx2", "--app", "crm", "--name", "staging", "--yes")
     t.wait_unlocked("sbx2", "crm_staging")
     t.inv("branch-sync", "branch", "--host", "sbx2", "--app", "crm", "--name", "staging", "--sync", "--yes")
     t.wait_unlocked("sbx2", "crm_staging")
-    t.inv("dropcluster-branches", "dropcluster", "--host", "sbx2", "--app", "crm", "--yes", ok=(1,))
-    t.inv("dropcluster-no-terminal", "dropcluster", "--host", "sbx2", "--app", "crm_staging", ok=(1,))
+    t.inv("dropcluster-branches", "dropcluster", "--host", "sbx2", "--app", "crm", "--yes", ok=refused)
+    t.inv("dropcluster-no-terminal", "dropcluster", "--host", "sbx2", "--app", "crm_staging", ok=refused)
     t.inv("dropcluster", "dropcluster", "--host", "sbx2", "--app", "crm_staging", "--yes")
     t.inv("dropcluster-purge", "dropcluster", "--host", "sbx2", "--app", "crm", "--purge-backups", "--yes")
     t.inv("status", "status", "--all-hosts", ok=(0, 1))
