@@ -138,6 +138,21 @@ def test_the_swap_brings_the_app_back_on_the_restored_data_and_a_new_timeline(se
     assert wrong.returncode == 1 and "on timeline 2, expected 3" in wrong.stdout
 
 
+def test_start_live_fails_as_pg_ctlcluster_does_when_the_cluster_cannot_start(server: Throwaway):
+    """The step ends as soon as the cluster accepts connections; one that never does fails with
+    pg_ctlcluster's status and notes no up_at."""
+    server.run("pg_ctlcluster", VERSION, "shop", "stop")
+    broken = f"/etc/postgresql/{VERSION}/shop/conf.d/zz-broken.conf"
+    server.step("write-file", broken, "postgres:postgres", "0644", "no_such_setting = on\n")
+    try:
+        failed = server.step("start-live", VERSION, "shop", 5432, check=False)
+        assert failed.returncode != 0 and "up_at" not in failed.stdout
+    finally:
+        server.run("rm", "-f", broken)
+        server.run("pg_ctlcluster", VERSION, "shop", "start")
+    assert server.sql("select count(*) from items") == "150"
+
+
 def test_undoing_the_start_and_the_moves_puts_the_old_data_back(server: Throwaway):
     server.step("stop-if-running", VERSION, "shop")
     assert server.step("stop-if-running", VERSION, "shop").returncode == 0  # nothing to stop: fine
