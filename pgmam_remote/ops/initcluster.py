@@ -300,20 +300,22 @@ class InitCluster(OnHost):
 
     def run(self, console: Console) -> Report:
         app = self.req.app
-        if self.running_job:
+        if self.running_job:  # the job does the whole plan: follow it to its end, then report
             console.info(f"re-attaching to {self.running_job}")
             state = follow(self.session, self.running_job, console)
             if state.result != "ok":
-                raise outcome_error(
-                    self.host.name, app, state, f"job journal: {self.running_job}/journal", resumes=True
-                )
-            self._plan(gather(self.session, recover=app)[0])
-        already = self.plan.empty and not self.running_job  # a job it re-attached to did the work
-        if not already:
-            stamp = restore.stamp(self.facts.now)
-            info = {"port": str(self.req.port), "version": str(self.version)}
-            spec = JobSpec("initcluster", app, f"initcluster-{app}-{stamp}", restore.holder(), info, self.plan)
-            run_job(self.session, spec, console, resumes=True)
+                where = f"job journal: {self.running_job}/journal"
+                raise outcome_error(self.host.name, app, state, where, resumes=True)
+            existing = gather(self.session)[0].cluster(app)
+            self.version = existing.version if existing else self.req.pg_version or 0
+            already = False
+        else:
+            already = self.plan.empty
+            if not already:
+                stamp = restore.stamp(self.facts.now)
+                info = {"port": str(self.req.port), "version": str(self.version)}
+                spec = JobSpec("initcluster", app, f"initcluster-{app}-{stamp}", restore.holder(), info, self.plan)
+                run_job(self.session, spec, console, resumes=True)
         final = self.session.run(Command.of("pgbackrest", f"--stanza={app}", "--output=json", "info", user=POSTGRES))
         problem = backup_problem(app, final.stdout)
         if problem:
