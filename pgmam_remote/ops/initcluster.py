@@ -306,16 +306,19 @@ class InitCluster(OnHost):
             if state.result != "ok":
                 where = f"job journal: {self.running_job}/journal"
                 raise outcome_error(self.host.name, app, state, where, resumes=True)
-            existing = gather(self.session)[0].cluster(app)
+            facts, _ = gather(self.session)  # what the job made
+            existing = facts.cluster(app)
             self.version = existing.version if existing else self.req.pg_version or 0
             already = False
         else:
-            already = self.plan.empty
+            facts, already = self.facts, self.plan.empty
             if not already:
                 stamp = restore.stamp(self.facts.now)
                 info = {"port": str(self.req.port), "version": str(self.version)}
                 spec = JobSpec("initcluster", app, f"initcluster-{app}-{stamp}", restore.holder(), info, self.plan)
                 run_job(self.session, spec, console, resumes=True)
+                if self.repos:  # the off-host part reads what the job made
+                    facts, _ = gather(self.session)
         final = self.session.run(Command.of("pgbackrest", f"--stanza={app}", "--output=json", "info", user=POSTGRES))
         problem = backup_problem(app, final.stdout)
         if problem:
@@ -324,7 +327,6 @@ class InitCluster(OnHost):
             self.host.name, self.req, self.version, parse_pgbackrest_info(final.stdout).get(app), already=already
         )
         if self.repos:
-            facts, _ = gather(self.session)
             kept, changed = [], False
             for repo in self.repos:
                 stanza, ran = self._attach(repo, facts, console, dry_run=False)
