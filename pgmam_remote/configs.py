@@ -7,8 +7,8 @@ from an operator's, and never edits postgresql.conf itself.
 from __future__ import annotations
 
 from . import server_code
+from .command import Command
 from .facts import MARKER, PGBACKREST_CONF_D
-from .remote import Command
 
 # Full backups (and the WAL they need) are kept this many days, whatever number of backups that is:
 # every extra full backup (`inv backup --type full`) would otherwise push the oldest one out.

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from . import server_code
-from .job import parse_info
-from .remote import Command, HostSession, sh
+from .command import Command, sh
+
+if TYPE_CHECKING:
+    from .remote import HostSession
 
 MARKER = "# managed by pgmam"
 PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
@@ -56,6 +59,11 @@ def probe_command(recover: str | None = None, *, install: bool = False) -> Comma
         timeout=None if recover else 120,
     )
     return server_code.install_then(probe) if recover or install else probe
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """'op=pitr app=shop who=a@b' -> dict (values never contain spaces)."""
+    return dict(word.split("=", 1) for word in text.split() if "=" in word)
 
 
 # -- typed facts -------------------------------------------------------------

@@ -22,8 +22,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from . import server_code
+from .command import Command, job_line
 from .plan import Plan, Step
-from .remote import Command, job_line
 
 STATE_DIR = server_code.STATE_DIR
 LOCK_DIR = f"{STATE_DIR}/locks"
@@ -206,11 +206,6 @@ class JobState:
         elif event != "undo":
             return None
         return event, details
-
-
-def parse_info(text: str) -> dict[str, str]:
-    """'op=pitr app=shop who=a@b' -> dict (values never contain spaces)."""
-    return dict(word.split("=", 1) for word in text.split() if "=" in word)
 
 
 def parse_journal(text: str) -> JobState:

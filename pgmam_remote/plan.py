@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 
 from . import server_code
+from .command import Command
 from .console import Console
 from .errors import PgmamError, RemoteCommandError
-from .remote import Command, HostSession, Result
+from .remote import HostSession, Result
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import shlex
 import tarfile
 from pathlib import Path
 
-from .remote import ROOT, Command, sh
+from .command import ROOT, Command, sh
 
 SERVER_DIR = Path(__file__).resolve().parent / "server"
 STATE_DIR = "/var/lib/pgmam"

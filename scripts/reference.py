@@ -1,7 +1,7 @@
 """Write docs/reference/tasks.md from the task definitions: every task's --help, as `pgmam` prints it.
 
-    python scripts/reference.py          # (re)write the page
-    python scripts/reference.py --check  # exit 1 when the page differs from the code (make test runs this)
+python scripts/reference.py          # (re)write the page
+python scripts/reference.py --check  # exit 1 when the page differs from the code (make test runs this)
 """
 
 from __future__ import annotations

@@ -10,18 +10,19 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import server_code
+from ..command import Command
 from ..console import Console
 from ..errors import Refusal
 from ..facts import BackupInfo, ClusterFacts, ServerFacts, ShipState, gather
 from ..inventory import Host, Repo
 from ..job import JobSpec
 from ..plan import Plan, Step
-from ..remote import Command
 from ..runner import Confirmation, OnHost, Report, run_job
+from ..window import RecoveryWindow, in_repo, recovery_window, usable_backups
 from . import restore
 
 if TYPE_CHECKING:
-    from .status import RepoView
+    from ..health import RepoView
 
 TYPES = ("full", "diff", "incr")
 LABEL_TYPES = {"F": "full", "D": "diff", "I": "incr"}  # pgBackRest labels end with the type taken
@@ -141,9 +142,7 @@ class BackupRow:
 
 
 def rows_of(cluster: ClusterFacts, backups: tuple[BackupInfo, ...]) -> list[BackupRow]:
-    usable = (
-        {b.label for b in restore.usable_backups(cluster, backups)} if cluster.timeline else {b.label for b in backups}
-    )
+    usable = {b.label for b in usable_backups(cluster, backups)} if cluster.timeline else {b.label for b in backups}
     return [
         BackupRow(
             label=b.label,
@@ -161,26 +160,11 @@ def rows_of(cluster: ClusterFacts, backups: tuple[BackupInfo, ...]) -> list[Back
     ]
 
 
-def list_backups(host: str, facts: ServerFacts, app: str) -> tuple[list[BackupRow], restore.RecoveryWindow]:
+def list_backups(host: str, facts: ServerFacts, app: str) -> tuple[list[BackupRow], RecoveryWindow]:
     cluster = restore.managed_cluster(host, facts, app)
     stanza = facts.stanzas.get(app)
     backups = stanza.backups if stanza else ()
-    return rows_of(cluster, backups), restore.recovery_window(cluster, backups, facts.gaps_for(app))
-
-
-def in_repo(
-    cluster: ClusterFacts, facts: ServerFacts, vault: ServerFacts, server: str, repo: str
-) -> tuple[tuple[BackupInfo, ...], restore.RecoveryWindow]:
-    """Pure: an app's backups in an off-host repo, as its repository host reports them, and the
-    recovery window there. It ends where the WAL still waiting to be shipped begins, and breaks at
-    every hole in the repo's copy of the WAL."""
-    hosted = vault.hosted.get(server)
-    stanza = hosted.stanzas.get(cluster.name) if hosted else None
-    backups = stanza.backups if stanza else ()
-    gaps = [g for g in hosted.gaps if g.stanza == cluster.name] if hosted else []
-    shipping = facts.shipping_of(repo, cluster.name)
-    waiting_since = shipping.oldest if shipping is not None and shipping.files else None
-    return backups, restore.recovery_window(cluster, backups, gaps, waiting_since)
+    return rows_of(cluster, backups), recovery_window(cluster, backups, facts.gaps_for(app))
 
 
 @dataclass(frozen=True)
@@ -189,7 +173,7 @@ class RepoBackups:
 
     repo: Repo
     rows: list[BackupRow]
-    window: restore.RecoveryWindow | None
+    window: RecoveryWindow | None
     waiting: ShipState | None
     error: str | None = None
 
@@ -207,7 +191,7 @@ class RepoBackups:
 
 
 def list_offsite(host: Host, facts: ServerFacts, app: str, views: tuple[RepoView, ...]) -> list[RepoBackups]:
-    """Pure: an app's backups in each off-host repo of its host; ``views``: status.RepoView of each."""
+    """Pure: an app's backups in each off-host repo of its host; ``views``: health.RepoView of each."""
     cluster = restore.managed_cluster(host.name, facts, app)
     found = []
     for view in views:
@@ -222,7 +206,7 @@ def list_offsite(host: Host, facts: ServerFacts, app: str, views: tuple[RepoView
 
 
 def backups_json(
-    app: str, rows: list[BackupRow], window: restore.RecoveryWindow, offsite: list[RepoBackups]
+    app: str, rows: list[BackupRow], window: RecoveryWindow, offsite: list[RepoBackups]
 ) -> dict[str, object]:
     return {
         "app": app,
@@ -236,9 +220,7 @@ def _short(iso: str | None) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "-"
 
 
-def render_table(
-    app: str, rows: list[BackupRow], window: restore.RecoveryWindow | None, notes: tuple[str, ...] = ()
-) -> Table:
+def render_table(app: str, rows: list[BackupRow], window: RecoveryWindow | None, notes: tuple[str, ...] = ()) -> Table:
     """The backups of one repo; ``app`` names it ("shop", "shop in repo vault (vault1)")."""
     start = _short(window.start.isoformat() if window and window.start else None)
     end = _short(window.end.isoformat() if window and window.end else None)

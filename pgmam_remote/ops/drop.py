@@ -13,13 +13,14 @@ import contextlib
 from dataclasses import replace
 
 from .. import server_code
+from ..command import Command
 from ..console import Console
 from ..errors import Refusal
 from ..facts import ServerFacts
 from ..inventory import Host, Inventory, Repo
 from ..job import LONG_STEP_DEADLINE_S, JobSpec
 from ..plan import Plan, Step, execute
-from ..remote import Command, HostSession
+from ..remote import HostSession
 from ..runner import Confirmation, HostJob, Prepared, Report, run_job
 from . import restore, s3, schedule
 

@@ -12,13 +12,14 @@ from datetime import datetime
 from typing import Self
 
 from .. import configs, server_code
+from ..command import POSTGRES, Command
 from ..console import Console, PlanRecorder
 from ..errors import Refusal, RemoteCommandError
 from ..facts import PGBACKREST_CONF, ServerFacts, StanzaInfo, backup_problem, gather, parse_pgbackrest_info
 from ..inventory import Host, Inventory, Repo
 from ..job import JOBS_DIR, JobSpec
 from ..plan import Plan, Step
-from ..remote import POSTGRES, Command, PasswordSource, ask_password
+from ..remote import PasswordSource, ask_password
 from ..runner import Confirmation, OnHost, Report, follow, outcome_error, run_job
 from . import offsite, restore, s3
 

@@ -20,11 +20,12 @@ import hashlib
 from dataclasses import dataclass
 
 from .. import configs, passphrases, server_code
+from ..command import POSTGRES, Command
 from ..console import Console
 from ..facts import MARKER, ServerFacts, StanzaInfo, gather, parse_pgbackrest_info
 from ..inventory import Host, Inventory, Repo
 from ..plan import Plan, Step, execute
-from ..remote import POSTGRES, Command, HostSession, PasswordSource, Result, ask_password
+from ..remote import HostSession, PasswordSource, Result, ask_password
 from . import backup
 
 HOSTS_CONF_DIR = "/etc/pgbackrest/pgmam/hosts"

@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .. import configs, server_code
+from ..command import Command
 from ..console import Console
 from ..errors import Refusal
 from ..facts import BackupInfo, ClusterFacts, ServerFacts, gather
 from ..inventory import Host
 from ..job import JobSpec, JobState, commit_step
 from ..plan import Plan, Step
-from ..remote import Command, HostSession, PasswordSource, ask_password
+from ..remote import HostSession, PasswordSource, ask_password
 from ..runner import Confirmation, HostJob, OnHost, Prepared, Report, follow, goes_on, launch, outcome_error
 from . import restore
 from .restore import Paths

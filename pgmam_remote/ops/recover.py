@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .. import configs, passphrases, server_code
+from ..command import Command
 from ..console import Console
 from ..errors import Refusal, UsageError
 from ..facts import PGBACKREST_CONF, BackupInfo, ClusterFacts, HostedRepo, ServerFacts, gather
 from ..inventory import Host, Inventory, Repo
 from ..job import JobSpec, JobState
 from ..plan import Plan, Step, execute
-from ..remote import Command, HostSession
+from ..remote import HostSession
 from ..runner import Confirmation, Report, run_job
 from . import offsite, restore, s3
 

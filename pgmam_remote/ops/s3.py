@@ -21,12 +21,13 @@ import hashlib
 from dataclasses import replace
 
 from .. import configs, passphrases, server_code
+from ..command import Command, sh
 from ..console import Console
 from ..errors import Refusal
 from ..facts import MARKER, HostedRepo, ServerFacts, StanzaInfo, parse_hosted, split_sections
 from ..inventory import Repo
 from ..plan import Plan, Step, execute
-from ..remote import Command, HostSession, sh
+from ..remote import HostSession
 from . import offsite
 
 # An unreachable bucket fails a request after about 4 x io-timeout; an archive-push tries two

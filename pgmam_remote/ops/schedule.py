@@ -9,18 +9,15 @@ status red.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-
 from .. import configs, server_code
+from ..command import Command
 from ..errors import Refusal
 from ..facts import ClusterFacts, ServerFacts
 from ..inventory import Host
 from ..job import JobSpec, JobState, render_script
 from ..plan import Plan, Step
-from ..remote import Command
 from ..runner import HostJob, Prepared, Report
+from ..timetable import KINDS, Calendar, next_run, parse_calendar, split_kind, what
 from . import backup, restore, verify
 
 # The one entry point of cron lines and systemd services (server/scheduled-run.sh APP KIND): it
@@ -29,86 +26,11 @@ from . import backup, restore, verify
 RUNNER = f"{server_code.CODE_DIR}/scheduled-run.sh"
 JOBS_DIR = "/var/lib/pgmam/schedules"  # per app: <kind>.job and <kind>.info, templates of a job
 RESULTS_DIR = "/var/lib/pgmam/scheduled"
-KINDS = ("full", "diff", "incr", "verify")
 DEFAULTS = {"full": "Sun 03:00", "diff": "Mon..Sat 03:00"}
 # Backups into an off-host repo, and drills from it, have kinds "REPO-full", "REPO-diff",
 # "REPO-incr", "REPO-verify"; backups by default an hour after the local ones, so the two never
 # read the data files at the same time.
 REPO_DEFAULTS = {"full": "Sun 04:00", "diff": "Mon..Sat 04:00"}
-DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-CALENDAR_HINT = "use 'hourly', 'daily', 'weekly', 'monthly', 'HH:MM', 'Sun 03:00', 'Mon..Fri 02:30' or 'Sat,Sun 04:00'"
-
-
-@dataclass(frozen=True)
-class Calendar:
-    """A time of day on some days of the week (None = every day); minute-only means hourly."""
-
-    text: str
-    minute: int
-    hour: int | None  # None: every hour
-    days: tuple[int, ...] | None  # 0 = Monday; None: every day
-    monthday: int | None = None
-
-    def systemd(self) -> str:
-        days = ",".join(DAYS[d] for d in self.days) + " " if self.days else ""
-        day = f"*-*-{self.monthday:02d}" if self.monthday else "*-*-*"
-        hour = "*" if self.hour is None else f"{self.hour:02d}"
-        return f"{days}{day} {hour}:{self.minute:02d}:00"
-
-    def cron(self) -> str:
-        days = ",".join(str((d + 1) % 7) for d in self.days) if self.days else "*"
-        hour = "*" if self.hour is None else str(self.hour)
-        return f"{self.minute} {hour} {self.monthday or '*'} * {days}"
-
-    def next_after(self, moment: datetime) -> datetime:
-        """The next run strictly after ``moment`` (same time zone as the server's clock)."""
-        candidate = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        for _ in range(60 * 24 * 32):
-            if (
-                candidate.minute == self.minute
-                and (self.hour is None or candidate.hour == self.hour)
-                and (self.days is None or candidate.weekday() in self.days)
-                and (self.monthday is None or candidate.day == self.monthday)
-            ):
-                return candidate
-            candidate += timedelta(minutes=1)
-        raise ValueError("no run within a month")
-
-
-def next_run(calendar: Calendar, facts: ServerFacts) -> datetime:
-    """The next run in UTC: cron and systemd read calendars in the server's local time."""
-    offset = timedelta(minutes=facts.utc_offset_minutes)
-    return calendar.next_after(facts.now + offset) - offset
-
-
-def parse_calendar(text: str) -> Calendar:
-    """Pure: the calendar language above -> Calendar, or a Refusal with the forms that work."""
-    raw = " ".join((text or "").split())
-    keywords = {
-        "hourly": Calendar(raw, 0, None, None),
-        "daily": Calendar(raw, 0, 0, None),
-        "weekly": Calendar(raw, 0, 0, (0,)),
-        "monthly": Calendar(raw, 0, 0, None, 1),
-    }
-    if raw.lower() in keywords:
-        return keywords[raw.lower()]
-    found = re.fullmatch(r"(?:(?P<days>[A-Za-z.,]+) )?(?P<h>\d{1,2}):(?P<m>\d{2})", raw)
-    if not found or int(found["h"]) > 23 or int(found["m"]) > 59:
-        raise Refusal(f"schedule {text!r} is not understood", hint=CALENDAR_HINT)
-    days = _days(found["days"], text) if found["days"] else None
-    return Calendar(raw, int(found["m"]), int(found["h"]), days)
-
-
-def _days(spec: str, text: str) -> tuple[int, ...]:
-    names = {d.lower(): i for i, d in enumerate(DAYS)}
-    chosen: set[int] = set()
-    for part in spec.split(","):
-        first, sep, last = part.partition("..")
-        if first.lower() not in names or (sep and last.lower() not in names):
-            raise Refusal(f"schedule {text!r}: {part!r} is not a day or a day range", hint=CALENDAR_HINT)
-        a, b = names[first.lower()], names[(last or first).lower()]
-        chosen.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
-    return tuple(sorted(chosen))
 
 
 # -- the plan (pure) ------------------------------------------------------------------------
@@ -127,30 +49,12 @@ def remove_command(app: str) -> Command:
     return server_code.step("remove-schedule", app)
 
 
-def split_kind(kind: str) -> tuple[str | None, str]:
-    """'vault-full' -> ('vault', 'full'); 'full' -> (None, 'full')."""
-    if kind in KINDS:
-        return None, kind
-    repo, _, backup_type = kind.rpartition("-")
-    return repo, backup_type
-
-
 def job_spec(host: str, cluster: ClusterFacts, kind: str) -> JobSpec:
     """Pure: the job a scheduled run of ``kind`` runs, with placeholders for run-time facts."""
     repo, what_kind = split_kind(kind)
     if what_kind == "verify":
         return verify.scheduled_drill_spec(host, cluster, repo)
     return backup.backup_spec(host, cluster, what_kind, verify.STAMP_SLOT, "schedule", "scheduled", repo)
-
-
-def what(kind: str, many: bool = False) -> str:
-    """'full backup', 'full backups into repo vault', 'restore drill from repo vault': a scheduled
-    kind in messages and status."""
-    s = "s" if many else ""
-    repo, what_kind = split_kind(kind)
-    if what_kind == "verify":
-        return f"restore drill{s} from repo {repo}" if repo else f"restore drill{s}"
-    return f"{what_kind} backup{s} into repo {repo}" if repo else f"{what_kind} backup{s}"
 
 
 def schedule_for(

@@ -13,14 +13,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from .. import server_code
+from ..command import Command
 from ..console import Console
 from ..errors import Refusal
 from ..facts import BackupInfo, ClusterFacts, ServerFacts, WalGap, gather
 from ..inventory import Host, Inventory, Repo
 from ..job import LONG_STEP_DEADLINE_S, JobSpec, JobState
 from ..plan import Plan, Step, execute
-from ..remote import Command, HostSession
+from ..remote import HostSession
 from ..runner import Confirmation, HostJob, Prepared, Report, run_job
+from ..window import usable_backups
 from . import offsite, recover, restore, s3
 from .restore import Paths
 
@@ -126,7 +128,7 @@ def _pick(
         backup = restore.choose_backup(host, cluster, backups, to, gaps)
         text = to.astimezone(now.tzinfo).strftime("%Y-%m-%d %H:%M:%S.%f+00")
         return backup, ["--type=time", f"--target={text}", f"--target-timeline={cluster.timeline or 1}"], to.isoformat()
-    usable = restore.usable_backups(cluster, backups) if cluster.timeline else list(backups)
+    usable = usable_backups(cluster, backups) if cluster.timeline else list(backups)
     if not usable:
         raise Refusal(f"{host}: {cluster.name} has no backup on its current timeline", hint="take a backup first")
     return usable[-1], ["--type=immediate"], "latest"

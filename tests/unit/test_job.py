@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pgmam_remote.command import Command, sh
 from pgmam_remote.job import JobSpec, parse_journal, render_script
 from pgmam_remote.plan import Plan, Step
-from pgmam_remote.remote import Command, sh
 from pgmam_remote.server_code import SERVER_DIR
 
 

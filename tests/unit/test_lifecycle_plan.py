@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import pytest
 
 from pgmam_remote import facts
+from pgmam_remote.command import job_line
 from pgmam_remote.errors import Refusal
 from pgmam_remote.job import render_script
 from pgmam_remote.ops import backup, drop, schedule, verify
-from pgmam_remote.remote import job_line
 from pgmam_remote.server_code import CODE_DIR
 
 from .conftest import load

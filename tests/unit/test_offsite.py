@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pgmam_remote import facts, inventory, passphrases
+from pgmam_remote import facts, health, inventory, passphrases
 from pgmam_remote.errors import InventoryError, Refusal, UsageError
-from pgmam_remote.ops import drop, offsite, recover, schedule, status, verify
+from pgmam_remote.ops import drop, offsite, recover, schedule, verify
 
 from .conftest import load
 
@@ -238,8 +238,8 @@ def test_a_passphrase_is_made_once_and_private(tmp_path, monkeypatch):
 def offsite_entry(ship_line: str, vault: facts.ServerFacts | None, shipper: str = "active") -> dict:
     server = server_facts(f"\n@@ship\nshipper {shipper}\n{ship_line}\n")
     inv = inventory.parse(GOOD)
-    view = status.RepoView(inv.repos["vault"], vault, None if vault else "no answer within 5 s")
-    return status.offsite_status(server.cluster("app1"), server, view, "prod1")
+    view = health.RepoView(inv.repos["vault"], vault, None if vault else "no answer within 5 s")
+    return health.offsite_status(server.cluster("app1"), server, view, "prod1")
 
 
 def offsite_problems(ship_line: str, vault: facts.ServerFacts | None, shipper: str = "active") -> list[str]:
@@ -476,8 +476,8 @@ def test_drill_records_are_read_per_repo_with_time_and_place():
     assert (there.app, there.repo, there.seconds, there.on) == ("app1", "vault", 31, "prod2")
     entry = offsite_entry("app vault app1 0 0 - 1764547000", vault_facts(backups=1))
     assert entry["last_proven_restorable"] is None  # offsite_entry's own probe has no drills
-    view = status.RepoView(inventory.parse(GOOD).repos["vault"], vault_facts(backups=1))
-    drilled = status.offsite_status(server.cluster("app1"), server, view, "prod1")["last_proven_restorable"]
+    view = health.RepoView(inventory.parse(GOOD).repos["vault"], vault_facts(backups=1))
+    drilled = health.offsite_status(server.cluster("app1"), server, view, "prod1")["last_proven_restorable"]
     assert drilled["ok"] and drilled["seconds"] == 31 and drilled["on"] == "prod2"
 
 

@@ -8,9 +8,9 @@ import pytest
 from pgmam_remote import facts, server_code, validate
 from pgmam_remote.errors import Refusal
 from pgmam_remote.facts import LockInfo
-from pgmam_remote.ops import restore
 from pgmam_remote.ops.pitr import PitrRequest, plan_pitr
 from pgmam_remote.ops.rollback import plan_rollback
+from pgmam_remote.window import usable_backups
 
 from .conftest import load
 
@@ -49,7 +49,7 @@ def test_history_and_lineage_exclude_abandoned_backups(server):
     shop = server.cluster("shop")
     assert shop.timeline == 3 and [tl for tl, _ in shop.history] == [1, 2]
     backups = server.stanzas["shop"].backups
-    lineage = [b.label for b in restore.usable_backups(shop, backups)]
+    lineage = [b.label for b in usable_backups(shop, backups)]
     # the TL1 backup was taken after TL2 forked off TL1: replay cannot reach timeline 3 from it
     assert lineage == ["20261124-004929F"]
 

@@ -6,9 +6,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from pgmam_remote.command import sh
 from pgmam_remote.job import JOBS_DIR, JobSpec, parse_journal, render_script
 from pgmam_remote.plan import Plan, Step
-from pgmam_remote.remote import sh
 from pgmam_remote.server_code import SERVER_DIR
 
 RECOVER = SERVER_DIR / "recover-jobs.sh"

@@ -14,7 +14,8 @@ import pytest
 from invoke import Program
 
 from pgmam_remote import cli, console, server_code
-from pgmam_remote.remote import Command, HostSession, Result
+from pgmam_remote.command import Command
+from pgmam_remote.remote import HostSession, Result
 
 from .conftest import load
 

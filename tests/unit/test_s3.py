@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pgmam_remote import facts, inventory, passphrases
+from pgmam_remote import facts, health, inventory, passphrases
 from pgmam_remote.errors import Refusal
-from pgmam_remote.ops import drop, offsite, recover, s3, status
+from pgmam_remote.ops import drop, offsite, recover, s3
 
 from .conftest import load
 from .test_offsite import server_facts
@@ -164,12 +164,12 @@ def test_the_plan_writes_the_config_on_stdin_then_stanza_shipping_and_a_first_ba
 def test_status_names_the_bucket_and_reads_the_window_from_it():
     server = server_facts(SHIPPING)
     hosted = s3.parse_state(state(), "prod1")
-    view = status.RepoView(bucket(), s3.as_vault(server, "prod1", hosted))
-    entry = status.offsite_status(server.cluster("app1"), server, view, "prod1")
+    view = health.RepoView(bucket(), s3.as_vault(server, "prod1", hosted))
+    entry = health.offsite_status(server.cluster("app1"), server, view, "prod1")
     assert (entry["repo"], entry["host"], entry["where"]) == ("bucket", None, "s3://acme-pg")
     assert entry["backup_count"] == 1 and entry["reachable"] is True
-    down = status.RepoView(bucket(), None, "repo bucket cannot be read from prod1: ERROR: [049]: timeout")
-    problems = status.offsite_status(server.cluster("app1"), server, down, "prod1")["problems"]
+    down = health.RepoView(bucket(), None, "repo bucket cannot be read from prod1: ERROR: [049]: timeout")
+    problems = health.offsite_status(server.cluster("app1"), server, down, "prod1")["problems"]
     assert any(p.startswith("repo bucket (s3://acme-pg) unreachable: ") for p in problems), problems
 
 

@@ -4,8 +4,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from pgmam_remote import facts
+from pgmam_remote.health import assess, assess_cluster
 from pgmam_remote.inventory import Host
-from pgmam_remote.ops.status import assess, assess_cluster
 from pgmam_remote.server_code import VERSION as SERVER_CODE
 
 from .conftest import load

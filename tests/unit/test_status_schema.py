@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pgmam_remote import facts, inventory
+from pgmam_remote import facts, health, inventory
 from pgmam_remote.inventory import Host
 from pgmam_remote.ops import s3, status
 from pgmam_remote.server_code import VERSION as SERVER_CODE
@@ -31,12 +31,12 @@ def validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
-def as_printed(statuses: list[status.HostStatus]) -> dict:
+def as_printed(statuses: list[health.HostStatus]) -> dict:
     """to_json as `inv status --json` prints it (tuples become lists, and so on)."""
     return json.loads(json.dumps(status.to_json(statuses)))
 
 
-def check(validator: jsonschema.Draft202012Validator, statuses: list[status.HostStatus]) -> dict:
+def check(validator: jsonschema.Draft202012Validator, statuses: list[health.HostStatus]) -> dict:
     document = as_printed(statuses)
     errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(document)]
     assert errors == []
@@ -75,7 +75,7 @@ def busy_shop() -> facts.ServerFacts:
 
 def test_a_healthy_app_matches(validator):
     probed = replace(facts.parse_probe(load("probe-one-app.txt")), server_code=SERVER_CODE)
-    host = status.assess(PROD1, probed, remote_commands=1, seconds=0.42)
+    host = health.assess(PROD1, probed, remote_commands=1, seconds=0.42)
     assert host.healthy
     document = check(validator, [host])
     (app1,) = document["hosts"][0]["clusters"]
@@ -83,7 +83,7 @@ def test_a_healthy_app_matches(validator):
 
 
 def test_an_app_with_problems_a_running_job_and_kept_copies_matches(validator):
-    host = status.assess(PROD1, busy_shop())
+    host = health.assess(PROD1, busy_shop())
     (shop,) = check(validator, [host])["hosts"][0]["clusters"]
     assert not host.healthy and shop["healthy"] is False and shop["problems"]
     assert shop["job"]["alive"] is True and shop["last_job"]["step"] == "3 start a copy"
@@ -95,31 +95,31 @@ def test_an_app_with_problems_a_running_job_and_kept_copies_matches(validator):
 
 def test_clusters_pgmam_did_not_make_and_a_failed_probe_of_pgbackrest_match(validator, foreign):
     broken = "@@clusters\n15 x 5432 online postgres /d /l\n@@stanza-confs\nx\n@@pgbackrest\nERROR: [041]: no\n"
-    hosts = [status.assess(PROD1, foreign), status.assess(Host("prod2", "10.0.0.2"), facts.parse_probe(broken))]
+    hosts = [health.assess(PROD1, foreign), health.assess(Host("prod2", "10.0.0.2"), facts.parse_probe(broken))]
     document = check(validator, hosts)
     assert [c["managed"] for c in document["hosts"][0]["clusters"]] == [False, False]
     assert document["hosts"][1]["server_code"] == "none" and document["hosts"][1]["disk_free_bytes"] is None
 
 
 def test_an_unreachable_host_matches(validator):
-    down = status.HostStatus(
+    down = health.HostStatus(
         "prod9", "10.0.0.99", reachable=False, error="cannot connect", problems=["cannot connect"], seconds=2.0
     )
-    sudo = status.HostStatus("prod8", "10.0.0.98", reachable=True, error="sudo rejected the password", problems=["x"])
+    sudo = health.HostStatus("prod8", "10.0.0.98", reachable=True, error="sudo rejected the password", problems=["x"])
     document = check(validator, [down, sudo])
     assert document["healthy"] is False and document["hosts"][0]["server_code"] is None
 
 
-def offsite_host(views: tuple[status.RepoView, ...], ship: str) -> status.HostStatus:
-    return status.assess(PROD1, facts.parse_probe(load("probe-one-app.txt") + ship), repos=views)
+def offsite_host(views: tuple[health.RepoView, ...], ship: str) -> health.HostStatus:
+    return health.assess(PROD1, facts.parse_probe(load("probe-one-app.txt") + ship), repos=views)
 
 
 def test_an_app_in_off_host_repos_reachable_or_not_matches(validator):
     vault = inventory.parse(GOOD).repos["vault"]
     ship = "\n@@ship\nshipper active\napp vault app1 0 0 - 1764547000\n"
-    reachable = offsite_host((status.RepoView(vault, vault_facts(backups=1)),), ship)
-    unreachable = offsite_host((status.RepoView(vault, None, "no answer within 5 s"),), ship)
-    not_kept = offsite_host((status.RepoView(vault, vault_facts()),), "")
+    reachable = offsite_host((health.RepoView(vault, vault_facts(backups=1)),), ship)
+    unreachable = offsite_host((health.RepoView(vault, None, "no answer within 5 s"),), ship)
+    not_kept = offsite_host((health.RepoView(vault, vault_facts()),), "")
     document = check(validator, [reachable, unreachable, not_kept])
     (there,), (lost,), (missing,) = (h["clusters"][0]["offsite"] for h in document["hosts"])
     assert there["reachable"] is True and there["backup_count"] == 1 and there["waiting"]["behind"] is False
@@ -129,15 +129,15 @@ def test_an_app_in_off_host_repos_reachable_or_not_matches(validator):
 
 def test_an_app_in_an_s3_repo_reachable_or_not_matches(validator):
     server = facts.parse_probe(load("probe-one-app.txt") + SHIPPING)
-    read = status.RepoView(bucket(), s3.as_vault(server, "prod1", s3.parse_state(state(), "prod1")))
-    down = status.RepoView(bucket(), None, "repo bucket cannot be read from prod1: ERROR: [049]: timeout")
-    document = check(validator, [status.assess(PROD1, server, repos=(read, down))])
+    read = health.RepoView(bucket(), s3.as_vault(server, "prod1", s3.parse_state(state(), "prod1")))
+    down = health.RepoView(bucket(), None, "repo bucket cannot be read from prod1: ERROR: [049]: timeout")
+    document = check(validator, [health.assess(PROD1, server, repos=(read, down))])
     there, lost = document["hosts"][0]["clusters"][0]["offsite"]
     assert (there["host"], there["reachable"], lost["reachable"]) == (None, True, False)
 
 
 def test_the_schema_refuses_a_key_it_does_not_describe(validator):
-    document = as_printed([status.assess(PROD1, facts.parse_probe(load("probe-one-app.txt")))])
+    document = as_printed([health.assess(PROD1, facts.parse_probe(load("probe-one-app.txt")))])
     document["hosts"][0]["clusters"][0]["surprise"] = 1
     (error,) = validator.iter_errors(document)
     assert error.json_path == "$.hosts[0].clusters[0]" and "surprise" in error.message

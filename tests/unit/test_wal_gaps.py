@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pgmam_remote import facts
+from pgmam_remote import facts, health
 from pgmam_remote.errors import Refusal
 from pgmam_remote.inventory import Host
-from pgmam_remote.ops import restore, status, verify
+from pgmam_remote.ops import verify
 from pgmam_remote.ops.backup import list_backups
 from pgmam_remote.ops.pitr import PitrRequest, plan_pitr
+from pgmam_remote.window import recovery_window
 
 from .conftest import load
 
@@ -39,10 +40,10 @@ def test_the_probe_line_is_a_gap_with_its_missing_segments():
 def test_a_hole_breaks_the_recovery_window_and_turns_status_red():
     server = probed(gap_line())
     shop = server.cluster("shop")
-    window = restore.recovery_window(shop, server.stanzas["shop"].backups, server.gaps_for("shop"))
+    window = recovery_window(shop, server.stanzas["shop"].backups, server.gaps_for("shop"))
     (hole,) = window.breaks
     assert hole.start == HOLE and hole.end is None and window.end is not None and window.end <= HOLE
-    assessed = status.assess(Host("sbx1", "10.0.0.1"), server)
+    assessed = health.assess(Host("sbx1", "10.0.0.1"), server)
     (cluster,) = [c for c in assessed.clusters if c.app == "shop"]
     assert not cluster.healthy
     expected = "3 WAL segments missing from the repository after 00000003000000000000000B (archived 2026-11-24T00:49:35"
@@ -55,7 +56,7 @@ def test_a_hole_breaks_the_recovery_window_and_turns_status_red():
 def test_a_hole_before_every_usable_backup_is_not_in_the_window():
     early = gap_line("000000030000000000000001", "000000030000000000000005")
     server = probed(early)
-    window = restore.recovery_window(server.cluster("shop"), server.stanzas["shop"].backups, server.gaps_for("shop"))
+    window = recovery_window(server.cluster("shop"), server.stanzas["shop"].backups, server.gaps_for("shop"))
     assert window.breaks == ()
 
 
@@ -80,10 +81,10 @@ def test_a_backup_after_the_hole_restores_the_window_past_it_and_status_is_green
         wal_stop="000000030000000000000010",
     )
     server = replace(server, stanzas={**server.stanzas, "shop": replace(stanza, backups=(*stanza.backups, after))})
-    window = restore.recovery_window(server.cluster("shop"), server.stanzas["shop"].backups, server.gaps_for("shop"))
+    window = recovery_window(server.cluster("shop"), server.stanzas["shop"].backups, server.gaps_for("shop"))
     (hole,) = window.breaks
     assert hole.end == after.stop
-    (cluster,) = [c for c in status.assess(Host("sbx1", "10.0.0.1"), server).clusters if c.app == "shop"]
+    (cluster,) = [c for c in health.assess(Host("sbx1", "10.0.0.1"), server).clusters if c.app == "shop"]
     assert not [p for p in cluster.problems if "WAL segments missing" in p]
     assert cluster.recovery_window["breaks"][0]["to"] == after.stop.isoformat()  # type: ignore[index]
     plan = plan_pitr("sbx1", server, PitrRequest("shop", to=HOLE + timedelta(seconds=4)), "me")
