@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from . import server_code
@@ -20,6 +20,7 @@ from .command import Command, sh
 if TYPE_CHECKING:
     from .remote import HostSession
 
+UTC = timezone.utc  # noqa: UP017 -- the watchdog runs this on servers, which may have Python 3.10
 MARKER = "# managed by pgmam"
 PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
 PGBACKREST_CONF_D = "/etc/pgbackrest/conf.d"
@@ -106,6 +107,7 @@ class ClusterFacts:
     archiver: ArchiverStats | None = None
     sql_error: str | None = None
     history: tuple[tuple[int, int], ...] = ()  # ancestors of the newest timeline: (timeline, switch LSN)
+    start: str = "auto"  # its start.conf: auto (started at boot), manual or disabled
 
     @property
     def running(self) -> bool:
@@ -282,6 +284,7 @@ class ScheduleEntry:
     app: str
     type: str
     calendar: str
+    since: datetime | None = None  # when it was set (its timer's or cron file's mtime)
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,16 @@ class HostedRepo:
 
 
 @dataclass(frozen=True)
+class WatchdogRecord:
+    """The watchdog's last run on this server (watchdog.Run, as last.json keeps it)."""
+
+    time: datetime | None  # None: it has not run yet
+    every_seconds: int
+    channels: dict[str, dict[str, object]]  # channel -> target (masked), ok, error, time
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     hostname: str
     now: datetime
@@ -373,6 +386,7 @@ class ServerFacts:
     shipper: str = ""  # active | inactive | failed | cron | "" (none installed)
     shipping: tuple[ShipState, ...] = ()
     hosted: dict[str, HostedRepo] = field(default_factory=dict)  # as a repository host: server -> its repo
+    watchdog: WatchdogRecord | None = None  # None: no watchdog set up here
 
     def shipping_of(self, repo: str, app: str) -> ShipState | None:
         return next((s for s in self.shipping if s.repo == repo and s.app == app), None)
@@ -627,7 +641,8 @@ def _schedules(lines: list[str]) -> tuple[ScheduleEntry, ...]:
     for line in lines:
         info = parse_info(line.removeprefix("# pgmam-schedule "))
         if {"app", "type", "calendar"} <= info.keys():
-            entries.append(ScheduleEntry(info["app"], info["type"], info["calendar"].replace("_", " ")))
+            since = _epoch(info["since"]) if info.get("since", "").isdigit() else None
+            entries.append(ScheduleEntry(info["app"], info["type"], info["calendar"].replace("_", " "), since))
     return tuple(entries)
 
 
@@ -729,6 +744,18 @@ def parse_hosted(sections: dict[str, list[str]]) -> dict[str, HostedRepo]:
     return hosted
 
 
+def _watchdog(lines: list[str]) -> WatchdogRecord | None:
+    if not lines or lines[0].strip() != "configured":
+        return None
+    try:
+        run = json.loads("\n".join(lines[1:]) or "{}")
+        moment = datetime.fromisoformat(run["time"]) if run.get("time") else None
+        every = int(run.get("every_seconds", 300))
+        return WatchdogRecord(moment, every, dict(run.get("channels", {})), run.get("error"))
+    except (ValueError, TypeError, AttributeError):
+        return WatchdogRecord(None, 300, {}, "its record (/var/lib/pgmam/watchdog/last.json) is unreadable")
+
+
 def parse_probe(text: str) -> ServerFacts:
     """The whole probe output -> ServerFacts."""
     s = split_sections(text)
@@ -743,9 +770,14 @@ def parse_probe(text: str) -> ServerFacts:
         if name:
             tools[name] = answer.strip() == "yes"
     pgmam_confs = {line.strip() for line in s.get("pgmam-confs", []) if line.strip()}
+    starts = dict(line.split(" ", 1) for line in s.get("start-conf", []) if " " in line)
     clusters = []
     for cluster in parse_lsclusters(s.get("clusters", [])):
-        cluster = replace(cluster, pgmam_conf=f"{cluster.config_dir}/conf.d/pgmam.conf" in pgmam_confs)
+        cluster = replace(
+            cluster,
+            pgmam_conf=f"{cluster.config_dir}/conf.d/pgmam.conf" in pgmam_confs,
+            start=starts.get(f"{cluster.config_dir}/start.conf", "auto").strip() or "auto",
+        )
         sql = s.get(f"sql {cluster.version} {cluster.name}")
         if sql is not None:
             cluster = _with_sql(cluster, parse_cluster_sql(sql))
@@ -806,6 +838,7 @@ def parse_probe(text: str) -> ServerFacts:
         shipper=next((line.split()[1] for line in s.get("ship", []) if line.startswith("shipper ")), ""),
         shipping=_shipping(s.get("ship", [])),
         hosted=parse_hosted(s),
+        watchdog=_watchdog(s.get("watchdog", [])),
         server_code=first("server-code", ""),
         parents={
             line.split(":", 1)[0].rsplit("/", 1)[-1].removesuffix(".conf"): line.rsplit(" ", 1)[-1]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .errors import PgmamError
 from .facts import BackupInfo, ClusterFacts, DrillResult, PreservedDir, ServerFacts, StanzaInfo
 from .server_code import VERSION as SERVER_CODE
-from .timetable import next_run, parse_calendar, split_kind, what
+from .timetable import last_run, next_run, parse_calendar, split_kind, what
 from .window import in_repo, recovery_window
 
 if TYPE_CHECKING:
@@ -26,6 +26,8 @@ DISK_MIN_FREE_RATIO = 0.10
 # WAL waiting longer than this for an off-host repo turns the app red (the shipper passes every 5 s);
 # so does WAL waiting after the shipper failed to push it
 OFFSITE_LAG_MAX = timedelta(minutes=5)
+# scheduled work (a backup, a drill) that has not run this long after it was due is overdue
+SCHEDULE_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def assess_cluster(
         )
     problems: list[str] = []
     if managed:
-        if not cluster.running:
+        if not cluster.running and cluster.start == "auto":  # start.conf: manual or disabled is on purpose
             problems.append(f"cluster is {cluster.status}")
         if cluster.sql_error:
             problems.append(f"cannot query: {cluster.sql_error}")
@@ -154,7 +156,7 @@ def assess_cluster(
             problems.append(f"WAL archiving failing since {_iso(archiver.last_failed_time)}")
         if last is None:
             problems.append("no backup")
-        elif last.age_seconds > BACKUP_MAX_AGE.total_seconds():
+        elif not _scheduled_backups(facts, cluster.name) and last.age_seconds > BACKUP_MAX_AGE.total_seconds():
             problems.append(f"last backup {_age(last.age_seconds)} ago")
         if stanza is not None and stanza.status_code not in (0, 2):
             problems.append(f"pgBackRest: {stanza.status_message}")
@@ -208,6 +210,8 @@ def assess_cluster(
         for p in facts.preserved_for(cluster.version, cluster.name)
     ]
     problems += _leftover_problems(cluster, facts, lock is not None and lock.alive)
+    if managed and not (lock is not None and lock.alive):
+        problems += _overdue(cluster, facts, stanza)
     recovery = recovery_window(cluster, stanza.backups if stanza else (), facts.gaps_for(cluster.name))
     window = recovery.json() if recovery.start else None
     if managed:  # a hole a backup has been taken after stays in the window (and the table) until it expires
@@ -239,6 +243,37 @@ def assess_cluster(
         offsite=offsite,
         problems=problems,
     )
+
+
+def _scheduled_backups(facts: ServerFacts, app: str) -> bool:
+    """Does the app have scheduled local backups? (then they, not BACKUP_MAX_AGE, say when one is due)"""
+    return any(e.app == app and e.type in ("full", "diff", "incr") for e in facts.schedules)
+
+
+def _overdue(cluster: ClusterFacts, facts: ServerFacts, stanza: StanzaInfo | None) -> list[str]:
+    """Scheduled work that was due more than SCHEDULE_GRACE ago and has not run: no record of a
+    run of that kind since (nor, for a local backup, any backup that ended since; for a drill, any
+    drill)."""
+    app, problems = cluster.name, []
+    for entry in (e for e in facts.schedules if e.app == app):
+        try:
+            due = last_run(parse_calendar(entry.calendar), facts)
+        except (PgmamError, ValueError):
+            continue
+        if facts.now - due < SCHEDULE_GRACE or (entry.since is not None and entry.since > due):
+            continue
+        repo, kind = split_kind(entry.type)
+        ran = any(r.app == app and r.type == entry.type and r.time >= due for r in facts.scheduled_runs)
+        if kind == "verify":
+            ran = ran or any(d.app == app and d.repo == repo and d.time >= due for d in facts.drills)
+        elif repo is None and stanza is not None:
+            ran = ran or any(b.stop >= due for b in stanza.backups if not b.error)
+        if not ran:
+            problems.append(
+                f"scheduled {what(entry.type)} due at {due.isoformat()} has not run "
+                f"(see systemctl list-timers 'pgmam-schedule-{app}-*', or /etc/cron.d/pgmam-{app})"
+            )
+    return problems
 
 
 def _last_drill(facts: ServerFacts, app: str, repo: str | None) -> DrillResult | None:
@@ -292,8 +327,9 @@ def offsite_status(cluster: ClusterFacts, facts: ServerFacts, view: RepoView, se
             problems.append(
                 f"the WAL shipper is not running ({facts.shipper or 'not installed'}): systemctl status pgmam-ship"
             )
-    if view.facts is None:
-        problems.append(f"{name} unreachable: {view.error}")
+    if view.facts is None:  # unreachable; or, on the server itself (the watchdog), not read from there
+        if view.error is not None:
+            problems.append(f"{name} unreachable: {view.error}")
         entry["problems"] = problems
         return entry
     hosted = view.facts.hosted.get(server)
@@ -317,14 +353,19 @@ def assess(
     remote_commands: int = 0,
     seconds: float = 0.0,
     repos: tuple[RepoView, ...] = (),
+    *,
+    watchdog: bool = True,
 ) -> HostStatus:
-    """Pure: a host's facts (and those of its off-host repos) -> HostStatus."""
+    """Pure: a host's facts (and those of its off-host repos) -> HostStatus. ``watchdog``: judge
+    the server's watchdog too (it does not judge itself)."""
     problems = []
     disk = facts.data_disk
     if disk and disk.total_bytes and disk.free_bytes / disk.total_bytes < DISK_MIN_FREE_RATIO:
         problems.append(f"disk {disk.mount} has only {_size(disk.free_bytes)} free")
     if facts.pgbackrest_error and facts.managed_stanzas:
         problems.append(f"pgbackrest info failed: {facts.pgbackrest_error}")
+    if watchdog:
+        problems += watchdog_problems(facts)
     return HostStatus(
         host=host.name,
         address=host.address,
@@ -337,6 +378,27 @@ def assess(
         seconds=seconds,
         server_code=_server_code(facts),
     )
+
+
+def watchdog_problems(facts: ServerFacts) -> list[str]:
+    """A watchdog that stopped running, failed, or cannot deliver its alerts (none set up: none)."""
+    record = facts.watchdog
+    if record is None:
+        return []
+    problems = []
+    if record.time is not None and facts.now - record.time > timedelta(seconds=3 * record.every_seconds + 60):
+        problems.append(
+            f"the watchdog has not run since {record.time.isoformat()} (systemctl status pgmam-watchdog.timer)"
+        )
+    if record.error:
+        problems.append(f"the watchdog's last run failed: {_clip(record.error)} (see /var/log/pgmam/watchdog.log)")
+    for channel, last in sorted(record.channels.items()):
+        if not last.get("ok"):
+            problems.append(
+                f"alerts cannot be delivered: {channel} {last.get('target')} {_clip(str(last.get('error')))} "
+                f"(at {last.get('time')}; see /var/log/pgmam/watchdog.log)"
+            )
+    return problems
 
 
 def _size(n: int | None) -> str:

@@ -1,6 +1,7 @@
 """The code pgmam runs on servers: the files under ``server/``, installed by content hash.
 
-Every file under ``server/`` ships: the job runner, the launcher, the recovery of interrupted
+Every file under ``server/`` ships, and the Python modules the watchdog runs there
+(:data:`SHIPPED_MODULES`, under ``py/``): the job runner, the launcher, the recovery of interrupted
 jobs, the journal follower, the scheduled runner, the boot units and one script per step
 (``server/steps/``). The first mutating command that reaches a server installs them into
 ``/var/lib/pgmam/code/<version>``, where the version is the hash of their manifest, and points
@@ -25,18 +26,37 @@ from pathlib import Path
 
 from .command import ROOT, Command, sh
 
-SERVER_DIR = Path(__file__).resolve().parent / "server"
+PACKAGE_DIR = Path(__file__).resolve().parent
+SERVER_DIR = PACKAGE_DIR / "server"
+# The modules the watchdog runs on servers (server/watchdog.sh), shipped under py/pgmam_remote/:
+# they import nothing beyond the standard library and each other (a unit test runs them so).
+SHIPPED_MODULES = (
+    "__init__",
+    "command",
+    "errors",
+    "facts",
+    "health",
+    "metrics",
+    "server_code",
+    "timetable",
+    "watchdog",
+    "window",
+)
 STATE_DIR = "/var/lib/pgmam"
 CODE_ROOT = f"{STATE_DIR}/code"
 CURRENT = f"{STATE_DIR}/current"
 
 
 def _read_files() -> dict[str, bytes]:
-    return {
+    if not SERVER_DIR.is_dir():  # imported by the watchdog on a server: it ships nothing
+        return {}
+    files = {
         path.relative_to(SERVER_DIR).as_posix(): path.read_bytes()
         for path in sorted(SERVER_DIR.rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts
     }
+    files.update({f"py/pgmam_remote/{name}.py": (PACKAGE_DIR / f"{name}.py").read_bytes() for name in SHIPPED_MODULES})
+    return files
 
 
 FILES = _read_files()

@@ -58,11 +58,31 @@ class Calendar:
             candidate += timedelta(minutes=1)
         raise ValueError("no run within a month")
 
+    def last_at_or_before(self, moment: datetime) -> datetime:
+        """The latest run at or before ``moment`` (same time zone as the server's clock)."""
+        for back in range(32):
+            day = moment - timedelta(days=back)
+            if (self.days is not None and day.weekday() not in self.days) or (
+                self.monthday is not None and day.day != self.monthday
+            ):
+                continue
+            for hour in range(23, -1, -1) if self.hour is None else (self.hour,):
+                candidate = day.replace(hour=hour, minute=self.minute, second=0, microsecond=0)
+                if candidate <= moment:
+                    return candidate
+        raise ValueError("no run within a month")
+
 
 def next_run(calendar: Calendar, facts: ServerFacts) -> datetime:
     """The next run in UTC: cron and systemd read calendars in the server's local time."""
     offset = timedelta(minutes=facts.utc_offset_minutes)
     return calendar.next_after(facts.now + offset) - offset
+
+
+def last_run(calendar: Calendar, facts: ServerFacts) -> datetime:
+    """The run due last, in UTC (see next_run)."""
+    offset = timedelta(minutes=facts.utc_offset_minutes)
+    return calendar.last_at_or_before(facts.now + offset) - offset
 
 
 def parse_calendar(text: str) -> Calendar:

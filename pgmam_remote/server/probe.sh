@@ -21,7 +21,7 @@ section utc-offset; date +%z
 section cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
 section systemd; if [ -d /run/systemd/system ]; then echo yes; else echo no; fi
 section tools
-for t in pg_lsclusters pg_createcluster pg_ctlcluster pgbackrest psql runuser ss cron; do
+for t in pg_lsclusters pg_createcluster pg_ctlcluster pgbackrest psql runuser ss cron python3; do
   if command -v "$t" >/dev/null 2>&1; then echo "$t yes"; else echo "$t no"; fi
 done
 section pgversions
@@ -154,7 +154,10 @@ section server-code
 if [ -L /var/lib/pgmam/current ]; then readlink /var/lib/pgmam/current | sed 's|^code/||'
 elif [ -f /var/lib/pgmam/bin/recover-jobs ]; then echo before-code-dirs; fi
 section schedules
-grep -h '^# pgmam-schedule ' /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-schedule-*.timer 2>/dev/null
+# each schedule's marker, and since when it is in place (its file's mtime)
+for f in /etc/cron.d/pgmam-* /etc/systemd/system/pgmam-schedule-*.timer; do
+  [ -f "$f" ] && grep -h '^# pgmam-schedule ' "$f" | sed "s|\$| since=$(stat -c %Y "$f")|"
+done
 section scheduled-runs
 # the last run of each kind (a local backup, one into each off-host repo, a drill), oldest first
 for f in /var/lib/pgmam/scheduled/*; do
@@ -162,6 +165,14 @@ for f in /var/lib/pgmam/scheduled/*; do
 done
 section drills
 for f in /var/lib/pgmam/verify/*; do [ -f "$f" ] && tail -n 1 "$f" | sed "s|^|$(basename "$f") |"; done
+section start-conf
+for f in /etc/postgresql/*/*/start.conf; do
+  [ -f "$f" ] && printf '%s %s\n' "$f" "$(awk '!/^[[:space:]]*(#|$)/ { print $1; exit }' "$f")"
+done
+section watchdog
+# its config (root only: a webhook URL is a secret) is not shown, only whether there is one
+if [ -f /etc/pgmam/watchdog.json ]; then echo configured; fi
+cat /var/lib/pgmam/watchdog/last.json 2>/dev/null
 section restore-points
 for f in /var/lib/pgmam/restore-points/*; do
   [ -f "$f" ] && sed "s|^|$(basename "$f") |" "$f"
