@@ -26,6 +26,7 @@ from pgmam_remote.ops import rollback as rollback_op
 from pgmam_remote.ops import schedule as schedule_op
 from pgmam_remote.ops import status as status_op
 from pgmam_remote.ops import verify as verify_op
+from pgmam_remote.ops import watch as watch_op
 from pgmam_remote.plan import PlanFailed
 
 HOST = "inventory name of the server (required)"
@@ -477,6 +478,78 @@ def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=
     run(drop_op.Drop(hosts, hosts.host(host), [validate.app_name(a) for a in app], purge_backups), dry_run, yes)
 
 
+@task(
+    auto_shortflags=False,
+    iterable=["host"],
+    help={
+        "host": "inventory name of a server; repeat for several",
+        "group": "a group from hosts.toml [groups]",
+        "all_hosts": "every server in the inventory",
+        "remove": "stop the watchdog and remove its timer, config, state and metrics file",
+        "dry_run": DRY_RUN,
+    },
+)
+@edge
+def watchdog(c, host=None, group=None, all_hosts=False, remove=False, dry_run=False):
+    """Set up (or update) each server's watchdog from hosts.toml's [notify] and [watchdog].
+
+    The watchdog runs on the server from a systemd timer (cron without systemd), every 5 min by
+    default. It makes the checks `inv status` shows, sends one alert when an app turns unhealthy,
+    one when it recovers and a reminder every 4 h in between, and writes Prometheus metrics for
+    node_exporter. Re-run it after editing [notify] or [watchdog]. See docs/monitoring.md.
+
+    Example: inv watchdog --all-hosts
+    """
+    hosts = inventory.load()
+    for chosen in hosts.select(host or [], group, all_hosts):
+        run(watch_op.Watchdog(hosts, chosen, remove=remove), dry_run)
+
+
+@task(
+    auto_shortflags=False,
+    help={"host": HOST, "test": "send a test message through each channel the server's watchdog has (required)"},
+)
+@edge
+def notify(c, host=None, test=False):
+    """Have a server's watchdog send a test message; say whether each channel took it.
+
+    The message goes from the server itself, as its alerts do, with the config `inv watchdog`
+    put there. Exit status 0 when every channel took it, 1 when one did not.
+
+    Example: inv notify --test --host prod1
+    """
+    require(host=host)
+    if not test:
+        raise UsageError("inv notify only sends a test message for now", hint="inv notify --test --host NAME")
+    if not watch_op.send_test(inventory.load().host(host), get_console()):
+        raise Exit(code=1)
+
+
+@task(
+    auto_shortflags=False,
+    help={"host": HOST, "app": "judge this app only (and not the server's own checks)"},
+)
+def check(c, host=None, app=None):
+    """A Nagios/Icinga plugin: `inv status`'s checks of one server, as one line and an exit code.
+
+    0 OK, 1 WARNING (a leftover copy, alerts that cannot be delivered), 2 CRITICAL (anything that
+    puts an app's recovery at risk), 3 UNKNOWN (unreachable, bad usage). The line carries perfdata:
+    the number of apps and of unhealthy ones, each app's backup and archive age.
+
+    Example: inv check --host prod1 --app shop
+    """
+    try:
+        require(host=host)
+        hosts = inventory.load()
+        chosen = hosts.host(host)
+        (status_row,) = status_op.collect([chosen], inventory=hosts)
+        result = watch_op.check_result(status_row, validate.app_name(app) if app else None)
+    except PgmamError as exc:
+        result = watch_op.CheckResult(watch_op.UNKNOWN, f"PGMAM UNKNOWN - {exc.message}")
+    print(result.line)
+    raise Exit(code=result.code)
+
+
 TASKS = (
     initcluster,
     status,
@@ -490,6 +563,9 @@ TASKS = (
     branch,
     dropcluster,
     recover,
+    watchdog,
+    notify,
+    check,
 )
 
 

@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import passphrases
 from .errors import InventoryError, UsageError
@@ -54,6 +55,18 @@ _S3_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "verify_tls": ((bool,), "true or false"),
     "uri_style": ((str,), '"host" or "path"'),
 }
+# [notify]: where each server's watchdog sends its alerts; [watchdog]: how it runs (docs/monitoring.md)
+_NOTIFY_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "webhook": ((str,), "an http:// or https:// URL that takes a JSON POST"),
+    "email": ((str,), "an e-mail address"),
+}
+_WATCHDOG_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "every": ((str,), 'a duration such as "5min"'),
+    "remind": ((str,), 'a duration such as "4h"'),
+    "metrics_dir": ((str,), "an absolute path on the servers"),
+}
+DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 REPO_TYPES = ("host", "s3")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -131,11 +144,24 @@ class Repo:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """[notify] and [watchdog]: where the servers' watchdogs send alerts, and how often they look."""
+
+    webhook: str | None = None
+    email: str | None = None
+    every_seconds: int = 300
+    remind_seconds: int = 4 * 3600
+    metrics_dir: str = "/var/lib/prometheus/node-exporter"
+    source: str = ""  # "hosts.toml:40", where [notify] is (or the file)
+
+
+@dataclass(frozen=True)
 class Inventory:
     path: Path
     hosts: dict[str, Host]
     groups: dict[str, tuple[str, ...]]
     repos: dict[str, Repo] = field(default_factory=dict)
+    watch: Watch = field(default_factory=Watch)
 
     def repos_of(self, host: Host) -> list[Repo]:
         """The off-host repos the apps of this host back up to, in the order the inventory names them."""
@@ -210,7 +236,7 @@ def parse(text: str, path: Path = DEFAULT_PATH) -> Inventory:
         reason = str(exc)[: found.start()].strip() if found else str(exc)
         raise InventoryError(f"{where}: malformed TOML: {reason}") from None
     checker = _Checker(text, path)
-    checker.unknown_keys("", data, {"defaults", "hosts", "groups", "repos"})
+    checker.unknown_keys("", data, {"defaults", "hosts", "groups", "repos", "notify", "watchdog"})
 
     defaults = checker.table("defaults", data.get("defaults", {}))
     checker.fields("defaults", defaults, {**_HOST_KEYS, **_REPOS_KEY})
@@ -247,7 +273,42 @@ def parse(text: str, path: Path = DEFAULT_PATH) -> Inventory:
         if unknown:
             checker.fail("groups", group, f"group {group!r} names unknown host(s): {', '.join(unknown)}")
         groups[group] = tuple(members)
-    return Inventory(path=path, hosts=hosts, groups=groups, repos=repos)
+    watch = _make_watch(checker, data)
+    return Inventory(path=path, hosts=hosts, groups=groups, repos=repos, watch=watch)
+
+
+def _make_watch(checker: _Checker, data: dict[str, Any]) -> Watch:
+    notify = checker.table("notify", data.get("notify", {}))
+    checker.fields("notify", notify, _NOTIFY_KEYS)
+    settings = checker.table("watchdog", data.get("watchdog", {}))
+    checker.fields("watchdog", settings, _WATCHDOG_KEYS)
+    webhook = notify.get("webhook")
+    if webhook is not None:
+        parts = urlsplit(webhook)
+        if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", webhook):
+            checker.fail("notify", "webhook", "webhook must be an http:// or https:// URL with a host and no spaces")
+    email = notify.get("email")
+    if email is not None and not EMAIL_RE.fullmatch(email):
+        checker.fail("notify", "email", f"email {email!r} is not an e-mail address such as ops@example.com")
+    every = _duration(checker, "every", settings.get("every", "5min"))
+    remind = _duration(checker, "remind", settings.get("remind", "4h"))
+    if not 60 <= every <= 86400:
+        checker.fail("watchdog", "every", "every must be between 1min and 1d")
+    if not every <= remind <= 7 * 86400:
+        checker.fail("watchdog", "remind", "remind must be at least every and at most 7d")
+    metrics_dir = settings.get("metrics_dir", Watch.metrics_dir)
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", metrics_dir):
+        checker.fail("watchdog", "metrics_dir", "metrics_dir must be an absolute path (letters, digits, '.', '_', '-')")
+    source = checker.where("notify", None) if "notify" in data else str(checker.path)
+    return Watch(webhook, email, every, remind, metrics_dir, source)
+
+
+def _duration(checker: _Checker, key: str, text: str) -> int:
+    """'90s', '5min', '4h', '1d' -> seconds."""
+    found = re.fullmatch(r"\s*(\d+)\s*([a-z]+)\s*", text)
+    if not found or found[2] not in DURATION_UNITS:
+        checker.fail("watchdog", key, f'{key} = {text!r} is not a duration such as "90s", "5min", "4h" or "1d"')
+    return int(found[1]) * DURATION_UNITS[found[2]]  # type: ignore[index]
 
 
 def _make_repos(checker: _Checker, table: dict[str, Any], hosts: dict[str, Host]) -> dict[str, Repo]:

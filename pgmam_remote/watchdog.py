@@ -167,12 +167,17 @@ class Message:
 
 
 def subjects(status: health.HostStatus) -> dict[str, list[str]]:
-    """What needs attention, per app (managed ones), and for the server itself under SERVER."""
+    """What needs attention, per app (managed ones), and for the server itself under SERVER; each
+    problem on one line (a tool's error can run to several)."""
     found = {SERVER: list(status.problems)}
     for cluster in status.clusters:
         if cluster.managed:
             found[cluster.app] = list(cluster.problems)
-    return {subject: problems for subject, problems in found.items() if problems}
+    return {
+        subject: [health._clip(problem.splitlines()[0], 300) for problem in problems]
+        for subject, problems in found.items()
+        if problems
+    }
 
 
 def decide(
@@ -307,9 +312,11 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     tmp.replace(path)
 
 
-def log(line: str) -> None:
+def log(line: str, *, echo: bool = True) -> None:
+    """A line in the watchdog's log (and on stdout, which the journal keeps)."""
     stamped = f"{datetime.now(UTC).isoformat(timespec='seconds')} {line}"
-    print(stamped, flush=True)
+    if echo:
+        print(stamped, flush=True)
     try:
         LOG.parent.mkdir(parents=True, exist_ok=True)
         with LOG.open("a") as out:
@@ -351,6 +358,9 @@ def run_once(config: Config) -> Run:
         run.unhealthy = sorted(subject or "(server)" for subject in subjects(status))
         notify(config, status, now, run)
         run.metrics = write_metrics(config, status, facts, run)
+        apps = sum(1 for cluster in status.clusters if cluster.managed)
+        unhealthy = ", ".join(run.unhealthy) or "none"
+        log(f"checked {apps} app{'s' if apps != 1 else ''}: unhealthy: {unhealthy}; metrics: {run.metrics or 'none'}")
     except Exception as exc:  # the record says why; the next run tries again
         run.error = f"{type(exc).__name__}: {exc}"
         log(f"run failed: {run.error}")
@@ -389,7 +399,7 @@ def test_message(config: Config) -> int:
         failed += error is not None
         outcome = "delivered" if error is None else f"NOT delivered: {error}"
         print(f"{channel} {masked(target)}: {outcome}")
-        log(f"{channel} test: {outcome}")
+        log(f"{channel} test: {outcome}", echo=False)
     return 1 if failed else 0
 
 

@@ -42,6 +42,8 @@ PACKAGES = (
     "pgbackrest",
     # as on most servers; the tests reach the sandbox's S3 server with it
     "curl",
+    # as on Debian's standard and cloud images; pgmam's watchdog runs with it
+    "python3",
 )
 CUSTOMIZE = Path(__file__).resolve().parent / "sh" / "customize-image.sh"
 FORMAT = "1"  # bump when the layout of the cache changes
