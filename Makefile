@@ -30,6 +30,15 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CEPH_PACKAGES) >/dev/null; \
 	fi
 
+# Debian's node_exporter, for the test that scrapes the watchdog's metrics inside a sandbox server:
+# taken out of its package, not installed (installing starts it on this machine)
+NODE_EXPORTER := /var/cache/pgmam-sandbox/node_exporter
+$(NODE_EXPORTER):
+	@tmp=$$(mktemp -d) && chmod 755 $$tmp && cd $$tmp && \
+	{ apt-get download -qq prometheus-node-exporter 2>/dev/null || { $(SUDO) apt-get update -qq && apt-get download -qq prometheus-node-exporter; }; } && \
+	dpkg-deb -x prometheus-node-exporter_*.deb x && $(SUDO) install -D -m 755 x/usr/bin/prometheus-node-exporter $@; \
+	rc=$$?; rm -rf $$tmp; exit $$rc
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
@@ -38,7 +47,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 python-deps: $(VENV)/.installed
 
-deps: system-deps python-deps
+deps: system-deps python-deps $(NODE_EXPORTER)
 
 SHELL_FILES := $(wildcard pgmam_sandbox/sh/*.sh pgmam_remote/server/*.sh pgmam_remote/server/steps/*.sh scripts/*.sh .ci/run)
 

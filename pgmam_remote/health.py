@@ -124,7 +124,11 @@ def _ref(found: BackupInfo, now: datetime) -> BackupRef:
 
 
 def assess_cluster(
-    cluster: ClusterFacts, facts: ServerFacts, repos: tuple[RepoView, ...] = (), server: str = ""
+    cluster: ClusterFacts,
+    facts: ServerFacts,
+    repos: tuple[RepoView, ...] = (),
+    server: str = "",
+    grace: timedelta = SCHEDULE_GRACE,
 ) -> ClusterStatus:
     """Pure: one cluster's facts (and its off-host repos') -> its status and the problems that need attention."""
     managed = cluster.name in facts.managed_stanzas
@@ -211,7 +215,7 @@ def assess_cluster(
     ]
     problems += _leftover_problems(cluster, facts, lock is not None and lock.alive)
     if managed and not (lock is not None and lock.alive):
-        problems += _overdue(cluster, facts, stanza)
+        problems += _overdue(cluster, facts, stanza, grace)
     recovery = recovery_window(cluster, stanza.backups if stanza else (), facts.gaps_for(cluster.name))
     window = recovery.json() if recovery.start else None
     if managed:  # a hole a backup has been taken after stays in the window (and the table) until it expires
@@ -250,8 +254,8 @@ def _scheduled_backups(facts: ServerFacts, app: str) -> bool:
     return any(e.app == app and e.type in ("full", "diff", "incr") for e in facts.schedules)
 
 
-def _overdue(cluster: ClusterFacts, facts: ServerFacts, stanza: StanzaInfo | None) -> list[str]:
-    """Scheduled work that was due more than SCHEDULE_GRACE ago and has not run: no record of a
+def _overdue(cluster: ClusterFacts, facts: ServerFacts, stanza: StanzaInfo | None, grace: timedelta) -> list[str]:
+    """Scheduled work that was due more than ``grace`` ago and has not run: no record of a
     run of that kind since (nor, for a local backup, any backup that ended since; for a drill, any
     drill)."""
     app, problems = cluster.name, []
@@ -260,7 +264,7 @@ def _overdue(cluster: ClusterFacts, facts: ServerFacts, stanza: StanzaInfo | Non
             due = last_run(parse_calendar(entry.calendar), facts)
         except (PgmamError, ValueError):
             continue
-        if facts.now - due < SCHEDULE_GRACE or (entry.since is not None and entry.since > due):
+        if facts.now - due < grace or (entry.since is not None and entry.since > due):
             continue
         repo, kind = split_kind(entry.type)
         ran = any(r.app == app and r.type == entry.type and r.time >= due for r in facts.scheduled_runs)
@@ -355,9 +359,11 @@ def assess(
     repos: tuple[RepoView, ...] = (),
     *,
     watchdog: bool = True,
+    grace: timedelta = SCHEDULE_GRACE,
 ) -> HostStatus:
     """Pure: a host's facts (and those of its off-host repos) -> HostStatus. ``watchdog``: judge
-    the server's watchdog too (it does not judge itself)."""
+    the server's watchdog too (it does not judge itself); ``grace``: how late scheduled work may
+    be ([watchdog] grace)."""
     problems = []
     disk = facts.data_disk
     if disk and disk.total_bytes and disk.free_bytes / disk.total_bytes < DISK_MIN_FREE_RATIO:
@@ -372,7 +378,7 @@ def assess(
         reachable=True,
         disk_free_bytes=disk.free_bytes if disk else None,
         disk_total_bytes=disk.total_bytes if disk else None,
-        clusters=[assess_cluster(c, facts, repos, host.name) for c in facts.clusters],
+        clusters=[assess_cluster(c, facts, repos, host.name, grace) for c in facts.clusters],
         problems=problems,
         remote_commands=remote_commands,
         seconds=seconds,

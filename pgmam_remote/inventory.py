@@ -63,6 +63,7 @@ _NOTIFY_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 _WATCHDOG_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "every": ((str,), 'a duration such as "5min"'),
     "remind": ((str,), 'a duration such as "4h"'),
+    "grace": ((str,), 'a duration such as "1h"'),
     "metrics_dir": ((str,), "an absolute path on the servers"),
 }
 DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -151,6 +152,7 @@ class Watch:
     email: str | None = None
     every_seconds: int = 300
     remind_seconds: int = 4 * 3600
+    grace_seconds: int = 3600  # how late scheduled work may run before it is overdue
     metrics_dir: str = "/var/lib/prometheus/node-exporter"
     source: str = ""  # "hosts.toml:40", where [notify] is (or the file)
 
@@ -296,11 +298,14 @@ def _make_watch(checker: _Checker, data: dict[str, Any]) -> Watch:
         checker.fail("watchdog", "every", "every must be between 1min and 1d")
     if not every <= remind <= 7 * 86400:
         checker.fail("watchdog", "remind", "remind must be at least every and at most 7d")
+    grace = _duration(checker, "grace", settings.get("grace", "1h"))
+    if not 60 <= grace <= 7 * 86400:
+        checker.fail("watchdog", "grace", "grace must be between 1min and 7d")
     metrics_dir = settings.get("metrics_dir", Watch.metrics_dir)
     if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", metrics_dir):
         checker.fail("watchdog", "metrics_dir", "metrics_dir must be an absolute path (letters, digits, '.', '_', '-')")
     source = checker.where("notify", None) if "notify" in data else str(checker.path)
-    return Watch(webhook, email, every, remind, metrics_dir, source)
+    return Watch(webhook, email, every, remind, grace, metrics_dir, source)
 
 
 def _duration(checker: _Checker, key: str, text: str) -> int:

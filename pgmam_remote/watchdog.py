@@ -79,6 +79,7 @@ class Config:
     email: str | None = None
     every_seconds: int = EVERY_SECONDS
     remind_seconds: int = REMIND_SECONDS
+    grace_seconds: int = int(health.SCHEDULE_GRACE.total_seconds())
     metrics_dir: str = METRICS_DIR
     repos: tuple[RepoRef, ...] = ()
 
@@ -354,7 +355,8 @@ def run_once(config: Config) -> Run:
     try:
         facts = probe()
         views = tuple(health.RepoView(repo, None) for repo in config.repos)  # type: ignore[arg-type]
-        status = health.assess(Here(config.server), facts, repos=views, watchdog=False)  # type: ignore[arg-type]
+        grace = timedelta(seconds=config.grace_seconds)
+        status = health.assess(Here(config.server), facts, repos=views, watchdog=False, grace=grace)  # type: ignore[arg-type]
         run.unhealthy = sorted(subject or "(server)" for subject in subjects(status))
         notify(config, status, now, run)
         run.metrics = write_metrics(config, status, facts, run)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from datetime import timedelta
 
 from rich.table import Table
 from rich.text import Text
@@ -17,7 +18,7 @@ from rich.text import Text
 from ..console import Console
 from ..errors import PgmamError
 from ..facts import ServerFacts, gather
-from ..health import ClusterStatus, HostStatus, RepoView, _age, _size, assess
+from ..health import SCHEDULE_GRACE, ClusterStatus, HostStatus, RepoView, _age, _size, assess
 from ..inventory import Host, Inventory
 from ..remote import HostSession, PasswordSource, ask_password
 from . import backup, offsite, s3
@@ -61,7 +62,10 @@ def s3_view(session: HostSession, facts: ServerFacts, server: str, view: RepoVie
 
 
 def probe_host(
-    host: Host, password_source: PasswordSource = ask_password, repos: tuple[RepoView, ...] = ()
+    host: Host,
+    password_source: PasswordSource = ask_password,
+    repos: tuple[RepoView, ...] = (),
+    grace: timedelta = SCHEDULE_GRACE,
 ) -> HostStatus:
     """Connect, probe, assess. Any PgmamError becomes an unreachable/error row."""
     started = time.monotonic()
@@ -70,7 +74,7 @@ def probe_host(
         session = HostSession(host, password_source=password_source).open()
         facts, _ = gather(session)
         repos = tuple(s3_view(session, facts, host.name, v) if v.repo.s3 else v for v in repos)
-        return assess(host, facts, session.commands_run, time.monotonic() - started, repos)
+        return assess(host, facts, session.commands_run, time.monotonic() - started, repos, grace=grace)
     except PgmamError as exc:
         reachable = session is not None and session.connection.is_connected
         return HostStatus(
@@ -109,7 +113,8 @@ def collect(
                 found.append(RepoView(repos[name], facts, error))
             return tuple(found)
 
-        return list(pool.map(lambda h: probe_host(h, password_source, views(h)), hosts))
+        grace = timedelta(seconds=inventory.watch.grace_seconds) if inventory else SCHEDULE_GRACE
+        return list(pool.map(lambda h: probe_host(h, password_source, views(h), grace), hosts))
 
 
 def to_json(statuses: list[HostStatus]) -> dict[str, object]:

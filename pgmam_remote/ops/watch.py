@@ -32,6 +32,7 @@ def config_for(inventory: Inventory, host: Host) -> Config:
         email=watch.email,
         every_seconds=watch.every_seconds,
         remind_seconds=watch.remind_seconds,
+        grace_seconds=watch.grace_seconds,
         metrics_dir=watch.metrics_dir,
         repos=tuple(RepoRef(r.name, r.host, r.where) for r in inventory.repos_of(host)),
     )

@@ -1,0 +1,268 @@
+"""The watchdog on a systemd server, over real SSH: alerts to a webhook receiver on the sandbox
+network, `inv notify --test`, an unreachable receiver, an overdue backup, and its metrics scraped
+from a real node_exporter.
+
+Each test starts the watchdog's service by hand (`systemctl start pgmam-watchdog.service`, which
+returns when the run is over) instead of waiting for its timer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import pgmam_sandbox as sandbox
+
+SERVERS = 1
+APP, PORT = "wd", 5610
+SECRET = "T0KEN-S3CRET"
+NODE_EXPORTER = Path("/var/cache/pgmam-sandbox/node_exporter")  # `make deps` extracts it from Debian's package
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+
+
+class Receiver:
+    """A webhook receiver on the sandbox's bridge: keeps each JSON body; answers ``code``."""
+
+    def __init__(self, address: str) -> None:
+        self.bodies: list[dict] = []
+        self.code = 200
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length))
+                body["path"] = self.path
+                owner.bodies.append(body)
+                self.send_response(owner.code)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((address, 0), Handler)
+        self.url = f"http://{address}:{self.server.server_address[1]}/hook/{SECRET}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self, app: str | None = APP) -> list[tuple[str, str | None]]:
+        return [(b["event"], b["app"]) for b in self.bodies if b["app"] == app]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def receiver(box) -> Iterator[Receiver]:
+    found = Receiver(str(box.naming.bridge_address))
+    yield found
+    found.close()
+
+
+@pytest.fixture(scope="module")
+def watched(box, inv, receiver, tmp_path_factory) -> Path:
+    """APP on sbx1, its watchdog sending to the receiver (every minute; 1 min of grace)."""
+    assert inv("initcluster", "--host", "sbx1", "--app", APP, "--port", str(PORT)).returncode == 0
+    inventory = tmp_path_factory.mktemp("watch") / "hosts.toml"
+    inventory.write_text(
+        box.inventory.read_text()
+        + f'\n[notify]\nwebhook = "{receiver.url}"\n\n[watchdog]\nevery = "1min"\ngrace = "1min"\n'
+    )
+    done = inv("watchdog", "--host", "sbx1", inventory=inventory)
+    assert done.returncode == 0, done.stderr
+    assert "the watchdog runs every 1 min" in done.stderr and SECRET not in done.stdout + done.stderr
+    timers = box.on("sbx1", "systemctl", "is-enabled", "pgmam-watchdog.timer").stdout
+    assert timers.strip() == "enabled"
+    return inventory
+
+
+def watch_once(box) -> None:
+    box.on("sbx1", "systemctl", "start", "pgmam-watchdog.service")
+
+
+def archiving(box, *, broken: bool) -> None:
+    """Break WAL archiving (an archive_command that fails) or mend it; wait until the archiver
+    has failed, or has archived again."""
+    setting = "alter system set archive_command = '/bin/false'" if broken else "alter system reset archive_command"
+    box.psql("sbx1", PORT, setting)
+    box.psql("sbx1", PORT, "select pg_reload_conf()")
+    box.psql("sbx1", PORT, "create table if not exists t(x int); insert into t values (1)")
+    box.psql("sbx1", PORT, "select pg_switch_wal()")
+    deadline = time.monotonic() + 60
+    failing = "coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false)"
+    while box.psql("sbx1", PORT, f"select {failing} from pg_stat_archiver") != ("t" if broken else "f"):
+        assert time.monotonic() < deadline, "the archiver never changed state"
+        time.sleep(0.5)
+
+
+def status_of(inv, inventory: Path) -> dict:
+    done = inv("status", "--host", "sbx1", "--json", inventory=inventory)
+    return json.loads(done.stdout)["hosts"][0]
+
+
+def test_archiving_breaks_one_alert_then_fixed_one_recovery(box, inv, watched, receiver):
+    receiver.bodies.clear()
+    archiving(box, broken=True)
+    watch_once(box)
+    watch_once(box)
+    assert receiver.events() == [("unhealthy", APP)]
+    alert = receiver.bodies[0]
+    assert alert["server"] == "sbx1" and alert["more"] == "inv status --host sbx1"
+    assert any(p.startswith("WAL archiving failing since") for p in alert["problems"])
+    assert alert["path"] == f"/hook/{SECRET}"
+    # one implementation: the alert says what `inv status` says
+    app = next(c for c in status_of(inv, watched)["clusters"] if c["app"] == APP)
+    assert alert["problems"] == app["problems"]
+
+    archiving(box, broken=False)
+    watch_once(box)
+    watch_once(box)
+    assert receiver.events() == [("unhealthy", APP), ("recovered", APP)]
+    assert receiver.bodies[-1]["since"] == alert["since"]
+    log = box.on("sbx1", "cat", "/var/log/pgmam/watchdog.log").stdout
+    assert f"webhook sbx1/{APP} recovered: delivered" in log and SECRET not in log
+    journal = box.on("sbx1", "journalctl", "-u", "pgmam-watchdog.service", "--no-pager").stdout
+    assert SECRET not in journal
+
+
+def test_notify_test_reaches_the_receiver(inv, watched, receiver):
+    receiver.bodies.clear()
+    done = inv("notify", "--test", "--host", "sbx1", inventory=watched)
+    assert done.returncode == 0, done.stderr
+    assert receiver.events(None) == [("test", None)]
+    assert "delivered" in done.stderr and SECRET not in done.stderr
+
+
+def test_an_unreachable_receiver_is_a_clear_line_and_the_checks_go_on(box, inv, watched, receiver):
+    receiver.bodies.clear()
+    receiver.code = 500
+    try:
+        archiving(box, broken=True)
+        watch_once(box)  # the service succeeds: the run went on; the channel failed
+        host = status_of(inv, watched)
+        undelivered = [p for p in host["problems"] if p.startswith("alerts cannot be delivered")]
+        assert len(undelivered) == 1 and "answered HTTP 500" in undelivered[0] and SECRET not in undelivered[0]
+        app = next(c for c in host["clusters"] if c["app"] == APP)
+        assert any(p.startswith("WAL archiving failing") for p in app["problems"])
+        log = box.on("sbx1", "cat", "/var/log/pgmam/watchdog.log").stdout
+        assert f"webhook sbx1/{APP} unhealthy: NOT delivered" in log and SECRET not in log
+        record = json.loads(box.on("sbx1", "cat", "/var/lib/pgmam/watchdog/last.json").stdout)
+        assert record["error"] is None and record["unhealthy"] == [APP]
+        refused = inv("notify", "--test", "--host", "sbx1", inventory=watched)
+        assert refused.returncode == 1 and "NOT delivered: answered HTTP 500" in refused.stderr
+
+        receiver.code = 200  # back: the alert it missed arrives, once
+        watch_once(box)
+        watch_once(box)
+        assert receiver.events() == [("unhealthy", APP), ("unhealthy", APP)]  # the 500 one, then the retry
+        host = status_of(inv, watched)
+        assert not [p for p in host["problems"] if p.startswith("alerts cannot")]
+    finally:
+        receiver.code = 200
+        archiving(box, broken=False)
+        watch_once(box)
+    assert receiver.events()[-1] == ("recovered", APP)
+
+
+def test_an_overdue_scheduled_backup_triggers_an_alert(box, inv, watched, receiver):
+    receiver.bodies.clear()
+    due = box.on("sbx1", "date", "-d", "+2 min", "+%H:%M").stdout.strip()
+    done = inv("schedule", "--host", "sbx1", "--app", APP, "--full", due, inventory=watched)
+    assert done.returncode == 0, done.stderr
+    try:
+        # the failure: a timer that never fires
+        box.on("sbx1", "systemctl", "stop", f"pgmam-schedule-{APP}-full.timer")
+        due_epoch = int(box.on("sbx1", "date", "-d", due, "+%s").stdout)
+        while int(box.on("sbx1", "date", "+%s").stdout) < due_epoch + 62:  # due, plus 1 min of grace
+            time.sleep(2)
+        watch_once(box)
+        assert receiver.events() == [("unhealthy", APP)]
+        (problem,) = receiver.bodies[0]["problems"]
+        assert problem.startswith("scheduled full backup due at ") and problem.endswith(
+            f"has not run (see systemctl list-timers 'pgmam-schedule-{APP}-*', or /etc/cron.d/pgmam-{APP})"
+        )
+    finally:
+        assert inv("schedule", "--host", "sbx1", "--app", APP, "--remove", inventory=watched).returncode == 0
+    watch_once(box)
+    assert receiver.events()[-1] == ("recovered", APP)
+
+
+@contextlib.contextmanager
+def node_exporter(box) -> Iterator[str]:
+    """Debian's node_exporter, run inside sbx1 with only its textfile collector; yields its URL."""
+    server = box.server("sbx1")
+    binary = "/usr/local/bin/pgmam-test-node-exporter"
+    subprocess.run(
+        sandbox.netns_exec_argv(server, ["sh", "-c", f"cat > {binary} && chmod 755 {binary}"]),
+        input=NODE_EXPORTER.read_bytes(),
+        check=True,
+    )
+    address = f"{server.address}:9100"
+    argv = [
+        binary,
+        "--collector.disable-defaults",
+        "--collector.textfile",
+        f"--collector.textfile.directory={TEXTFILE_DIR}",
+        f"--web.listen-address={address}",
+    ]
+    process = subprocess.Popen(
+        sandbox.netns_exec_argv(server, argv), start_new_session=True, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield f"http://{address}/metrics"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+        box.on("sbx1", "rm", "-f", binary)
+
+
+def scrape(url: str) -> dict[str, float]:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                text = answer.read().decode()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, f"node_exporter never answered at {url}"
+            time.sleep(0.3)
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("pgmam_")
+    }
+
+
+@pytest.mark.skipif(not NODE_EXPORTER.exists(), reason=f"no {NODE_EXPORTER} (make deps extracts it)")
+def test_node_exporter_serves_the_metrics_and_they_match_status(box, inv, watched):
+    box.on("sbx1", "mkdir", "-p", TEXTFILE_DIR)
+    try:
+        watch_once(box)
+        with node_exporter(box) as url:
+            scraped = scrape(url)
+        app = next(c for c in status_of(inv, watched)["clusters"] if c["app"] == APP)
+        label = f'{{app="{APP}"}}'
+        assert scraped[f"pgmam_cluster_up{label}"] == 1
+        assert scraped[f"pgmam_app_healthy{label}"] == (1 if app["healthy"] else 0)
+        assert scraped[f"pgmam_archive_failed_total{label}"] == app["archiving"]["failed_count"]
+        last = app["last_backup"]
+        stop = scraped[f'pgmam_last_backup_timestamp_seconds{{app="{APP}",repo="local",type="{last["type"]}"}}']
+        assert stop == pytest.approx(datetime.fromisoformat(last["stop"]).timestamp(), abs=1)
+        window = app["recovery_window"]
+        start = scraped[f'pgmam_recovery_window_start_timestamp_seconds{{app="{APP}",repo="local"}}']
+        assert start == pytest.approx(datetime.fromisoformat(window["start"]).timestamp(), abs=1)
+        assert scraped["pgmam_watchdog_interval_seconds"] == 60
+    finally:
+        box.on("sbx1", "rm", "-rf", TEXTFILE_DIR)
