@@ -217,9 +217,7 @@ def node_exporter(box) -> Iterator[str]:
         f"--collector.textfile.directory={TEXTFILE_DIR}",
         f"--web.listen-address={address}",
     ]
-    process = subprocess.Popen(
-        sandbox.netns_exec_argv(server, argv), start_new_session=True, stderr=subprocess.DEVNULL
-    )
+    process = subprocess.Popen(sandbox.netns_exec_argv(server, argv), start_new_session=True, stderr=subprocess.DEVNULL)
     try:
         yield f"http://{address}/metrics"
     finally:
@@ -239,9 +237,7 @@ def scrape(url: str) -> dict[str, float]:
             assert time.monotonic() < deadline, f"node_exporter never answered at {url}"
             time.sleep(0.3)
     return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("pgmam_")
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("pgmam_")
     }
 
 
