@@ -336,7 +336,11 @@ class InitCluster(OnHost):
             summary = replace(summary, offsite=tuple(kept), already_done=already and not changed)
         where = f"{app} on {self.host.name}"
         done = f"{where} is already PITR-ready; nothing changed" if summary.already_done else f"{where} is PITR-ready"
-        return Report([done], summary.lines())
+        notes = []
+        if self.facts.watchdog is None:
+            name = self.host.name
+            notes.append(f"no watchdog on {name} tells you when {app} stops being safe: inv watchdog --host {name}")
+        return Report([done], summary.lines(), notes)
 
     def _attach(
         self, repo: Repo, facts: ServerFacts, console: Console, *, dry_run: bool

@@ -660,3 +660,22 @@ def test_verify_uses_the_backups_config_snapshot(box, inv):
     assert f"15 {app} {port} online" in box.clusters("sbx1")
     assert box.psql("sbx1", port, "show work_mem") == "7MB"
     assert drill_dirs(box, "sbx1", app) == []
+
+
+def test_the_watchdog_runs_from_cron_where_there_is_no_systemd(box, inv):
+    app, port = "bl_watch", 5641
+    make_app(box, inv, "sbx1", app, port)
+    out = inv("watchdog", "--host", "sbx1")
+    assert out.returncode == 0, out.stderr
+    assert "run the watchdog every 5 min (cron)" in out.stderr and "checked " in out.stderr
+    ((line,),) = [[x for x in cat(box, "sbx1", "/etc/cron.d/pgmam-watchdog").splitlines() if not x.startswith("#")]]
+    assert line.startswith("*/5 * * * * root ")
+    assert box.on("sbx1", "stat", "-c", "%U %a", "/etc/cron.d/pgmam-watchdog").stdout.split() == ["root", "644"]
+    box.on("sbx1", "rm", "-f", "/var/lib/pgmam/watchdog/last.json")
+    run = box.on("sbx1", *CRON_ENV, line.split(" root ", 1)[1], check=False)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(cat(box, "sbx1", "/var/lib/pgmam/watchdog/last.json"))
+    assert record["error"] is None and record["every_seconds"] == 300
+    out = inv("watchdog", "--host", "sbx1", "--remove")
+    assert out.returncode == 0, out.stderr
+    assert not exists(box, "sbx1", "/etc/cron.d/pgmam-watchdog") and not exists(box, "sbx1", "/var/lib/pgmam/watchdog")

@@ -125,12 +125,18 @@ def test_archiving_breaks_one_alert_then_fixed_one_recovery(box, inv, watched, r
     # one implementation: the alert says what `inv status` says
     app = next(c for c in status_of(inv, watched)["clusters"] if c["app"] == APP)
     assert alert["problems"] == app["problems"]
+    check = inv("check", "--host", "sbx1", inventory=watched)
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert check.stdout.startswith(f"PGMAM CRITICAL - sbx1: 1 problem: {APP}: WAL archiving failing since")
+    assert " | apps=1 unhealthy=1 " in check.stdout
 
     archiving(box, broken=False)
     watch_once(box)
     watch_once(box)
     assert receiver.events() == [("unhealthy", APP), ("recovered", APP)]
     assert receiver.bodies[-1]["since"] == alert["since"]
+    check = inv("check", "--host", "sbx1", "--app", APP, inventory=watched)
+    assert (check.returncode, check.stdout.split(" | ")[0]) == (0, "PGMAM OK - sbx1: 1 app healthy")
     log = box.on("sbx1", "cat", "/var/log/pgmam/watchdog.log").stdout
     assert f"webhook sbx1/{APP} recovered: delivered" in log and SECRET not in log
     journal = box.on("sbx1", "journalctl", "-u", "pgmam-watchdog.service", "--no-pager").stdout
@@ -143,6 +149,43 @@ def test_notify_test_reaches_the_receiver(inv, watched, receiver):
     assert done.returncode == 0, done.stderr
     assert receiver.events(None) == [("test", None)]
     assert "delivered" in done.stderr and SECRET not in done.stderr
+
+
+def test_check_cannot_reach_a_server_and_says_unknown(inv, watched, tmp_path):
+    down = tmp_path / "hosts.toml"
+    down.write_text(watched.read_text().replace("[hosts.sbx1]", "[hosts.sbx1]\nport = 1", 1))
+    check = inv("check", "--host", "sbx1", inventory=down)
+    assert check.returncode == 3 and check.stdout.startswith("PGMAM UNKNOWN - sbx1: ")
+    usage = inv("check", "--host", "nosuch", inventory=watched)
+    assert usage.returncode == 3 and usage.stdout.startswith("PGMAM UNKNOWN - unknown host 'nosuch'")
+
+
+def test_email_goes_through_the_servers_sendmail(box, inv, watched, receiver, tmp_path):
+    """A stand-in sendmail (the image has none) keeps what it is given, as a mail transfer agent would."""
+    assert box.on("sbx1", "test", "-e", "/usr/sbin/sendmail", check=False).returncode == 1
+    fake = 'printf "%s\\n" "$*" > /tmp/pgmam-test-mail.args; cat > /tmp/pgmam-test-mail'
+    box.on(
+        "sbx1", "sh", "-c", f"printf '#!/bin/sh\\n%s\\n' '{fake}' > /usr/sbin/sendmail; chmod 755 /usr/sbin/sendmail"
+    )
+    both = tmp_path / "hosts.toml"
+    both.write_text(watched.read_text().replace("[notify]\n", '[notify]\nemail = "ops@example.com"\n'))
+    try:
+        assert inv("watchdog", "--host", "sbx1", inventory=both).returncode == 0
+        done = inv("notify", "--test", "--host", "sbx1", inventory=both)
+        assert done.returncode == 0, done.stderr
+        assert "email ops@example.com: delivered" in done.stderr
+        assert box.on("sbx1", "cat", "/tmp/pgmam-test-mail.args").stdout.strip() == "-t -oi"
+        mail = box.on("sbx1", "cat", "/tmp/pgmam-test-mail").stdout
+        assert "To: ops@example.com" in mail and "Subject: pgmam on sbx1: a test message" in mail
+        assert "More: inv status --host sbx1" in mail
+        box.on("sbx1", "rm", "-f", "/usr/sbin/sendmail")
+        missing = inv("notify", "--test", "--host", "sbx1", inventory=both)
+        assert (
+            missing.returncode == 1 and "email ops@example.com: NOT delivered: no /usr/sbin/sendmail" in missing.stderr
+        )
+    finally:
+        box.on("sbx1", "rm", "-f", "/usr/sbin/sendmail", "/tmp/pgmam-test-mail", "/tmp/pgmam-test-mail.args")
+        assert inv("watchdog", "--host", "sbx1", inventory=watched).returncode == 0
 
 
 def test_an_unreachable_receiver_is_a_clear_line_and_the_checks_go_on(box, inv, watched, receiver):
