@@ -351,6 +351,7 @@ class WatchdogRecord:
     every_seconds: int
     channels: dict[str, dict[str, object]]  # channel -> target (masked), ok, error, time
     error: str | None = None
+    disks: dict[str, dict] = field(default_factory=dict)  # mount -> health.forecast()
 
 
 @dataclass(frozen=True)
@@ -751,7 +752,8 @@ def _watchdog(lines: list[str]) -> WatchdogRecord | None:
         run = json.loads("\n".join(lines[1:]) or "{}")
         moment = datetime.fromisoformat(run["time"]) if run.get("time") else None
         every = int(run.get("every_seconds", 300))
-        return WatchdogRecord(moment, every, dict(run.get("channels", {})), run.get("error"))
+        disks = {mount: found for mount, found in dict(run.get("disks", {})).items() if isinstance(found, dict)}
+        return WatchdogRecord(moment, every, dict(run.get("channels", {})), run.get("error"), disks)
     except (ValueError, TypeError, AttributeError):
         return WatchdogRecord(None, 300, {}, "its record (/var/lib/pgmam/watchdog/last.json) is unreadable")
 

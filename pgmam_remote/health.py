@@ -28,6 +28,49 @@ DISK_MIN_FREE_RATIO = 0.10
 OFFSITE_LAG_MAX = timedelta(minutes=5)
 # scheduled work (a backup, a drill) that has not run this long after it was due is overdue
 SCHEDULE_GRACE = timedelta(hours=1)
+# a filesystem that will be full this soon at the rate it filled lately needs attention; the rate
+# is the watchdog's, from its samples of the last FORECAST_SPAN (at least FORECAST_MIN_SPAN of them)
+DISK_FULL_WITHIN = timedelta(hours=24)
+FORECAST_SPAN = timedelta(hours=6)
+FORECAST_MIN_SPAN = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How the checks are tuned: [watchdog] grace and full_within in the inventory."""
+
+    grace: timedelta = SCHEDULE_GRACE
+    full_within: timedelta = DISK_FULL_WITHIN
+
+
+def forecast(samples: list[tuple[float, int]]) -> dict[str, float | None] | None:
+    """Pure: (epoch, free bytes) samples of one filesystem -> its free bytes, how fast it fills
+    (bytes per hour, least squares) and the hours until it is full at that rate (None when it
+    is not filling); None when the samples span less than FORECAST_MIN_SPAN."""
+    if len(samples) < 3 or samples[-1][0] - samples[0][0] < FORECAST_MIN_SPAN.total_seconds():
+        return None
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_f = sum(f for _, f in samples) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    slope = sum((t - mean_t) * (f - mean_f) for t, f in samples) / spread  # bytes per second
+    free = samples[-1][1]
+    per_hour = -slope * 3600
+    hours = free / per_hour if per_hour > 0 else None
+    return {"free_bytes": free, "bytes_per_hour": round(per_hour), "hours_left": round(hours, 1) if hours else None}
+
+
+def disk_problems(forecasts: dict[str, dict], within: timedelta) -> list[str]:
+    """A filesystem that fills fast enough to be full within ``within``."""
+    problems = []
+    for mount, found in sorted(forecasts.items()):
+        hours = found.get("hours_left")
+        if hours is not None and hours * 3600 <= within.total_seconds():
+            problems.append(
+                f"disk {mount} will be full in about {_age(hours * 3600)} at the current rate "
+                f"({_size(found.get('bytes_per_hour'))}/h; {_size(found.get('free_bytes'))} free)"
+            )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -157,7 +200,10 @@ def assess_cluster(
         if cluster.recovering:
             problems.append("in recovery")
         if archiver is not None and archiver.failing:
-            problems.append(f"WAL archiving failing since {_iso(archiver.last_failed_time)}")
+            # the words stay the same while it keeps failing: an alert and status say the same
+            ok_at = archiver.last_archived_time
+            success = f"the last success at {ok_at.isoformat(timespec='seconds')}" if ok_at else "none archived yet"
+            problems.append(f"WAL archiving failing at {archiver.last_failed_wal} ({success})")
         if last is None:
             problems.append("no backup")
         elif not _scheduled_backups(facts, cluster.name) and last.age_seconds > BACKUP_MAX_AGE.total_seconds():
@@ -359,11 +405,12 @@ def assess(
     repos: tuple[RepoView, ...] = (),
     *,
     watchdog: bool = True,
-    grace: timedelta = SCHEDULE_GRACE,
+    limits: Limits = Limits(),
+    forecasts: dict[str, dict] | None = None,
 ) -> HostStatus:
     """Pure: a host's facts (and those of its off-host repos) -> HostStatus. ``watchdog``: judge
-    the server's watchdog too (it does not judge itself); ``grace``: how late scheduled work may
-    be ([watchdog] grace)."""
+    the server's watchdog too (it does not judge itself). ``forecasts``: each filesystem's
+    (:func:`forecast`); by default what the watchdog last found."""
     problems = []
     disk = facts.data_disk
     if disk and disk.total_bytes and disk.free_bytes / disk.total_bytes < DISK_MIN_FREE_RATIO:
@@ -372,13 +419,16 @@ def assess(
         problems.append(f"pgbackrest info failed: {facts.pgbackrest_error}")
     if watchdog:
         problems += watchdog_problems(facts)
+    if forecasts is None:
+        forecasts = facts.watchdog.disks if facts.watchdog else {}
+    problems += disk_problems(forecasts, limits.full_within)
     return HostStatus(
         host=host.name,
         address=host.address,
         reachable=True,
         disk_free_bytes=disk.free_bytes if disk else None,
         disk_total_bytes=disk.total_bytes if disk else None,
-        clusters=[assess_cluster(c, facts, repos, host.name, grace) for c in facts.clusters],
+        clusters=[assess_cluster(c, facts, repos, host.name, limits.grace) for c in facts.clusters],
         problems=problems,
         remote_commands=remote_commands,
         seconds=seconds,

@@ -12,12 +12,14 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import passphrases
 from .errors import InventoryError, UsageError
+from .health import Limits
 
 ENV_VAR = "PGMAM_HOSTS"
 DEFAULT_PATH = Path("hosts.toml")
@@ -64,6 +66,7 @@ _WATCHDOG_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "every": ((str,), 'a duration such as "5min"'),
     "remind": ((str,), 'a duration such as "4h"'),
     "grace": ((str,), 'a duration such as "1h"'),
+    "full_within": ((str,), 'a duration such as "24h"'),
     "metrics_dir": ((str,), "an absolute path on the servers"),
 }
 DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -153,8 +156,12 @@ class Watch:
     every_seconds: int = 300
     remind_seconds: int = 4 * 3600
     grace_seconds: int = 3600  # how late scheduled work may run before it is overdue
+    full_within_seconds: int = 86400  # a disk that will be full this soon needs attention
     metrics_dir: str = "/var/lib/prometheus/node-exporter"
     source: str = ""  # "hosts.toml:40", where [notify] is (or the file)
+
+    def limits(self) -> Limits:
+        return Limits(timedelta(seconds=self.grace_seconds), timedelta(seconds=self.full_within_seconds))
 
 
 @dataclass(frozen=True)
@@ -301,11 +308,14 @@ def _make_watch(checker: _Checker, data: dict[str, Any]) -> Watch:
     grace = _duration(checker, "grace", settings.get("grace", "1h"))
     if not 60 <= grace <= 7 * 86400:
         checker.fail("watchdog", "grace", "grace must be between 1min and 7d")
+    full_within = _duration(checker, "full_within", settings.get("full_within", "24h"))
+    if not 3600 <= full_within <= 30 * 86400:
+        checker.fail("watchdog", "full_within", "full_within must be between 1h and 30d")
     metrics_dir = settings.get("metrics_dir", Watch.metrics_dir)
     if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", metrics_dir):
         checker.fail("watchdog", "metrics_dir", "metrics_dir must be an absolute path (letters, digits, '.', '_', '-')")
     source = checker.where("notify", None) if "notify" in data else str(checker.path)
-    return Watch(webhook, email, every, remind, grace, metrics_dir, source)
+    return Watch(webhook, email, every, remind, grace, full_within, metrics_dir, source)
 
 
 def _duration(checker: _Checker, key: str, text: str) -> int:

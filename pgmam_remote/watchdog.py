@@ -80,6 +80,7 @@ class Config:
     every_seconds: int = EVERY_SECONDS
     remind_seconds: int = REMIND_SECONDS
     grace_seconds: int = int(health.SCHEDULE_GRACE.total_seconds())
+    full_within_seconds: int = int(health.DISK_FULL_WITHIN.total_seconds())
     metrics_dir: str = METRICS_DIR
     repos: tuple[RepoRef, ...] = ()
 
@@ -295,6 +296,7 @@ class Run:
     # channel -> {"target": masked, "ok": bool, "error": str|None, "time": when it last tried}
     channels: dict[str, dict] = field(default_factory=dict)
     metrics: str | None = None  # the file written, or None
+    disks: dict[str, dict] = field(default_factory=dict)  # mount -> health.forecast()
     error: str | None = None
 
 
@@ -355,8 +357,10 @@ def run_once(config: Config) -> Run:
     try:
         facts = probe()
         views = tuple(health.RepoView(repo, None) for repo in config.repos)  # type: ignore[arg-type]
-        grace = timedelta(seconds=config.grace_seconds)
-        status = health.assess(Here(config.server), facts, repos=views, watchdog=False, grace=grace)  # type: ignore[arg-type]
+        run.disks = track_disks(facts)
+        limits = health.Limits(timedelta(seconds=config.grace_seconds), timedelta(seconds=config.full_within_seconds))
+        here = Here(config.server)
+        status = health.assess(here, facts, repos=views, watchdog=False, limits=limits, forecasts=run.disks)  # type: ignore[arg-type]
         run.unhealthy = sorted(subject or "(server)" for subject in subjects(status))
         notify(config, status, now, run)
         run.metrics = write_metrics(config, status, facts, run)
@@ -370,6 +374,22 @@ def run_once(config: Config) -> Run:
     run.cpu_seconds = round(time.process_time() - cpu + _children_cpu(), 3)
     _write(STATE_DIR / "last.json", json.dumps(asdict(run), indent=1, sort_keys=True))
     return run
+
+
+def track_disks(facts: ServerFacts) -> dict[str, dict]:
+    """Each filesystem's free space, sampled once per run and kept for health.FORECAST_SPAN: the
+    forecast of when it is full (health.forecast) needs a rate, and a single look has none."""
+    path = STATE_DIR / "disks.json"
+    kept = _read_json(path)
+    now = facts.now.timestamp()
+    since = now - health.FORECAST_SPAN.total_seconds()
+    samples = {
+        disk.mount: [s for s in kept.get(disk.mount, []) if since <= s[0] < now] + [[now, disk.free_bytes]]
+        for disk in facts.disks
+    }
+    _write(path, json.dumps(samples))
+    found = {mount: health.forecast([(t, f) for t, f in series]) for mount, series in samples.items()}
+    return {mount: result for mount, result in found.items() if result}
 
 
 def _children_cpu() -> float:

@@ -105,7 +105,7 @@ class Backup(OnHost):
             if self.repo:
                 check_kept_in(host, self.host.repos, facts, app, self.repo)
             kind = default_type(facts, app, self.type, self.repo)
-            stamp = restore.stamp(facts.now)
+            stamp = restore.job_stamp(facts)
             self.specs.append(backup_spec(host, cluster, kind, stamp, restore.holder(), "on-demand", self.repo))
 
     def render(self) -> list[str]:

@@ -117,7 +117,7 @@ class Drop(HostJob):
             check_buckets(self.session, facts, self.apps, self.repos)
         here = replace(whole, steps=tuple(s for s in whole.steps if not s.on), as_job=True)
         self.after = Plan(self.host.name, "then from here", tuple(s for s in whole.steps if s.on))
-        first, stamp = self.apps[0], restore.stamp(facts.now)
+        first, stamp = self.apps[0], restore.job_stamp(facts)
         info = {"apps": ",".join(self.apps), "purge": "yes" if self.purge else "no"}
         spec = JobSpec("drop", first, f"drop-{first}-{stamp}", restore.holder(), info, here)
         asked = [Confirmation(tuple(keeps(self.apps, self.purge, self.repos)), first)]

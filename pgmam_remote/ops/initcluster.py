@@ -314,7 +314,7 @@ class InitCluster(OnHost):
         else:
             facts, already = self.facts, self.plan.empty
             if not already:
-                stamp = restore.stamp(self.facts.now)
+                stamp = restore.job_stamp(self.facts)
                 info = {"port": str(self.req.port), "version": str(self.version)}
                 spec = JobSpec("initcluster", app, f"initcluster-{app}-{stamp}", restore.holder(), info, self.plan)
                 run_job(self.session, spec, console, resumes=True)

@@ -122,7 +122,7 @@ def plan_pitr(host: str, facts: ServerFacts, req: PitrRequest, who: str) -> Pitr
         target_args = ["--type=immediate"]
     else:
         target_args = [*target_args, f"--target-timeline={cluster.timeline or 1}"]
-    stamp = restore.stamp(facts.now)
+    stamp = restore.job_stamp(facts)
     if req.into:
         return _plan_into(host, facts, req, who, cluster, backup, target_args, stamp)
 
@@ -261,7 +261,7 @@ def plan_sync(host: str, facts: ServerFacts, branch: str, who: str) -> PitrPlan:
     restore.check_space(host, facts, parent, backup)
     text = facts.now.strftime("%Y-%m-%d %H:%M:%S.%f+00")
     target_args = ["--type=time", f"--target={text}", f"--target-timeline={parent.timeline or 1}"]
-    stamp = restore.stamp(facts.now)
+    stamp = restore.job_stamp(facts)
     paths = Paths(branch, child.data_dir, stamp)
     port = restore.free_port(facts, 20000 + child.port % 10000)
     steps: list[Step] = [restore.archive_now_step(parent)]

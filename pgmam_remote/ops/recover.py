@@ -240,7 +240,7 @@ def plan_app(
             long=True,
         )
     )
-    stamp = restore.stamp(facts.now)
+    stamp = restore.job_stamp(facts)
     plan = Plan(host=new, title=f"recover {app} from {req.source}", steps=tuple(steps), as_job=True)
     info = {"source": req.source, "repo": repo.name, "target": req.to.isoformat() if req.to else "newest"}
     spec = JobSpec(op="recover", app=app, job_id=f"recover-{app}-{stamp}", holder=who, info=info, plan=plan)

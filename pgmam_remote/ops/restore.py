@@ -12,7 +12,7 @@ import posixpath
 import re
 import socket
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .. import server_code
 from ..command import Command
@@ -31,6 +31,16 @@ SPACE_SLACK_BYTES = 256 * 1024 * 1024
 def stamp(moment: datetime) -> str:
     """UTC time of the operation, as it appears in job ids and preserved dir names."""
     return moment.strftime("%Y%m%dT%H%M%SZ")
+
+
+def job_stamp(facts: ServerFacts) -> str:
+    """The stamp of a job about to start (its id, the dirs it names): the second of the facts,
+    or the next one no job has, when a command ran on this server within the same second."""
+    taken = {job.job_id.rsplit("-", 1)[-1] for job in facts.jobs}
+    moment = facts.now
+    while stamp(moment) in taken:
+        moment += timedelta(seconds=1)
+    return stamp(moment)
 
 
 def holder() -> str:

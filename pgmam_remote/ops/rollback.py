@@ -46,7 +46,7 @@ def plan_rollback(host: str, facts: ServerFacts, app: str, to: str | None, who: 
                 f"{host}: {app} has no preserved data dir to roll back to", hint="pitr preserves one each time"
             )
         source = olds[-1]
-    stamp = restore.stamp(facts.now)
+    stamp = restore.job_stamp(facts)
     paths = Paths(app, cluster.data_dir, stamp)
     steps = restore.swap_steps(
         cluster, source.path, paths, already_stopped=not cluster.running, rollback_to=source.path

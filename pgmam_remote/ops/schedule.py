@@ -179,7 +179,7 @@ class Schedule(HostJob):
             facts, self.host.name, self.app, self.asked, repo=self.repo, host_repos=self.host.repos, remove=self.remove
         )
         plan = plan_schedule(self.host.name, facts, self.app, self.calendars)
-        stamp = restore.stamp(facts.now)
+        stamp = restore.job_stamp(facts)
         info = {"kinds": ",".join(self.calendars) or "none"}
         job = JobSpec("schedule", self.app, f"schedule-{self.app}-{stamp}", restore.holder(), info, plan)
         return Prepared(job)

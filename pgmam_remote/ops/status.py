@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import timedelta
 
 from rich.table import Table
 from rich.text import Text
@@ -18,7 +17,7 @@ from rich.text import Text
 from ..console import Console
 from ..errors import PgmamError
 from ..facts import ServerFacts, gather
-from ..health import SCHEDULE_GRACE, ClusterStatus, HostStatus, RepoView, _age, _size, assess
+from ..health import ClusterStatus, HostStatus, Limits, RepoView, _age, _size, assess
 from ..inventory import Host, Inventory
 from ..remote import HostSession, PasswordSource, ask_password
 from . import backup, offsite, s3
@@ -65,7 +64,7 @@ def probe_host(
     host: Host,
     password_source: PasswordSource = ask_password,
     repos: tuple[RepoView, ...] = (),
-    grace: timedelta = SCHEDULE_GRACE,
+    limits: Limits = Limits(),  # noqa: B008 -- frozen
 ) -> HostStatus:
     """Connect, probe, assess. Any PgmamError becomes an unreachable/error row."""
     started = time.monotonic()
@@ -74,7 +73,7 @@ def probe_host(
         session = HostSession(host, password_source=password_source).open()
         facts, _ = gather(session)
         repos = tuple(s3_view(session, facts, host.name, v) if v.repo.s3 else v for v in repos)
-        return assess(host, facts, session.commands_run, time.monotonic() - started, repos, grace=grace)
+        return assess(host, facts, session.commands_run, time.monotonic() - started, repos, limits=limits)
     except PgmamError as exc:
         reachable = session is not None and session.connection.is_connected
         return HostStatus(
@@ -113,8 +112,8 @@ def collect(
                 found.append(RepoView(repos[name], facts, error))
             return tuple(found)
 
-        grace = timedelta(seconds=inventory.watch.grace_seconds) if inventory else SCHEDULE_GRACE
-        return list(pool.map(lambda h: probe_host(h, password_source, views(h), grace), hosts))
+        limits = inventory.watch.limits() if inventory else Limits()
+        return list(pool.map(lambda h: probe_host(h, password_source, views(h), limits), hosts))
 
 
 def to_json(statuses: list[HostStatus]) -> dict[str, object]:

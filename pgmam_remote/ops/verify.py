@@ -70,7 +70,7 @@ def plan_verify(host: str, facts: ServerFacts, app: str, to: datetime | None, wh
         raise Refusal(f"{host}: {app} has no backup to verify", hint=f"inv backup --host {host} --app {app}")
     backup, target_args, target = _pick(host, cluster, stanza.backups, facts.gaps_for(app), to, facts.now)
     restore.check_space(host, facts, cluster, backup)
-    stamp = restore.stamp(facts.now)
+    stamp = restore.job_stamp(facts)
     port = restore.free_port(facts, 30000 + cluster.port % 10000)
     steps = drill_steps(cluster, backup.label, stamp, port, target_args, target)
     return VerifyPlan(drill_spec(host, app, steps, target, backup.label, stamp, who), backup.label)
@@ -106,7 +106,7 @@ def plan_verify_repo(
     gaps = [g for g in hosted.gaps if g.stanza == app] if hosted else []
     backup, target_args, target = _pick(host, cluster, stanza.backups, gaps, to, facts.now)
     restore.check_space(where, here, cluster, backup)
-    stamp = restore.stamp(here.now)
+    stamp = restore.job_stamp(here)
     port = restore.free_port(here, 30000 + cluster.port % 10000)
     steps = drill_steps(cluster, backup.label, stamp, port, target_args, target, source)
     spec = drill_spec(where, app, steps, target, backup.label, stamp, who)

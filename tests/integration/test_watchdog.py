@@ -120,14 +120,14 @@ def test_archiving_breaks_one_alert_then_fixed_one_recovery(box, inv, watched, r
     assert receiver.events() == [("unhealthy", APP)]
     alert = receiver.bodies[0]
     assert alert["server"] == "sbx1" and alert["more"] == "inv status --host sbx1"
-    assert any(p.startswith("WAL archiving failing since") for p in alert["problems"])
+    assert any(p.startswith("WAL archiving failing at ") for p in alert["problems"])
     assert alert["path"] == f"/hook/{SECRET}"
     # one implementation: the alert says what `inv status` says
     app = next(c for c in status_of(inv, watched)["clusters"] if c["app"] == APP)
     assert alert["problems"] == app["problems"]
     check = inv("check", "--host", "sbx1", inventory=watched)
     assert check.returncode == 2, check.stdout + check.stderr
-    assert check.stdout.startswith(f"PGMAM CRITICAL - sbx1: 1 problem: {APP}: WAL archiving failing since")
+    assert check.stdout.startswith(f"PGMAM CRITICAL - sbx1: 1 problem: {APP}: WAL archiving failing at ")
     assert " | apps=1 unhealthy=1 " in check.stdout
 
     archiving(box, broken=False)

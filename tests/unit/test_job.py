@@ -3,12 +3,16 @@
 import os
 import subprocess
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from pgmam_remote.command import Command, sh
+from pgmam_remote.facts import JobRecord, ServerFacts
 from pgmam_remote.job import JobSpec, parse_journal, render_script
+from pgmam_remote.ops.restore import job_stamp
 from pgmam_remote.plan import Plan, Step
 from pgmam_remote.server_code import SERVER_DIR
 
@@ -228,3 +232,11 @@ def test_what_goes_on_after_the_client_returned_names_the_steps_past_the_commit_
         goes_on(spec, state)
         == "backup: running on the server as job pitr-shop-20260101T000000Z (`inv status` shows it)"
     )
+
+
+def test_a_job_started_within_the_second_of_another_gets_the_next_free_second():
+    now = datetime(2026, 12, 3, 8, 52, 42, 500000, tzinfo=UTC)
+    facts = ServerFacts("h", now, 1, True, {}, (), frozenset(), (), "absent", frozenset(), ())
+    assert job_stamp(facts) == "20261203T085242Z"
+    ran = tuple(JobRecord(f"schedule-a-20261203T08524{s}Z", "a", "schedule", "ok", {}) for s in (2, 3))
+    assert job_stamp(replace(facts, jobs=ran)) == "20261203T085244Z"

@@ -91,9 +91,8 @@ def test_a_webhook_is_named_without_its_secret_path():
 
 
 def test_config_travels_as_json_and_back():
-    config = watchdog.Config(
-        "prod1", "https://h.example.com/x", None, 120, 3600, 600, "/m", (watchdog.RepoRef("v", "vault1", "vault1"),)
-    )
+    repos = (watchdog.RepoRef("v", "vault1", "vault1"),)
+    config = watchdog.Config("prod1", "https://h.example.com/x", None, 120, 3600, 600, 7200, "/m", repos)
     assert watchdog.Config.parse(config.json()) == config
     assert config.channels() == {"webhook": "https://h.example.com/x"}
 
@@ -101,11 +100,15 @@ def test_config_travels_as_json_and_back():
 def test_the_watchdog_judges_with_the_same_problems_as_status():
     probed = facts.parse_probe(load("probe-one-app.txt"))
     cluster = probed.cluster("app1")
-    failing = replace(cluster.archiver, failed_count=3, last_failed_time=probed.now)
+    failing = replace(
+        cluster.archiver, failed_count=3, last_failed_time=probed.now, last_failed_wal="00000001000000000000000A"
+    )
     probed = replace(probed, clusters=(replace(cluster, archiver=failing),))
     status = health.assess(Host("prod1", "10.0.0.1"), probed)
     assert watchdog.subjects(status) == {"app1": status.clusters[0].problems}
-    assert status.clusters[0].problems == [f"WAL archiving failing since {probed.now.isoformat()}"]
+    assert status.clusters[0].problems == [
+        "WAL archiving failing at 00000001000000000000000A (the last success at 2026-11-24T00:23:35+00:00)"
+    ]
 
 
 # -- what the checks say ------------------------------------------------------------------------
@@ -324,3 +327,29 @@ def test_the_shipped_modules_need_no_python_newer_than_3_10():
 
 def test_the_bundle_fits_in_one_command_line_argument():
     assert len(server_code.BUNDLE) < 120_000  # Linux takes at most 128 KiB per argument
+
+
+# -- a disk filling ---------------------------------------------------------------------------------
+
+
+def test_a_disk_filling_steadily_is_forecast_full_and_one_that_is_not_is_not():
+    gb = 10**9
+    filling = [(t * 600.0, 50 * gb - t * gb) for t in range(7)]  # 6 GB an hour, 44 GB left
+    found = health.forecast(filling)
+    assert found == {"free_bytes": 44 * gb, "bytes_per_hour": 6 * gb, "hours_left": 7.3}
+    problems = health.disk_problems({"/var/lib/postgresql": found}, timedelta(hours=24))
+    assert problems == [
+        "disk /var/lib/postgresql will be full in about 7h at the current rate (6.0 GB/h; 44.0 GB free)"
+    ]
+    assert health.disk_problems({"/": found}, timedelta(hours=6)) == []
+    steady = [(t * 600.0, 50 * gb + (t % 2) * gb) for t in range(7)]  # WAL comes and goes
+    assert health.forecast(steady)["hours_left"] is None
+    assert health.forecast(filling[:2]) is None  # too short a look to say
+
+
+def test_status_shows_the_watchdogs_forecast():
+    probed = one_app()
+    forecast = {"free_bytes": 10**9, "bytes_per_hour": 10**9, "hours_left": 1.0}
+    record = facts.WatchdogRecord(probed.now, 300, {}, None, {"/var/lib/postgresql": forecast})
+    (problem,) = health.assess(Host("p", "p"), replace(probed, watchdog=record)).problems
+    assert problem.startswith("disk /var/lib/postgresql will be full in about 1h")
