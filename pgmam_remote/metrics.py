@@ -31,7 +31,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "pgmam_recovery_window_end_timestamp_seconds": ("gauge", "The latest time the app can be restored to."),
     "pgmam_offsite_waiting_bytes": ("gauge", "WAL archived here and not yet shipped to the repo."),
     "pgmam_offsite_lag_seconds": ("gauge", "Age of the oldest WAL still waiting for the repo."),
-    "pgmam_drill_timestamp_seconds": ("gauge", "When the last restore drill ended."),
+    "pgmam_drill_timestamp_seconds": ("gauge", "When the last restore drill ran."),
     "pgmam_drill_success": ("gauge", "1 when the last restore drill passed."),
     "pgmam_drill_duration_seconds": (
         "gauge",

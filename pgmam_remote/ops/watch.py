@@ -69,7 +69,7 @@ def plan_watchdog(host: str, facts: ServerFacts, config: Config, *, remove: bool
     label = "the watchdog's config (its webhook URL is a secret)"
     return Plan(
         host,
-        f"watch {host} every {every(config.every_seconds)}",
+        f"watchdog every {every(config.every_seconds)}",
         (
             Step(f"write {CONFIG}", configs.write_secret(str(CONFIG), config.json(), "root:root", "0600", label)),
             Step(

@@ -1,0 +1,143 @@
+"""Figures for the watchdog: one run's wall time and CPU with 10 apps on one server, and the time
+from breaking WAL archiving to the alert reaching a webhook receiver, at the default interval.
+
+Runs the real CLI (`inv ...`) against its own sandbox (own names and subnet), with a receiver on
+the sandbox's bridge; prints the figures and tears the sandbox down. Needs root. Bounded: 10
+apps, RUNS runs, ALERT_SAMPLES alerts of at most one interval (5 min) each.
+Usage: python3 bench/watchdog.py [--alerts N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import pgmam_sandbox as sandbox  # noqa: E402
+
+NAMING = sandbox.SandboxNaming(
+    netns_prefix="pgmam-bw",
+    link_prefix="pgmbw",
+    subnet="10.213.6.0/24",
+    login_user="pgmambw",
+    sudo_password_user="pgmambwpw",
+)
+STATE_DIR = sandbox.state_dir_for(".sandbox-bench-watchdog")
+APPS = 10
+RUNS = 10
+ALERT_SAMPLES = 2
+ALERT_TIMEOUT_S = 420  # the default interval (300 s), the run, and slack
+
+
+def inv(*args: str, inventory: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PGMAM_HOSTS": str(inventory)}
+    done = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"inv {' '.join(args)} failed:\n{done.stderr}")
+    return done
+
+
+class Receiver:
+    def __init__(self, address: str) -> None:
+        self.arrived: list[tuple[float, dict]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                owner.arrived.append((time.time(), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((address, 0), Handler)
+        self.url = f"http://{address}:{self.server.server_address[1]}/hook/bench"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def psql(box: sandbox.Sandbox, port: int, sql: str) -> str:
+    argv = ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-p", str(port), "-c", sql]
+    return subprocess.run(
+        sandbox.netns_exec_argv(box.servers[0], argv), capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def on(box: sandbox.Sandbox, *argv: str) -> str:
+    return subprocess.run(
+        sandbox.netns_exec_argv(box.servers[0], list(argv)), capture_output=True, text=True, check=True
+    ).stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--alerts", type=int, default=ALERT_SAMPLES, help="alert latency samples (<= 5 min each)")
+    args = parser.parse_args()
+    sandbox.down(STATE_DIR, naming=NAMING)
+    box = sandbox.up(1, STATE_DIR, naming=NAMING)
+    try:
+        print(f"machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}")
+        ports = [5450 + i for i in range(APPS)]
+        for port in ports:
+            inv("initcluster", "--host", "sbx1", "--app", f"w{port}", "--port", str(port), inventory=box.inventory)
+        receiver = Receiver(str(NAMING.bridge_address))
+        inventory = box.inventory.with_name("hosts-watch.toml")
+        inventory.write_text(box.inventory.read_text() + f'\n[notify]\nwebhook = "{receiver.url}"\n')
+        inv("watchdog", "--host", "sbx1", inventory=inventory)
+
+        walls, cpus = [], []
+        for _ in range(RUNS):
+            on(box, "systemctl", "start", "pgmam-watchdog.service")
+            record = json.loads(on(box, "cat", "/var/lib/pgmam/watchdog/last.json"))
+            assert record["error"] is None, record["error"]
+            walls.append(record["seconds"])
+            cpus.append(record["cpu_seconds"])
+        print(
+            f"one run, {APPS} apps: wall median {statistics.median(walls):.2f} s (max {max(walls):.2f}), "
+            f"CPU median {statistics.median(cpus):.2f} s (max {max(cpus):.2f}) (target: CPU < 1 s)"
+        )
+
+        latencies = []
+        port = ports[0]
+        for sample in range(args.alerts):
+            receiver.arrived.clear()
+            psql(box, port, "alter system set archive_command = '/bin/false'")
+            psql(box, port, "select pg_reload_conf()")
+            psql(box, port, "create table if not exists t(x int); insert into t values (1)")
+            broken = time.time()
+            psql(box, port, "select pg_switch_wal()")
+            while not any(b["event"] == "unhealthy" for _, b in receiver.arrived):
+                if time.time() - broken > ALERT_TIMEOUT_S:
+                    raise SystemExit(f"no alert within {ALERT_TIMEOUT_S} s")
+                time.sleep(0.5)
+            arrived = next(t for t, b in receiver.arrived if b["event"] == "unhealthy")
+            latencies.append(arrived - broken)
+            print(f"alert {sample + 1}: {arrived - broken:.0f} s after archiving broke (interval 300 s)")
+            psql(box, port, "alter system reset archive_command")
+            psql(box, port, "select pg_reload_conf()")
+            psql(box, port, "select pg_switch_wal()")
+            time.sleep(5)
+            on(box, "systemctl", "start", "pgmam-watchdog.service")  # the recovery, before the next sample
+        if latencies:
+            print(
+                f"breaking archiving -> alert: median {statistics.median(latencies):.0f} s, "
+                f"max {max(latencies):.0f} s ({len(latencies)} samples; at most one interval plus a run)"
+            )
+    finally:
+        sandbox.down(STATE_DIR, naming=NAMING)
+
+
+if __name__ == "__main__":
+    main()
