@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -47,6 +48,8 @@ METRICS_DIR = "/var/lib/prometheus/node-exporter"  # Debian's prometheus-node-ex
 EVERY_SECONDS = 300
 REMIND_SECONDS = 4 * 3600
 SEND_TIMEOUT_SECONDS = 10
+SSH_PORT = 22  # where a repository host takes pgBackRest's SSH
+REPO_TIMEOUT_SECONDS = 5
 SENDMAIL = "/usr/sbin/sendmail"
 SERVER = ""  # the subject of the server's own problems (its disk, pgBackRest); apps are named
 UTC = timezone.utc  # noqa: UP017 -- servers may run Python 3.10, which has no datetime.UTC
@@ -59,6 +62,7 @@ class RepoRef:
     name: str
     host: str = ""
     where: str = ""
+    address: str = ""  # a repository host's, where the server reaches it over SSH ("" for S3)
     s3: None = None
 
 
@@ -95,7 +99,10 @@ class Config:
     @classmethod
     def parse(cls, text: str) -> Config:
         raw = json.loads(text)
-        repos = tuple(RepoRef(r["name"], r.get("host", ""), r.get("where", "")) for r in raw.pop("repos", []))
+        repos = tuple(
+            RepoRef(r["name"], r.get("host", ""), r.get("where", ""), r.get("address", ""))
+            for r in raw.pop("repos", [])
+        )
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
         return cls(**known, repos=repos)
 
@@ -356,7 +363,7 @@ def run_once(config: Config) -> Run:
     run = Run(time=now.isoformat(timespec="seconds"), every_seconds=config.every_seconds)
     try:
         facts = probe()
-        views = tuple(health.RepoView(repo, None) for repo in config.repos)  # type: ignore[arg-type]
+        views = repo_views(config)
         run.disks = track_disks(facts)
         limits = health.Limits(timedelta(seconds=config.grace_seconds), timedelta(seconds=config.full_within_seconds))
         here = Here(config.server)
@@ -374,6 +381,23 @@ def run_once(config: Config) -> Run:
     run.cpu_seconds = round(time.process_time() - cpu + _children_cpu(), 3)
     _write(STATE_DIR / "last.json", json.dumps(asdict(run), indent=1, sort_keys=True))
     return run
+
+
+def repo_views(config: Config) -> tuple[health.RepoView, ...]:
+    """Each off-host repo as the server sees it: its backups are the repository host's to report
+    (`inv status` reads them from there), but whether that host answers is seen from here."""
+    views = []
+    for repo in config.repos:
+        error = None
+        if repo.address:
+            try:
+                with socket.create_connection((repo.address, SSH_PORT), timeout=REPO_TIMEOUT_SECONDS):
+                    pass
+            except OSError as exc:
+                why = exc.strerror or str(exc) or type(exc).__name__
+                error = f"no SSH answer at {repo.address}:{SSH_PORT} from {config.server} ({why})"
+        views.append(health.RepoView(repo, None, error))  # type: ignore[arg-type]
+    return tuple(views)
 
 
 def track_disks(facts: ServerFacts) -> dict[str, dict]:

@@ -35,6 +35,10 @@ run inv initcluster --host sbx1 --app shop --port 5433
 say "The fleet at a glance"
 run inv status --all-hosts
 
+say "Each server watches itself: every 5 minutes the same checks, alerts on a change ([notify] in hosts.toml), metrics"
+run inv watchdog --all-hosts
+run inv check --host sbx1
+
 # psql inside a sandbox server, over the same SSH login pgmam uses
 STATE_DIR=$(dirname "$PGMAM_HOSTS")
 sql() {

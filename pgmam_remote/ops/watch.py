@@ -35,7 +35,7 @@ def config_for(inventory: Inventory, host: Host) -> Config:
         grace_seconds=watch.grace_seconds,
         full_within_seconds=watch.full_within_seconds,
         metrics_dir=watch.metrics_dir,
-        repos=tuple(RepoRef(r.name, r.host, r.where) for r in inventory.repos_of(host)),
+        repos=tuple(RepoRef(r.name, r.host, r.where, r.address) for r in inventory.repos_of(host)),
     )
 
 

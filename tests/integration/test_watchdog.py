@@ -1,6 +1,6 @@
 """The watchdog on a systemd server, over real SSH: alerts to a webhook receiver on the sandbox
-network, `inv notify --test`, an unreachable receiver, an overdue backup, and its metrics scraped
-from a real node_exporter.
+network, `inv notify --test`, an unreachable receiver, an overdue backup, its metrics scraped
+from a real node_exporter, and a repository host switched off.
 
 Each test starts the watchdog's service by hand (`systemctl start pgmam-watchdog.service`, which
 returns when the run is over) instead of waiting for its timer.
@@ -25,7 +25,7 @@ import pytest
 
 import pgmam_sandbox as sandbox
 
-SERVERS = 1
+SERVERS = 2  # sbx2: the repository host of the last test
 APP, PORT = "wd", 5610
 SECRET = "T0KEN-S3CRET"
 NODE_EXPORTER = Path("/var/cache/pgmam-sandbox/node_exporter")  # `make deps` extracts it from Debian's package
@@ -305,3 +305,32 @@ def test_node_exporter_serves_the_metrics_and_they_match_status(box, inv, watche
         assert scraped["pgmam_watchdog_interval_seconds"] == 60
     finally:
         box.on("sbx1", "rm", "-rf", TEXTFILE_DIR)
+
+
+def test_a_repository_host_switched_off_is_an_alert_and_back_a_recovery(box, inv, receiver, tmp_path_factory):
+    home = tmp_path_factory.mktemp("vault")
+    inventory = home / "hosts.toml"
+    text = box.inventory.read_text().replace("[hosts.sbx1]\n", '[hosts.sbx1]\nrepos = ["vault"]\n', 1)
+    inventory.write_text(
+        text + f'\n[repos.vault]\ntype = "host"\nhost = "sbx2"\n\n[notify]\nwebhook = "{receiver.url}"\n'
+    )
+    env = {"PGMAM_CONFIG_DIR": str(home / "config")}
+    for app, port in ((APP, PORT), ("wdr", PORT + 1)):  # every app of sbx1 kept in the repo
+        done = inv("initcluster", "--host", "sbx1", "--app", app, "--port", str(port), inventory=inventory, env=env)
+        assert done.returncode == 0, done.stderr
+    assert inv("watchdog", "--host", "sbx1", inventory=inventory, env=env).returncode == 0
+    receiver.bodies.clear()
+    watch_once(box)
+    assert receiver.bodies == []
+    link = box.naming.host_veth(2)
+    subprocess.run(["ip", "link", "set", link, "down"], check=True)
+    try:
+        watch_once(box)
+        assert sorted(receiver.events(app) for app in (APP, "wdr")) == [[("unhealthy", APP)], [("unhealthy", "wdr")]]
+        (problem,) = next(b for b in receiver.bodies if b["app"] == "wdr")["problems"]
+        address = box.server("sbx2").address
+        assert problem == f"repo vault (sbx2) unreachable: no SSH answer at {address}:22 from sbx1 (timed out)"
+    finally:
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+    watch_once(box)
+    assert [b["event"] for b in receiver.bodies].count("recovered") == 2

@@ -353,3 +353,15 @@ def test_status_shows_the_watchdogs_forecast():
     record = facts.WatchdogRecord(probed.now, 300, {}, None, {"/var/lib/postgresql": forecast})
     (problem,) = health.assess(Host("p", "p"), replace(probed, watchdog=record)).problems
     assert problem.startswith("disk /var/lib/postgresql will be full in about 1h")
+
+
+def test_a_scheduled_drill_that_did_not_run_is_overdue_and_one_that_ran_is_not():
+    probed = facts.parse_probe(load("probe-one-app.txt"))
+    set_at = probed.now - timedelta(days=8)
+    entry = facts.ScheduleEntry("app1", "verify", "Sun 05:00", set_at)
+    sunday = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)  # the 24th is a Tuesday
+    later = replace(probed, schedules=(entry,), now=probed.now)
+    (problem,) = [p for p in health.assess(Host("p", "p"), later).clusters[0].problems if "drill" in p]
+    assert problem.startswith(f"scheduled restore drill due at {sunday.isoformat()} has not run")
+    drilled = facts.DrillResult("app1", sunday + timedelta(minutes=3), True, "x", "3", "10", "ok")
+    assert health.assess(Host("p", "p"), replace(later, drills=(drilled,))).clusters[0].problems == []
