@@ -123,7 +123,7 @@ def masked(target: str) -> str:
 class Message:
     """One message to one channel: an app (or the server) turned unhealthy, is still, or recovered."""
 
-    kind: str  # unhealthy | still unhealthy | recovered | test
+    kind: str  # unhealthy | reminder | recovered | test
     server: str
     app: str  # "" for the server itself
     since: str  # ISO-8601 UTC: when it turned unhealthy
@@ -148,7 +148,8 @@ class Message:
             return f"pgmam on {self.server}: a test message"
         if self.kind == "recovered":
             return f"pgmam: {self.who} recovered (unhealthy since {self.since})"
-        return f"pgmam: {self.who} is {self.kind} since {self.since}"
+        still = "still " if self.kind == "reminder" else ""
+        return f"pgmam: {self.who} is {still}unhealthy since {self.since}"
 
     def text(self) -> str:
         lines = [self.title]
@@ -204,7 +205,7 @@ def decide(
             if not notified:
                 messages.append(Message("unhealthy", server, subject, since, tuple(problems), stamp))
             elif now - datetime.fromisoformat(notified) >= remind:
-                messages.append(Message("still unhealthy", server, subject, since, tuple(problems), stamp))
+                messages.append(Message("reminder", server, subject, since, tuple(problems), stamp))
         elif entry and entry.get("notified"):
             messages.append(Message("recovered", server, subject, entry["since"], tuple(entry["problems"]), stamp))
     return messages
@@ -300,7 +301,8 @@ class Run:
     cpu_seconds: float = 0.0
     every_seconds: int = EVERY_SECONDS
     unhealthy: list[str] = field(default_factory=list)
-    # channel -> {"target": masked, "ok": bool, "error": str|None, "time": when it last tried}
+    # channel -> {"target": masked, "ok": bool, "error": str|None, "time"}: what this run sent (a
+    # channel that is owed a message is tried on every run, so a failure shows until it is over)
     channels: dict[str, dict] = field(default_factory=dict)
     metrics: str | None = None  # the file written, or None
     disks: dict[str, dict] = field(default_factory=dict)  # mount -> health.forecast()
@@ -340,7 +342,6 @@ def notify(config: Config, status: health.HostStatus, now: datetime, run: Run) -
     state_path = STATE_DIR / "state.json"
     state = _read_json(state_path)
     problems = subjects(status)
-    previous = _read_json(STATE_DIR / "last.json").get("channels", {})
     for channel, target in config.channels().items():
         known = state.get(channel, {})
         sent = []
@@ -350,8 +351,6 @@ def notify(config: Config, status: health.HostStatus, now: datetime, run: Run) -
             outcome = "delivered" if error is None else f"NOT delivered: {masked(target)} {error}"
             log(f"{channel} {message.who} {message.kind}: {outcome}")
             run.channels[channel] = {"target": masked(target), "ok": error is None, "error": error, "time": run.time}
-        if not sent and channel in previous:  # nothing to say: the last attempt stands
-            run.channels[channel] = previous[channel]
         state[channel] = advance(known, problems, now, sent)
     state = {channel: state[channel] for channel in config.channels()}
     _write(state_path, json.dumps(state, indent=1, sort_keys=True), 0o600)

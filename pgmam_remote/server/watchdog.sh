@@ -9,4 +9,5 @@ if ! command -v python3 > /dev/null 2>&1; then
   echo "pgmam watchdog: python3 is not installed (apt-get install python3)" >&2
   exit 3
 fi
-exec python3 -E -s -m pgmam_remote.watchdog "$@"
+# one run at a time (from cron, a slow run could meet the next one)
+exec flock -w 120 /var/lib/pgmam/watchdog.lock python3 -E -s -m pgmam_remote.watchdog "$@"

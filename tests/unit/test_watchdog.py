@@ -44,7 +44,8 @@ def test_one_alert_when_an_app_turns_unhealthy_then_silence_then_a_reminder():
         said, state = run(state, BROKEN, T0 + timedelta(minutes=minutes))
         assert said == []
     said, state = run(state, BROKEN, T0 + REMIND)
-    assert [(m.kind, m.since) for m in said] == [("still unhealthy", "2026-12-03T10:00:00+00:00")]
+    assert [(m.kind, m.since) for m in said] == [("reminder", "2026-12-03T10:00:00+00:00")]
+    assert said[0].title == "pgmam: prod1/app1 is still unhealthy since 2026-12-03T10:00:00+00:00"
     said, _ = run(state, BROKEN, T0 + REMIND + timedelta(minutes=5))
     assert said == []
 
