@@ -88,6 +88,7 @@ bench: deps
 	$(SUDO) $(VENV)/bin/python bench/pitr.py
 	$(SUDO) $(VENV)/bin/python bench/backup.py
 	$(SUDO) $(VENV)/bin/python bench/offsite.py
+	$(SUDO) $(VENV)/bin/python bench/watchdog.py
 	$(VENV)/bin/python bench/wal_gaps.py
 
 clean:

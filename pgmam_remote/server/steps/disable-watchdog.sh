@@ -9,5 +9,5 @@ if [ -f /etc/systemd/system/pgmam-watchdog.timer ]; then
   systemctl daemon-reload
 fi
 rm -f /etc/cron.d/pgmam-watchdog /etc/pgmam/watchdog.json
-rm -rf /var/lib/pgmam/watchdog
+rm -rf /var/lib/pgmam/watchdog /var/lib/pgmam/watchdog.lock
 rm -f "$1/pgmam.prom"
