@@ -31,6 +31,12 @@ from pgmam_remote.plan import PlanFailed
 
 HOST = "inventory name of the server (required)"
 YES = "do not ask for confirmation (needed when there is no terminal)"
+# how a task that acts on several servers selects them
+SERVERS = {
+    "host": "inventory name of a server; repeat for several",
+    "group": "a group from hosts.toml [groups]",
+    "all_hosts": "every server in the inventory",
+}
 DRY_RUN = "print the plan, each step with the command it runs on the server; change nothing"
 
 
@@ -97,12 +103,7 @@ def initcluster(c, host=None, app=None, port=None, pg_version=None, dry_run=Fals
 @task(
     auto_shortflags=False,
     iterable=["host"],
-    help={
-        "host": "inventory name of a server; repeat for several",
-        "group": "a group from hosts.toml [groups]",
-        "all_hosts": "every server in the inventory",
-        "json": "write one JSON object to stdout instead of the table",
-    },
+    help={**SERVERS, "json": "write one JSON object to stdout instead of the table"},
 )
 @edge
 def status(c, host=None, group=None, all_hosts=False, json=False):
@@ -482,9 +483,7 @@ def dropcluster(c, host=None, app=None, purge_backups=False, yes=False, dry_run=
     auto_shortflags=False,
     iterable=["host"],
     help={
-        "host": "inventory name of a server; repeat for several",
-        "group": "a group from hosts.toml [groups]",
-        "all_hosts": "every server in the inventory",
+        **SERVERS,
         "remove": "stop the watchdog and remove its timer, config, state and metrics file",
         "dry_run": DRY_RUN,
     },
