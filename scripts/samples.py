@@ -16,11 +16,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import http.server
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -60,12 +63,12 @@ def render(doc: str, samples: dict[str, str]) -> str:
         missing = [name for name in names.split() if name not in samples]
         if missing:
             raise SystemExit(f"no sample named {missing[0]} (docs/samples/{missing[0]}.txt)")
-        if i >= len(lines) or lines[i].rstrip("\n") != "```":
+        if i >= len(lines) or not lines[i].startswith("```"):
             raise SystemExit(f"the sample marker of {names} must be followed by a ``` block")
         end = next((j for j in range(i + 1, len(lines)) if lines[j].rstrip("\n") == "```"), None)
         if end is None:
             raise SystemExit(f"the block of sample {names} never ends")
-        out += ["```\n", excerpt("".join(samples[name] for name in names.split()), options), "```\n"]
+        out += [lines[i], excerpt("".join(samples[name] for name in names.split()), options), "```\n"]
         i = end + 1
     return "".join(out)
 
@@ -122,6 +125,10 @@ class Tour:
         """The command as typed, then its output (rich pads table lines with spaces: trimmed)."""
         lines = [f"$ inv {shlex.join(args)}", *(line.rstrip() for line in output.splitlines())]
         self.samples[name] = "\n".join(lines) + "\n"
+
+    def keep_text(self, name: str, text: str) -> None:
+        """What is not a command's output: a message as a receiver got it, a file on a server."""
+        self.samples[name] = text if text.endswith("\n") else text + "\n"
 
     def on(self, server: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """A command inside a sandbox server, as root."""
@@ -211,6 +218,71 @@ def tour(t: Tour) -> None:
     t.inv("dropcluster", "dropcluster", "--host", "sbx2", "--app", "crm_staging", "--yes")
     t.inv("dropcluster-purge", "dropcluster", "--host", "sbx2", "--app", "crm", "--purge-backups", "--yes")
     t.inv("status", "status", "--all-hosts", ok=(0, 1))
+    watch(t)
+
+
+class Receiver:
+    """A webhook receiver on the sandbox's bridge: keeps each JSON body it is sent."""
+
+    def __init__(self, address: str) -> None:
+        bodies: list[dict] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.bodies = bodies
+        self.server = http.server.ThreadingHTTPServer((address, 0), Handler)
+        self.url = f"http://{address}:{self.server.server_address[1]}/hooks/T000/B000/XXXXXXXX"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, event: str) -> dict:
+        deadline = time.monotonic() + 30
+        while not any(b["event"] == event for b in self.bodies):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the receiver got no {event} message")
+            time.sleep(0.2)
+        return next(b for b in self.bodies if b["event"] == event)
+
+
+def archiving(t: Tour, broken: bool) -> None:
+    """shop's WAL archiving broken (an archive_command that fails), or mended; then a watchdog run."""
+    setting = "alter system set archive_command = '/bin/false'" if broken else "alter system reset archive_command"
+    t.sql("sbx1", 5433, setting)
+    t.sql("sbx1", 5433, "select pg_reload_conf()")
+    t.sql("sbx1", 5433, "insert into orders values (1000 + (random() * 1000)::int, 'x') on conflict do nothing")
+    t.sql("sbx1", 5433, "select pg_switch_wal()")
+    failing = "select coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) from pg_stat_archiver"
+    while t.sql("sbx1", 5433, failing) != ("t" if broken else "f"):
+        time.sleep(0.5)
+    t.on("sbx1", "systemctl", "start", "pgmam-watchdog.service")
+
+
+def watch(t: Tour) -> None:
+    """The watchdog on sbx1, sending to a receiver on the sandbox network (docs/monitoring.md)."""
+    receiver = Receiver(str(t.box.naming.bridge_address))  # type: ignore[attr-defined]
+    inventory = Path(t.env["PGMAM_HOSTS"])
+    watched = inventory.with_name("hosts-watch.toml")
+    watched.write_text(inventory.read_text() + f'\n[notify]\nwebhook = "{receiver.url}"\n')
+    t.env["PGMAM_HOSTS"] = str(watched)
+    t.on("sbx1", "mkdir", "-p", "/var/lib/prometheus/node-exporter")  # as node_exporter's package makes it
+    t.inv("watchdog-dry-run", "watchdog", "--host", "sbx1", "--dry-run")
+    t.inv("watchdog", "watchdog", "--host", "sbx1")
+    t.inv("notify-test", "notify", "--test", "--host", "sbx1")
+    archiving(t, broken=True)
+    t.keep_text("watchdog-alert", json.dumps(receiver.wait("unhealthy"), indent=2))
+    metrics = t.on("sbx1", "cat", "/var/lib/prometheus/node-exporter/pgmam.prom").stdout
+    t.keep_text("watchdog-metrics", "\n".join(line for line in metrics.splitlines() if not line.startswith("#")))
+    t.inv("check-critical", "check", "--host", "sbx1", ok=(2,))
+    archiving(t, broken=False)
+    t.keep_text("watchdog-recovered", receiver.wait("recovered")["text"])
+    t.inv("check-ok", "check", "--host", "sbx1", "--app", "shop")
+    receiver.server.shutdown()
 
 
 def run_tour() -> None:

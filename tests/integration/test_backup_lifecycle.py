@@ -663,7 +663,7 @@ def test_verify_uses_the_backups_config_snapshot(box, inv):
 
 
 def test_the_watchdog_runs_from_cron_where_there_is_no_systemd(box, inv):
-    app, port = "bl_watch", 5641
+    app, port = "bl_watch", 5671
     make_app(box, inv, "sbx1", app, port)
     out = inv("watchdog", "--host", "sbx1")
     assert out.returncode == 0, out.stderr
