@@ -99,8 +99,9 @@ class Tour:
     """Commands against the sandbox, each one's output (stderr and stdout, as a terminal shows
     them without colors) kept under a name."""
 
-    def __init__(self, box: object, inventory: Path) -> None:
+    def __init__(self, box: object, inventory: Path, bridge: str) -> None:
         self.box = box
+        self.bridge = bridge  # this machine's address on the sandbox network
         self.env = {**os.environ, "PGMAM_HOSTS": str(inventory)}
         self.samples: dict[str, str] = {}
 
@@ -265,7 +266,7 @@ def archiving(t: Tour, broken: bool) -> None:
 
 def watch(t: Tour) -> None:
     """The watchdog on sbx1, sending to a receiver on the sandbox network (docs/monitoring.md)."""
-    receiver = Receiver(str(t.box.naming.bridge_address))  # type: ignore[attr-defined]
+    receiver = Receiver(t.bridge)
     inventory = Path(t.env["PGMAM_HOSTS"])
     watched = inventory.with_name("hosts-watch.toml")
     watched.write_text(inventory.read_text() + f'\n[notify]\nwebhook = "{receiver.url}"\n')
@@ -299,7 +300,7 @@ def run_tour() -> None:
     state = sandbox.state_dir_for(".sandbox-samples")
     box = sandbox.up(2, state, naming=naming)
     try:
-        t = Tour(box, box.inventory)
+        t = Tour(box, box.inventory, str(naming.bridge_address))
         tour(t)
     finally:
         sandbox.down(state, naming=naming)
