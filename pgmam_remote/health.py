@@ -57,7 +57,11 @@ def forecast(samples: list[tuple[float, int]]) -> dict[str, float | None] | None
     free = samples[-1][1]
     per_hour = -slope * 3600
     hours = free / per_hour if per_hour > 0 else None
-    return {"free_bytes": free, "bytes_per_hour": round(per_hour), "hours_left": round(hours, 1) if hours else None}
+    return {
+        "free_bytes": free,
+        "bytes_per_hour": round(per_hour),
+        "hours_left": None if hours is None else round(hours, 1),
+    }
 
 
 def disk_problems(forecasts: dict[str, dict], within: timedelta) -> list[str]:
@@ -126,7 +130,8 @@ class ClusterStatus:
 @dataclass(frozen=True)
 class RepoView:
     """An off-host repo as status sees it: its repository host's facts (for an S3 repo, the server's
-    own, holding what the bucket keeps: s3.as_vault), or why they are missing."""
+    own, holding what the bucket keeps: s3.as_vault), or why they are missing. Neither: not read
+    (the watchdog judges what the server itself sees of the repo)."""
 
     repo: Repo
     facts: ServerFacts | None

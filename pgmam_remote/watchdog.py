@@ -8,8 +8,8 @@ library alone. One run:
 1. probes the server (``server/probe.sh``, as `inv status` does) and judges it with
    :func:`health.assess`: the same checks, the same words;
 2. tells each channel of ``[notify]`` (a webhook, an address through sendmail) when an app, or
-   the server itself, turns unhealthy, when it recovers, and again every ``remind`` while it stays
-   unhealthy; never once per run. Each channel keeps its own state, so a receiver that is down
+   the server itself, turns unhealthy (or gets a new problem), when it recovers, and again every
+   ``remind`` while it stays unhealthy; never once per run. Each channel keeps its own state, so a receiver that is down
    gets what it missed once it answers again, and the others are not told twice;
 3. writes the metrics for node_exporter's textfile collector (metrics.py);
 4. records itself in ``last.json``, which the probe reports: `inv status` shows a watchdog that
@@ -190,11 +190,18 @@ def subjects(status: health.HostStatus) -> dict[str, list[str]]:
     }
 
 
+def kind_of(problem: str) -> str:
+    """A problem without its figures and times ('WAL archiving failing at '): what a new problem
+    is told apart by, while the words of one that goes on change with its ages."""
+    return problem[: next((i for i, c in enumerate(problem) if c.isdigit()), len(problem))]
+
+
 def decide(
     known: dict[str, dict], now_problems: dict[str, list[str]], now: datetime, remind: timedelta, server: str
 ) -> list[Message]:
     """Pure: the messages one channel is owed. ``known``: that channel's state (subject ->
-    since, problems, notified: when it was last told this subject is unhealthy, or None)."""
+    since, problems, notified: when it was last told this subject is unhealthy, or None, and
+    told: the kinds of problem it was told of)."""
     stamp = now.isoformat(timespec="seconds")
     messages = []
     for subject in sorted(set(known) | set(now_problems)):
@@ -202,7 +209,8 @@ def decide(
         if problems:
             since = entry["since"] if entry else stamp
             notified = entry and entry.get("notified")
-            if not notified:
+            new = {kind_of(p) for p in problems} - set(entry.get("told", []) if entry else [])
+            if not notified or new:  # unhealthy, or a new problem on top
                 messages.append(Message("unhealthy", server, subject, since, tuple(problems), stamp))
             elif now - datetime.fromisoformat(notified) >= remind:
                 messages.append(Message("reminder", server, subject, since, tuple(problems), stamp))
@@ -225,7 +233,8 @@ def advance(
         if message.kind == "recovered" and not ok:
             state[message.subject] = known[message.subject]
         elif message.kind != "recovered" and ok:
-            state[message.subject]["notified"] = stamp
+            told = sorted({kind_of(p) for p in message.problems})
+            state[message.subject].update(notified=stamp, told=told)
     return state
 
 

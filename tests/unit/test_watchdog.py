@@ -366,3 +366,16 @@ def test_a_scheduled_drill_that_did_not_run_is_overdue_and_one_that_ran_is_not()
     assert problem.startswith(f"scheduled restore drill due at {sunday.isoformat()} has not run")
     drilled = facts.DrillResult("app1", sunday + timedelta(minutes=3), True, "x", "3", "10", "ok")
     assert health.assess(Host("p", "p"), replace(later, drills=(drilled,))).clusters[0].problems == []
+
+
+def test_a_new_problem_on_an_unhealthy_app_is_told_at_once_a_changing_age_is_not():
+    aging = {"app1": ["last backup 27h ago"]}
+    _, state = run({}, aging, T0)
+    said, state = run(state, {"app1": ["last backup 28h ago"]}, T0 + timedelta(hours=1))
+    assert said == []
+    worse = {"app1": ["last backup 29h ago", *BROKEN["app1"]]}
+    said, state = run(state, worse, T0 + timedelta(hours=2))
+    assert [(m.kind, m.since, m.problems) for m in said] == [
+        ("unhealthy", "2026-12-03T10:00:00+00:00", tuple(worse["app1"]))
+    ]
+    assert run(state, worse, T0 + timedelta(hours=2, minutes=5))[0] == []
