@@ -36,7 +36,7 @@ NAMING = sandbox.SandboxNaming(
 STATE_DIR = sandbox.state_dir_for(".sandbox-bench-watchdog")
 APPS = 10
 RUNS = 10
-ALERT_SAMPLES = 2
+ALERT_SAMPLES = 1
 ALERT_TIMEOUT_S = 420  # the default interval (300 s), the run, and slack
 
 
@@ -109,14 +109,19 @@ def main() -> None:
             f"CPU median {statistics.median(cpus):.2f} s (max {max(cpus):.2f}) (target: CPU < 1 s)"
         )
 
+        # The worst case: archiving breaks right after a run, so the alert waits a whole interval
+        # for the next one. Each sample waits for the timer's own run first (about 5 min).
         latencies = []
         port = ports[0]
         for sample in range(args.alerts):
             receiver.arrived.clear()
+            last = on(box, "cat", "/var/lib/pgmam/watchdog/last.json")
+            while on(box, "cat", "/var/lib/pgmam/watchdog/last.json") == last:
+                time.sleep(0.5)
+            broken = time.time()
             psql(box, port, "alter system set archive_command = '/bin/false'")
             psql(box, port, "select pg_reload_conf()")
             psql(box, port, "create table if not exists t(x int); insert into t values (1)")
-            broken = time.time()
             psql(box, port, "select pg_switch_wal()")
             while not any(b["event"] == "unhealthy" for _, b in receiver.arrived):
                 if time.time() - broken > ALERT_TIMEOUT_S:
@@ -124,16 +129,17 @@ def main() -> None:
                 time.sleep(0.5)
             arrived = next(t for t, b in receiver.arrived if b["event"] == "unhealthy")
             latencies.append(arrived - broken)
-            print(f"alert {sample + 1}: {arrived - broken:.0f} s after archiving broke (interval 300 s)")
+            print(f"alert {sample + 1}: {arrived - broken:.1f} s after archiving broke, right after a run", flush=True)
             psql(box, port, "alter system reset archive_command")
             psql(box, port, "select pg_reload_conf()")
             psql(box, port, "select pg_switch_wal()")
-            time.sleep(5)
-            on(box, "systemctl", "start", "pgmam-watchdog.service")  # the recovery, before the next sample
+            while not any(b["event"] == "recovered" for _, b in receiver.arrived):
+                time.sleep(2)
+                on(box, "systemctl", "start", "pgmam-watchdog.service")
         if latencies:
             print(
-                f"breaking archiving -> alert: median {statistics.median(latencies):.0f} s, "
-                f"max {max(latencies):.0f} s ({len(latencies)} samples; at most one interval plus a run)"
+                f"breaking archiving -> alert, worst case: {max(latencies):.1f} s "
+                f"({len(latencies)} samples; the interval is 300 s: on average an alert waits half of it)"
             )
     finally:
         sandbox.down(STATE_DIR, naming=NAMING)
