@@ -93,7 +93,7 @@ class Watchdog(OnHost):
         self.remove = remove
 
     def prepare(self, *, dry_run: bool) -> None:
-        facts, _ = gather(self.session, install=not dry_run and not self.remove)
+        facts, _ = gather(self.session, install=not dry_run)
         self.plan = plan_watchdog(self.host.name, facts, self.config, remove=self.remove)
 
     def render(self) -> list[str]:

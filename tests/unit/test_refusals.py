@@ -55,7 +55,9 @@ def pgmam(monkeypatch, tmp_path, capsys) -> Callable[..., tuple[int, str, list[C
         program = Program(namespace=cli.collection(), name="pgmam", binary="pgmam", version="test")
         with pytest.raises(SystemExit) as ended:
             program.run(["pgmam", *argv])
-        return ended.value.code or 0, capsys.readouterr().err, others
+        captured = capsys.readouterr()
+        call.out = captured.out  # type: ignore[attr-defined]
+        return ended.value.code or 0, captured.err, others
 
     return call
 
@@ -106,6 +108,11 @@ NOW = "2026-11-24 00:24:00+00"
         (["branch", *H, "--app", "app1", "--name", "dev", "--sync"], 1, "app1_dev is not a branch"),
         (["dropcluster", *H, "--app", "nosuch", "--yes"], 1, "no cluster named nosuch"),
         (["dropcluster", *H, "--app", "app1"], 1, "confirmation needed and there is no terminal"),
+        # the watchdog (the recorded server has no python3)
+        (["watchdog", *H], 1, "sbx1: python3 is not installed; the watchdog runs with it"),
+        (["notify", "--test", *H], 1, "sbx1: no watchdog is set up there, so nothing to send with"),
+        (["notify", *H], 2, "inv notify only sends a test message for now"),
+        (["watchdog"], 2, "no host selected"),
     ],
 )
 def test_refused_from_the_facts_alone_with_a_reason_and_a_hint(pgmam, argv, code, message):
@@ -115,3 +122,22 @@ def test_refused_from_the_facts_alone_with_a_reason_and_a_hint(pgmam, argv, code
     assert "Traceback" not in err
     if code == 1:
         assert "hint:" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "line"),
+    [
+        (
+            ["check", *H],
+            0,
+            "PGMAM OK - sbx1: 1 app healthy | apps=1 unhealthy=0 app1_backup_age=65s app1_archive_age=64s",
+        ),
+        (["check", *H, "--app", "nosuch"], 3, "PGMAM UNKNOWN - sbx1: no app nosuch managed by pgmam there"),
+        (["check", *H, "--app", "Bad-Name"], 3, "PGMAM UNKNOWN - app name 'Bad-Name' is not allowed"),
+        (["check", "--host", "nosuch"], 3, "PGMAM UNKNOWN - unknown host 'nosuch'"),
+    ],
+)
+def test_check_answers_as_a_nagios_plugin_does(pgmam, argv, code, line):
+    exit_code, _, others = pgmam(*argv)
+    assert (exit_code, others) == (code, [])
+    assert pgmam.out.startswith(line) and pgmam.out.count("\n") == 1
