@@ -81,6 +81,26 @@ def on(box: sandbox.Sandbox, *argv: str) -> str:
     ).stdout
 
 
+def next_run_in(box: sandbox.Sandbox) -> float:
+    """Seconds until the timer fires next (its monotonic clock is the server's uptime)."""
+    due = int(
+        on(box, "systemctl", "show", "pgmam-watchdog.timer", "-p", "NextElapseUSecMonotonic", "--value").strip() or 0
+    )
+    uptime = float(on(box, "cat", "/proc/uptime").split()[0])
+    return due / 1e6 - uptime
+
+
+def wait_for_a_timer_run(box: sandbox.Sandbox) -> None:
+    """Until the timer has just run and its next run is a whole interval away (its first runs, 10 s
+    after it is set up and 2 min after boot, come sooner)."""
+    while True:
+        last = on(box, "cat", "/var/lib/pgmam/watchdog/last.json")
+        while on(box, "cat", "/var/lib/pgmam/watchdog/last.json") == last:
+            time.sleep(0.5)
+        if next_run_in(box) > 250:
+            return
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--alerts", type=int, default=ALERT_SAMPLES, help="alert latency samples (<= 5 min each)")
@@ -115,9 +135,7 @@ def main() -> None:
         port = ports[0]
         for sample in range(args.alerts):
             receiver.arrived.clear()
-            last = on(box, "cat", "/var/lib/pgmam/watchdog/last.json")
-            while on(box, "cat", "/var/lib/pgmam/watchdog/last.json") == last:
-                time.sleep(0.5)
+            wait_for_a_timer_run(box)
             broken = time.time()
             psql(box, port, "alter system set archive_command = '/bin/false'")
             psql(box, port, "select pg_reload_conf()")
