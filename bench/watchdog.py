@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -81,13 +82,26 @@ def on(box: sandbox.Sandbox, *argv: str) -> str:
     ).stdout
 
 
+SPAN_UNITS = {
+    "y": 31557600,
+    "month": 2629800,
+    "w": 604800,
+    "d": 86400,
+    "h": 3600,
+    "min": 60,
+    "s": 1,
+    "ms": 1e-3,
+    "us": 1e-6,
+}
+
+
 def next_run_in(box: sandbox.Sandbox) -> float:
-    """Seconds until the timer fires next (its monotonic clock is the server's uptime)."""
-    due = int(
-        on(box, "systemctl", "show", "pgmam-watchdog.timer", "-p", "NextElapseUSecMonotonic", "--value").strip() or 0
-    )
-    uptime = float(on(box, "cat", "/proc/uptime").split()[0])
-    return due / 1e6 - uptime
+    """Seconds until the timer fires next: systemd shows when as a span of the monotonic clock
+    ("16h 7min 58.609104s"), which is this machine's uptime too."""
+    shown = on(box, "systemctl", "show", "pgmam-watchdog.timer", "-p", "NextElapseUSecMonotonic", "--value")
+    due = sum(float(n) * SPAN_UNITS[unit] for n, unit in re.findall(r"([\d.]+)(month|min|ms|us|y|w|d|h|s)", shown))
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return due - uptime
 
 
 def wait_for_a_timer_run(box: sandbox.Sandbox) -> None:
