@@ -337,7 +337,7 @@ class InitCluster(OnHost):
         where = f"{app} on {self.host.name}"
         done = f"{where} is already PITR-ready; nothing changed" if summary.already_done else f"{where} is PITR-ready"
         notes = []
-        if self.facts.watchdog is None:
+        if facts.watchdog is None:
             name = self.host.name
             notes.append(f"no watchdog on {name} tells you when {app} stops being safe: inv watchdog --host {name}")
         return Report([done], summary.lines(), notes)
