@@ -17,15 +17,14 @@ import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import pgmam_sandbox as sandbox  # noqa: E402
+from pgmam_sandbox.receiver import Receiver  # noqa: E402
 
 NAMING = sandbox.SandboxNaming(
     netns_prefix="pgmam-bw",
@@ -47,26 +46,6 @@ def inv(*args: str, inventory: Path) -> subprocess.CompletedProcess[str]:
     if done.returncode != 0:
         raise SystemExit(f"inv {' '.join(args)} failed:\n{done.stderr}")
     return done
-
-
-class Receiver:
-    def __init__(self, address: str) -> None:
-        self.arrived: list[tuple[float, dict]] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                owner.arrived.append((time.time(), body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((address, 0), Handler)
-        self.url = f"http://{address}:{self.server.server_address[1]}/hook/bench"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def psql(box: sandbox.Sandbox, port: int, sql: str) -> str:
@@ -125,7 +104,7 @@ def main() -> None:
         ports = [5450 + i for i in range(APPS)]
         for port in ports:
             inv("initcluster", "--host", "sbx1", "--app", f"w{port}", "--port", str(port), inventory=box.inventory)
-        receiver = Receiver(str(NAMING.bridge_address))
+        receiver = Receiver(str(NAMING.bridge_address), "/hook/bench")
         inventory = box.inventory.with_name("hosts-watch.toml")
         inventory.write_text(box.inventory.read_text() + f'\n[notify]\nwebhook = "{receiver.url}"\n')
         inv("watchdog", "--host", "sbx1", inventory=inventory)
@@ -147,24 +126,20 @@ def main() -> None:
         latencies = []
         port = ports[0]
         for sample in range(args.alerts):
-            receiver.arrived.clear()
+            receiver.bodies.clear()
             wait_for_a_timer_run(box)
             broken = time.time()
             psql(box, port, "alter system set archive_command = '/bin/false'")
             psql(box, port, "select pg_reload_conf()")
             psql(box, port, "create table if not exists t(x int); insert into t values (1)")
             psql(box, port, "select pg_switch_wal()")
-            while not any(b["event"] == "unhealthy" for _, b in receiver.arrived):
-                if time.time() - broken > ALERT_TIMEOUT_S:
-                    raise SystemExit(f"no alert within {ALERT_TIMEOUT_S} s")
-                time.sleep(0.5)
-            arrived = next(t for t, b in receiver.arrived if b["event"] == "unhealthy")
+            arrived = receiver.wait("unhealthy", ALERT_TIMEOUT_S)["arrived"]
             latencies.append(arrived - broken)
             print(f"alert {sample + 1}: {arrived - broken:.1f} s after archiving broke, right after a run", flush=True)
             psql(box, port, "alter system reset archive_command")
             psql(box, port, "select pg_reload_conf()")
             psql(box, port, "select pg_switch_wal()")
-            while not any(b["event"] == "recovered" for _, b in receiver.arrived):
+            while not any(b["event"] == "recovered" for b in receiver.bodies):
                 time.sleep(2)
                 on(box, "systemctl", "start", "pgmam-watchdog.service")
         if latencies:

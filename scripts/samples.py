@@ -16,14 +16,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -222,35 +220,6 @@ def tour(t: Tour) -> None:
     watch(t)
 
 
-class Receiver:
-    """A webhook receiver on the sandbox's bridge: keeps each JSON body it is sent."""
-
-    def __init__(self, address: str) -> None:
-        bodies: list[dict] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.bodies = bodies
-        self.server = http.server.ThreadingHTTPServer((address, 0), Handler)
-        self.url = f"http://{address}:{self.server.server_address[1]}/hooks/T000/B000/XXXXXXXX"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait(self, event: str) -> dict:
-        deadline = time.monotonic() + 30
-        while not any(b["event"] == event for b in self.bodies):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the receiver got no {event} message")
-            time.sleep(0.2)
-        return next(b for b in self.bodies if b["event"] == event)
-
-
 def archiving(t: Tour, broken: bool) -> None:
     """shop's WAL archiving broken (an archive_command that fails), or mended; then a watchdog run."""
     setting = "alter system set archive_command = '/bin/false'" if broken else "alter system reset archive_command"
@@ -266,7 +235,9 @@ def archiving(t: Tour, broken: bool) -> None:
 
 def watch(t: Tour) -> None:
     """The watchdog on sbx1, sending to a receiver on the sandbox network (docs/monitoring.md)."""
-    receiver = Receiver(t.bridge)
+    from pgmam_sandbox.receiver import Receiver
+
+    receiver = Receiver(t.bridge, "/hooks/T000/B000/XXXXXXXX")
     inventory = Path(t.env["PGMAM_HOSTS"])
     watched = inventory.with_name("hosts-watch.toml")
     watched.write_text(inventory.read_text() + f'\n[notify]\nwebhook = "{receiver.url}"\n')
@@ -276,14 +247,15 @@ def watch(t: Tour) -> None:
     t.inv("watchdog", "watchdog", "--host", "sbx1")
     t.inv("notify-test", "notify", "--test", "--host", "sbx1")
     archiving(t, broken=True)
-    t.keep_text("watchdog-alert", json.dumps(receiver.wait("unhealthy"), indent=2))
+    alert = {k: v for k, v in receiver.wait("unhealthy").items() if k not in ("path", "arrived")}  # the receiver's
+    t.keep_text("watchdog-alert", json.dumps(alert, indent=2))
     metrics = t.on("sbx1", "cat", "/var/lib/prometheus/node-exporter/pgmam.prom").stdout
     t.keep_text("watchdog-metrics", "\n".join(line for line in metrics.splitlines() if not line.startswith("#")))
     t.inv("check-critical", "check", "--host", "sbx1", ok=(2,))
     archiving(t, broken=False)
     t.keep_text("watchdog-recovered", receiver.wait("recovered")["text"])
     t.inv("check-ok", "check", "--host", "sbx1", "--app", "shop")
-    receiver.server.shutdown()
+    receiver.close()
 
 
 def run_tour() -> None:

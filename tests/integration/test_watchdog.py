@@ -13,17 +13,16 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 import pgmam_sandbox as sandbox
+from pgmam_sandbox.receiver import Receiver
 
 SERVERS = 2  # sbx2: the repository host of the last test
 APP, PORT = "wd", 5610
@@ -32,41 +31,9 @@ NODE_EXPORTER = Path("/var/cache/pgmam-sandbox/node_exporter")  # `make deps` ex
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 
-class Receiver:
-    """A webhook receiver on the sandbox's bridge: keeps each JSON body; answers ``code``."""
-
-    def __init__(self, address: str) -> None:
-        self.bodies: list[dict] = []
-        self.code = 200
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(length))
-                body["path"] = self.path
-                owner.bodies.append(body)
-                self.send_response(owner.code)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer((address, 0), Handler)
-        self.url = f"http://{address}:{self.server.server_address[1]}/hook/{SECRET}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self, app: str | None = APP) -> list[tuple[str, str | None]]:
-        return [(b["event"], b["app"]) for b in self.bodies if b["app"] == app]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def receiver(box) -> Iterator[Receiver]:
-    found = Receiver(str(box.naming.bridge_address))
+    found = Receiver(str(box.naming.bridge_address), f"/hook/{SECRET}")
     yield found
     found.close()
 
@@ -117,7 +84,7 @@ def test_archiving_breaks_one_alert_then_fixed_one_recovery(box, inv, watched, r
     archiving(box, broken=True)
     watch_once(box)
     watch_once(box)
-    assert receiver.events() == [("unhealthy", APP)]
+    assert receiver.events(APP) == [("unhealthy", APP)]
     alert = receiver.bodies[0]
     assert alert["server"] == "sbx1" and alert["more"] == "inv status --host sbx1"
     assert any(p.startswith("WAL archiving failing at ") for p in alert["problems"])
@@ -133,7 +100,7 @@ def test_archiving_breaks_one_alert_then_fixed_one_recovery(box, inv, watched, r
     archiving(box, broken=False)
     watch_once(box)
     watch_once(box)
-    assert receiver.events() == [("unhealthy", APP), ("recovered", APP)]
+    assert receiver.events(APP) == [("unhealthy", APP), ("recovered", APP)]
     assert receiver.bodies[-1]["since"] == alert["since"]
     check = inv("check", "--host", "sbx1", "--app", APP, inventory=watched)
     assert (check.returncode, check.stdout.split(" | ")[0]) == (0, "PGMAM OK - sbx1: 1 app healthy")
@@ -209,14 +176,14 @@ def test_an_unreachable_receiver_is_a_clear_line_and_the_checks_go_on(box, inv, 
         receiver.code = 200  # back: the alert it missed arrives, once
         watch_once(box)
         watch_once(box)
-        assert receiver.events() == [("unhealthy", APP), ("unhealthy", APP)]  # the 500 one, then the retry
+        assert receiver.events(APP) == [("unhealthy", APP), ("unhealthy", APP)]  # the 500 one, then the retry
         host = status_of(inv, watched)
         assert not [p for p in host["problems"] if p.startswith("alerts cannot")]
     finally:
         receiver.code = 200
         archiving(box, broken=False)
         watch_once(box)
-    assert receiver.events()[-1] == ("recovered", APP)
+    assert receiver.events(APP)[-1] == ("recovered", APP)
 
 
 def test_an_overdue_scheduled_backup_triggers_an_alert(box, inv, watched, receiver):
@@ -231,7 +198,7 @@ def test_an_overdue_scheduled_backup_triggers_an_alert(box, inv, watched, receiv
         while int(box.on("sbx1", "date", "+%s").stdout) < due_epoch + 62:  # due, plus 1 min of grace
             time.sleep(2)
         watch_once(box)
-        assert receiver.events() == [("unhealthy", APP)]
+        assert receiver.events(APP) == [("unhealthy", APP)]
         (problem,) = receiver.bodies[0]["problems"]
         assert problem.startswith("scheduled full backup due at ") and problem.endswith(
             f"has not run (see systemctl list-timers 'pgmam-schedule-{APP}-*', or /etc/cron.d/pgmam-{APP})"
@@ -239,7 +206,7 @@ def test_an_overdue_scheduled_backup_triggers_an_alert(box, inv, watched, receiv
     finally:
         assert inv("schedule", "--host", "sbx1", "--app", APP, "--remove", inventory=watched).returncode == 0
     watch_once(box)
-    assert receiver.events()[-1] == ("recovered", APP)
+    assert receiver.events(APP)[-1] == ("recovered", APP)
 
 
 @contextlib.contextmanager
