@@ -17,7 +17,7 @@ from ..health import HostStatus
 from ..inventory import Host, Inventory
 from ..plan import Plan, Step, execute
 from ..remote import PasswordSource, ask_password
-from ..runner import OnHost, Report
+from ..runner import Confirmation, OnHost, Report
 from ..watchdog import CONFIG, Config, RepoRef, masked
 
 RUN = "watchdog.sh"
@@ -99,7 +99,7 @@ class Watchdog(OnHost):
     def render(self) -> list[str]:
         return self.plan.render()
 
-    def confirmations(self) -> list:  # type: ignore[type-arg]
+    def confirmations(self) -> list[Confirmation]:
         return []
 
     def run(self, console: Console) -> Report:
