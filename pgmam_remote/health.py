@@ -374,7 +374,7 @@ def offsite_status(cluster: ClusterFacts, facts: ServerFacts, view: RepoView, se
         entry["waiting"] = {"files": shipping.files, "bytes": shipping.bytes, "lag_seconds": lag, "behind": behind}
         entry["shipping_error"] = shipping.error or None
         if behind:
-            why = f": {_clip(shipping.error)}" if shipping.error else ""
+            why = f": {clip(shipping.error)}" if shipping.error else ""
             problems.append(
                 f"{repo.name}: WAL {_age(lag)} behind ({shipping.files} files, {_size(shipping.bytes)} waiting){why}"
             )
@@ -452,11 +452,11 @@ def watchdog_problems(facts: ServerFacts) -> list[str]:
             f"the watchdog has not run since {record.time.isoformat()} (systemctl status pgmam-watchdog.timer)"
         )
     if record.error:
-        problems.append(f"the watchdog's last run failed: {_clip(record.error)} (see /var/log/pgmam/watchdog.log)")
+        problems.append(f"the watchdog's last run failed: {clip(record.error)} (see /var/log/pgmam/watchdog.log)")
     for channel, last in sorted(record.channels.items()):
         if not last.get("ok"):
             problems.append(
-                f"alerts cannot be delivered: {channel} {last.get('target')} {_clip(str(last.get('error')))} "
+                f"alerts cannot be delivered: {channel} {last.get('target')} {clip(str(last.get('error')))} "
                 f"(at {last.get('time')}; see /var/log/pgmam/watchdog.log)"
             )
     return problems
@@ -473,7 +473,7 @@ def _size(n: int | None) -> str:
     return f"{value:.1f} TB"
 
 
-def _clip(text: str, limit: int = 160) -> str:
+def clip(text: str, limit: int = 160) -> str:
     """A tool's error, long enough to say what failed (pgBackRest's S3 errors run to 400 chars)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

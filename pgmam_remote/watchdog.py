@@ -184,7 +184,7 @@ def subjects(status: health.HostStatus) -> dict[str, list[str]]:
         if cluster.managed:
             found[cluster.app] = list(cluster.problems)
     return {
-        subject: [health._clip(problem.splitlines()[0], 300) for problem in problems]
+        subject: [health.clip(problem.splitlines()[0], 300) for problem in problems]
         for subject, problems in found.items()
         if problems
     }

@@ -126,7 +126,8 @@ class Watchdog(OnHost):
 def send_test(host: Host, console: Console, password_source: PasswordSource = ask_password) -> bool:
     """`inv notify --test`: the server sends a test message through each channel it has."""
     with OnHost(host, password_source) as on:
-        facts, _ = gather(on.session)
+        # this pgmam's watchdog.sh sends it: its code is installed first, as for any job
+        facts, _ = gather(on.session, install=True)
         if facts.watchdog is None:
             raise Refusal(
                 f"{host.name}: no watchdog is set up there, so nothing to send with",

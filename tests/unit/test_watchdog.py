@@ -20,7 +20,7 @@ import pytest
 from pgmam_remote import facts, health, metrics, server_code, watchdog
 from pgmam_remote.errors import InventoryError
 from pgmam_remote.inventory import Host, parse
-from pgmam_remote.ops.watch import CRITICAL, OK, UNKNOWN, WARNING, check_result
+from pgmam_remote.ops.watch import CRITICAL, OK, UNKNOWN, WARNING, CheckResult, check_result
 from pgmam_remote.timetable import parse_calendar
 
 from .conftest import load
@@ -227,8 +227,7 @@ def test_check_says_ok_warning_critical_unknown():
     assert critical.code == CRITICAL and "app1: WAL archiving failing since t" in critical.line
     assert check_result(failing, "app2").code == UNKNOWN
     down = health.HostStatus("prod1", "p", reachable=False, error="prod1: no answer within 5 s")
-    assert check_result(down) == check_result(down)
-    assert check_result(down).code == UNKNOWN
+    assert check_result(down) == CheckResult(UNKNOWN, "PGMAM UNKNOWN - prod1: prod1: no answer within 5 s")
 
 
 # -- [notify] and [watchdog] in the inventory ------------------------------------------------------
